@@ -1,0 +1,30 @@
+package scheduler
+
+// dirtySet records which entities changed since the last TakeChanges, so that
+// a commit can write in proportion to what changed (SERVICE.md §4).
+type dirtySet struct {
+	on         bool
+	requests   map[RequestID]struct{}
+	workers    map[WorkerID]struct{}
+	tombstones map[RequestID]struct{}
+	pendings   map[WorkerID]struct{}
+	errors     map[RequestID]struct{}
+	balances   map[AccountID]struct{}
+}
+
+func mark[K comparable](on bool, m *map[K]struct{}, k K) {
+	if !on {
+		return
+	}
+	if *m == nil {
+		*m = make(map[K]struct{})
+	}
+	(*m)[k] = struct{}{}
+}
+
+func (d *dirtySet) request(id RequestID)   { mark(d.on, &d.requests, id) }
+func (d *dirtySet) worker(id WorkerID)     { mark(d.on, &d.workers, id) }
+func (d *dirtySet) tombstone(id RequestID) { mark(d.on, &d.tombstones, id) }
+func (d *dirtySet) pending(id WorkerID)    { mark(d.on, &d.pendings, id) }
+func (d *dirtySet) taskError(id RequestID) { mark(d.on, &d.errors, id) }
+func (d *dirtySet) balance(id AccountID)   { mark(d.on, &d.balances, id) }

@@ -1,0 +1,23 @@
+// Package scheduler is the pure quota scheduler of qscheduler-swarming and
+// the reconciler that adapts it to Swarming's pull model.
+//
+// It implements SCHEDULER.md: accounts that recharge worker-seconds per
+// priority level, a FreeBucket level, preemption with refunds,
+// reprioritization, preference for workers that already have a request's
+// provisionable labels, fanout and per-label limits, and the reconciler's
+// pending assignments, cancellations and callbacks.
+//
+// The package does no I/O, starts no goroutines, never reads a clock and
+// never logs: every time is a parameter, and the same state and inputs give
+// the same outputs, events and resulting state. Events are values collected
+// in the Scheduler and handed out by TakeEvents, so that the caller can emit
+// them after the change is durable. The whole state converts losslessly to
+// and from the statev1.PoolState protobuf message (ToProto, FromProto).
+//
+// A pass costs in proportion to what changed: waiting requests are indexed by
+// account and label signature, signatures are found for a worker by walking a
+// trie with the worker's labels, priorities are per account and limits are
+// counters (see docs/design.md).
+//
+// A Scheduler is not safe for concurrent use.
+package scheduler

@@ -1,0 +1,124 @@
+package scheduler
+
+// EventType is the kind of an Event (SCHEDULER.md §5).
+type EventType int
+
+// Event types.
+const (
+	EventEnqueued EventType = iota + 1
+	EventAssigned
+	EventPreempted
+	EventReprioritized
+	EventCompleted
+	EventUnassigned
+)
+
+var eventTypeNames = [...]string{"", "ENQUEUED", "ASSIGNED", "PREEMPTED", "REPRIORITIZED", "COMPLETED", "UNASSIGNED"}
+
+func (t EventType) String() string {
+	if t > 0 && int(t) < len(eventTypeNames) {
+		return eventTypeNames[t]
+	}
+	return "UNKNOWN"
+}
+
+// CompletedReason says why a request completed.
+type CompletedReason int
+
+// Completion reasons.
+const (
+	ReasonNone CompletedReason = iota
+	// ReasonBotIdle: the worker running the request polled idle.
+	ReasonBotIdle
+	// ReasonIdleTaskAbsent: a waiting request was reported absent.
+	ReasonIdleTaskAbsent
+	// ReasonRunningTaskAbsent: a running request was reported absent.
+	ReasonRunningTaskAbsent
+	// ReasonInconsistentBotForTask: the request was reported running on
+	// another worker (OtherWorker).
+	ReasonInconsistentBotForTask
+	// ReasonInconsistentTaskForBot: the worker was reported running another
+	// request (OtherTask).
+	ReasonInconsistentTaskForBot
+)
+
+var reasonNames = [...]string{"", "BOT_IDLE", "IDLE_TASK_ABSENT", "RUNNING_TASK_ABSENT", "INCONSISTENT_BOT_FOR_TASK", "INCONSISTENT_TASK_FOR_BOT"}
+
+func (r CompletedReason) String() string {
+	if r >= 0 && int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return "UNKNOWN"
+}
+
+// Event records one state change for the event log and metrics. Slices are
+// shared with the scheduler's state and must not be modified.
+type Event struct {
+	Type EventType
+	// Time is the Swarming time of the notification that caused the change
+	// (ENQUEUED, COMPLETED) or the scheduler clock (decisions), Unix ns.
+	Time int64
+	Task RequestID
+	// Account of the task; AccountValid says whether it has a config.
+	Account      AccountID
+	AccountValid bool
+	// Balance of the account after the change; Cost of the task.
+	Balance             Vector
+	Cost                Vector
+	BaseLabels          []string
+	ProvisionableLabels []string
+	// Worker is the bot involved ("" when none) and WorkerLabels its
+	// dimensions.
+	Worker       WorkerID
+	WorkerLabels []string
+	FromCallback bool
+
+	// ENQUEUED: the task's tags.
+	Tags []string
+	// COMPLETED: why, and the other task or worker of an inconsistency.
+	Reason      CompletedReason
+	OtherTask   RequestID
+	OtherWorker WorkerID
+	// ASSIGNED: the level it runs at; REPRIORITIZED: the new level (OldLevel
+	// the previous one); PREEMPTED: the level of the preempting request.
+	Level    Priority
+	OldLevel Priority
+	// ASSIGNED.
+	ProvisionRequired bool
+	Preempting        bool
+	PreemptionCost    Vector
+	PreemptedTask     RequestID
+	// PREEMPTED: the request that took the worker.
+	PreemptorTask RequestID
+}
+
+// TakeEvents returns the events recorded since the last call and forgets
+// them.
+func (s *Scheduler) TakeEvents() []Event {
+	e := s.events
+	s.events = nil
+	return e
+}
+
+// DiscardEvents forgets recorded events without returning them.
+func (s *Scheduler) DiscardEvents() { s.events = s.events[:0] }
+
+func (s *Scheduler) event(e Event, r *request, w *worker, fromCallback bool) {
+	if r != nil {
+		e.Task = r.id
+		e.Account = r.acct.id
+		e.AccountValid = r.acct.cfg != nil
+		e.Balance = r.acct.balance
+		e.BaseLabels = r.base.names
+		e.ProvisionableLabels = r.prov.names
+		if r.w != nil {
+			e.Cost = r.w.costAt(s.now)
+		}
+	}
+	if w != nil {
+		e.Worker = w.id
+		e.WorkerLabels = w.names
+	}
+	e.FromCallback = fromCallback
+	s.events = append(s.events, e)
+}

@@ -1,0 +1,202 @@
+package scheduler
+
+import (
+	"slices"
+	"strings"
+	"unsafe"
+)
+
+// labelID is an interned label string. Ids are reused after a label is no
+// longer referenced, so their numeric order means nothing outside one state.
+type labelID int32
+
+// labelTable interns label strings with reference counts.
+type labelTable struct {
+	ids   map[string]labelID
+	names []string
+	keys  []string // the part before the first ':' ("" when there is none)
+	refs  []int32
+	free  []labelID
+
+	// Membership marks for the worker being examined (see mark).
+	marks   []uint32
+	markGen uint32
+}
+
+func newLabelTable() *labelTable {
+	return &labelTable{ids: make(map[string]labelID)}
+}
+
+func (t *labelTable) ref(name string) labelID {
+	if id, ok := t.ids[name]; ok {
+		t.refs[id]++
+		return id
+	}
+	var id labelID
+	key := ""
+	if i := strings.IndexByte(name, ':'); i >= 0 {
+		key = name[:i]
+	}
+	if n := len(t.free); n > 0 {
+		id = t.free[n-1]
+		t.free = t.free[:n-1]
+		t.names[id], t.keys[id], t.refs[id] = name, key, 1
+	} else {
+		id = labelID(len(t.names))
+		t.names = append(t.names, name)
+		t.keys = append(t.keys, key)
+		t.refs = append(t.refs, 1)
+		t.marks = append(t.marks, 0)
+	}
+	t.ids[name] = id
+	return id
+}
+
+func (t *labelTable) unref(id labelID) {
+	t.refs[id]--
+	if t.refs[id] == 0 {
+		delete(t.ids, t.names[id])
+		t.names[id], t.keys[id] = "", ""
+		t.free = append(t.free, id)
+	}
+}
+
+// mark makes has(l) report whether l is one of ids, until the next mark.
+func (t *labelTable) mark(ids []labelID) {
+	t.markGen++
+	if t.markGen == 0 { // wrapped: clear stale marks
+		clear(t.marks)
+		t.markGen = 1
+	}
+	for _, l := range ids {
+		t.marks[l] = t.markGen
+	}
+}
+
+func (t *labelTable) has(l labelID) bool { return t.marks[l] == t.markGen }
+
+// hasAll reports whether every label of ids is marked.
+func (t *labelTable) hasAll(ids []labelID) bool {
+	for _, l := range ids {
+		if t.marks[l] != t.markGen {
+			return false
+		}
+	}
+	return true
+}
+
+// labelSet is an interned, immutable set of labels shared by the requests
+// (and fanout groups) that have it.
+type labelSet struct {
+	key   string    // canonical map key: the sorted ids as bytes
+	ids   []labelID // ascending
+	names []string  // sorted bytewise
+	refs  int
+
+	base *baseIndex // set while waiting requests use this as their base labels
+}
+
+// setTable interns label sets.
+type setTable struct {
+	labels *labelTable
+	sets   map[string]*labelSet
+	empty  *labelSet
+}
+
+func newSetTable(labels *labelTable) *setTable {
+	t := &setTable{labels: labels, sets: make(map[string]*labelSet)}
+	t.empty = &labelSet{refs: 1 << 30} // never freed
+	t.sets[""] = t.empty
+	return t
+}
+
+func idsKey(ids []labelID) string {
+	if len(ids) == 0 {
+		return ""
+	}
+	return unsafe.String((*byte)(unsafe.Pointer(&ids[0])), len(ids)*4)
+}
+
+// refNames interns a set given as (possibly unsorted, duplicated) names.
+func (t *setTable) refNames(names []string) *labelSet {
+	if len(names) == 0 {
+		return t.empty
+	}
+	sorted := slices.Clone(names)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	ids := make([]labelID, len(sorted))
+	for i, n := range sorted {
+		if id, ok := t.labels.ids[n]; ok {
+			ids[i] = id
+		} else {
+			ids[i] = -1
+		}
+	}
+	slices.Sort(ids)
+	if ids[0] >= 0 {
+		if s, ok := t.sets[idsKey(ids)]; ok {
+			s.refs++
+			return s
+		}
+	}
+	for i, n := range sorted {
+		ids[i] = t.labels.ref(n)
+	}
+	slices.Sort(ids)
+	s := &labelSet{ids: ids, names: sorted, refs: 1}
+	s.key = strings.Clone(idsKey(ids))
+	t.sets[s.key] = s
+	return s
+}
+
+// refUnion interns the union of two sets.
+func (t *setTable) refUnion(a, b *labelSet) *labelSet {
+	if len(b.ids) == 0 {
+		a.refs++
+		return a
+	}
+	if len(a.ids) == 0 {
+		b.refs++
+		return b
+	}
+	names := make([]string, 0, len(a.names)+len(b.names))
+	names = append(append(names, a.names...), b.names...)
+	return t.refNames(names)
+}
+
+func (t *setTable) ref(s *labelSet) *labelSet {
+	s.refs++
+	return s
+}
+
+func (t *setTable) unref(s *labelSet) {
+	if s == t.empty {
+		return
+	}
+	s.refs--
+	if s.refs == 0 {
+		delete(t.sets, s.key)
+		for _, l := range s.ids {
+			t.labels.unref(l)
+		}
+	}
+}
+
+// subsetOf reports whether every label of a is in the sorted ids b.
+func subsetOf(a, b []labelID) bool {
+	if len(a) > len(b) {
+		return false
+	}
+	j := 0
+	for _, x := range a {
+		for j < len(b) && b[j] < x {
+			j++
+		}
+		if j == len(b) || b[j] != x {
+			return false
+		}
+		j++
+	}
+	return true
+}

@@ -1,0 +1,351 @@
+package scheduler
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// reconciler holds, per worker, the assignment handed out and not yet
+// confirmed, and per task an error to report (SCHEDULER.md §3).
+type reconciler struct {
+	entries map[WorkerID]*pendingEntry
+	byTime  iheap[*pendingEntry]                   // by (time, worker)
+	byAbort map[RequestID]map[WorkerID]struct{}    // entries aborting a task
+	errors  map[RequestID]string
+}
+
+type pendingEntry struct {
+	worker WorkerID
+	time   int64
+	assign RequestID
+	abort  RequestID
+	idx    int
+}
+
+func (r *reconciler) init() {
+	r.entries = make(map[WorkerID]*pendingEntry)
+	r.byAbort = make(map[RequestID]map[WorkerID]struct{})
+	r.errors = make(map[RequestID]string)
+	r.byTime = iheap[*pendingEntry]{
+		less: func(a, b *pendingEntry) bool {
+			if a.time != b.time {
+				return a.time < b.time
+			}
+			return a.worker < b.worker
+		},
+		setIdx: func(e *pendingEntry, i int) { e.idx = i },
+	}
+}
+
+func (s *Scheduler) setEntry(e *pendingEntry) {
+	r := &s.rec
+	if old := r.entries[e.worker]; old != nil {
+		s.dropEntry(old)
+	}
+	r.entries[e.worker] = e
+	r.byTime.Push(e)
+	if e.abort != "" {
+		s.indexAbort(e)
+	}
+	s.dirty.pending(e.worker)
+}
+
+func (s *Scheduler) indexAbort(e *pendingEntry) {
+	m := s.rec.byAbort[e.abort]
+	if m == nil {
+		m = make(map[WorkerID]struct{})
+		s.rec.byAbort[e.abort] = m
+	}
+	m[e.worker] = struct{}{}
+}
+
+func (s *Scheduler) unindexAbort(e *pendingEntry) {
+	if m := s.rec.byAbort[e.abort]; m != nil {
+		delete(m, e.worker)
+		if len(m) == 0 {
+			delete(s.rec.byAbort, e.abort)
+		}
+	}
+}
+
+func (s *Scheduler) dropEntry(e *pendingEntry) {
+	r := &s.rec
+	if r.entries[e.worker] != e {
+		return
+	}
+	delete(r.entries, e.worker)
+	r.byTime.Remove(e.idx)
+	if e.abort != "" {
+		s.unindexAbort(e)
+	}
+	s.dirty.pending(e.worker)
+}
+
+// entryLive reports whether e's task still runs on e's worker.
+func (s *Scheduler) entryLive(e *pendingEntry) (*request, *worker, bool) {
+	w := s.workers[e.worker]
+	if w == nil || w.req == nil || w.req.id != e.assign {
+		return nil, nil, false
+	}
+	return w.req, w, true
+}
+
+// IdleWorker is a worker polling for a task.
+type IdleWorker struct {
+	ID     WorkerID
+	Labels []string
+}
+
+// TaskAssignment tells a polling worker which task to run.
+type TaskAssignment struct {
+	Worker            WorkerID
+	Task              RequestID
+	ProvisionRequired bool
+}
+
+// AssignTasks is the reconciler's answer to idle workers polling at t
+// (SCHEDULER.md §3): expired pending assignments are taken back, the clock
+// advances, the workers without a live pending assignment are marked idle, a
+// pass runs, and every polling worker with a pending assignment gets it.
+// The result has one element per polling worker that has a task, in the
+// order of workers (a worker listed twice is answered twice).
+func (s *Scheduler) AssignTasks(t time.Time, workers []IdleWorker) ([]TaskAssignment, error) {
+	ns, err := nanos("time", t)
+	if err != nil {
+		return nil, err
+	}
+	for i, w := range workers {
+		if err := ValidateID("idle_bots["+itoa(i)+"].bot_id", string(w.ID)); err != nil {
+			return nil, err
+		}
+	}
+	out := s.assignTasks(ns, workers)
+	s.gc()
+	return out, nil
+}
+
+func (s *Scheduler) assignTasks(t int64, workers []IdleWorker) []TaskAssignment {
+	// (1) Pending assignments not confirmed in time are taken back.
+	for s.rec.byTime.Len() > 0 {
+		e := s.rec.byTime.Top()
+		if t-e.time < s.cfg.workerQueueTimeout {
+			break
+		}
+		if r, w, ok := s.entryLive(e); ok {
+			s.unassign(r, w)
+		}
+		s.dropEntry(e)
+	}
+	// (2)
+	s.updateTime(t)
+	// (3)
+	for _, iw := range workers {
+		e := s.rec.entries[iw.ID]
+		if e != nil {
+			if _, _, ok := s.entryLive(e); ok {
+				continue
+			}
+			s.dropEntry(e)
+		}
+		s.markIdle(iw.ID, iw.Labels, t, false)
+	}
+	// (4)
+	for _, a := range s.RunOnce() {
+		s.setEntry(&pendingEntry{worker: a.Worker, time: s.now, assign: a.Request, abort: a.Preempted})
+	}
+	// (5)
+	var out []TaskAssignment
+	for _, iw := range workers {
+		e := s.rec.entries[iw.ID]
+		if e == nil {
+			continue
+		}
+		r, w, ok := s.entryLive(e)
+		if !ok {
+			continue
+		}
+		out = append(out, TaskAssignment{Worker: iw.ID, Task: e.assign, ProvisionRequired: !subsetOf(r.prov.ids, w.ids)})
+	}
+	return out
+}
+
+// Notification is one task state reported by Swarming.
+type Notification struct {
+	Time time.Time
+	// Kind says which fields are used.
+	Kind NotificationKind
+	// Task: the task (all fields for NotifyWaiting; ID otherwise).
+	Task Task
+	// Worker: the bot running the task (NotifyRunning).
+	Worker WorkerID
+}
+
+// NotificationKind is the state category of a Notification.
+type NotificationKind int
+
+// Notification kinds.
+const (
+	NotifyWaiting NotificationKind = iota + 1
+	NotifyRunning
+	NotifyAbsent
+)
+
+// Notify applies one Swarming notification through the reconciler
+// (SCHEDULER.md §3).
+func (s *Scheduler) Notify(n Notification, fromCallback bool) error {
+	ns, err := nanos("time", n.Time)
+	if err != nil {
+		return err
+	}
+	if err := ValidateID("task id", string(n.Task.ID)); err != nil {
+		return err
+	}
+	switch n.Kind {
+	case NotifyWaiting:
+		enq, err := nanos("enqueue_time", n.Task.EnqueueTime)
+		if err != nil {
+			return err
+		}
+		if n.Task.Account != "" {
+			if err := ValidateID("account id", string(n.Task.Account)); err != nil {
+				return err
+			}
+		}
+		s.addRequest(n.Task, enq, ns, fromCallback)
+	case NotifyRunning:
+		if err := ValidateID("bot id", string(n.Worker)); err != nil {
+			return err
+		}
+		s.notifyRunning(n.Task.ID, n.Worker, ns, fromCallback)
+		if e := s.rec.entries[n.Worker]; e != nil && e.assign == n.Task.ID && ns >= e.time {
+			s.dropEntry(e)
+		}
+	case NotifyAbsent:
+		s.notifyAbsent(n.Task.ID, ns, fromCallback)
+		if m := s.rec.byAbort[n.Task.ID]; m != nil {
+			for _, wid := range sortedKeysW(m) {
+				e := s.rec.entries[wid]
+				s.unindexAbort(e)
+				e.abort = ""
+				s.dirty.pending(wid)
+			}
+		}
+		if _, ok := s.rec.errors[n.Task.ID]; ok {
+			delete(s.rec.errors, n.Task.ID)
+			s.dirty.taskError(n.Task.ID)
+		}
+	default:
+		return invalidf("notification kind %d unknown", n.Kind)
+	}
+	s.gc()
+	return nil
+}
+
+// SetTaskError records a problem with a task, reported through
+// Cancellations with reason ERROR until Swarming reports the task absent.
+func (s *Scheduler) SetTaskError(id RequestID, msg string) error {
+	if err := ValidateID("task id", string(id)); err != nil {
+		return err
+	}
+	if s.rec.errors[id] != msg {
+		s.rec.errors[id] = msg
+		s.dirty.taskError(id)
+	}
+	return nil
+}
+
+// CancellationReason says why a task must be cancelled.
+type CancellationReason int
+
+// Cancellation reasons (the wire values of Swarming's enum).
+const (
+	CancelPreempted CancellationReason = 1
+	CancelError     CancellationReason = 2
+)
+
+// Cancellation asks Swarming to stop a task.
+type Cancellation struct {
+	Worker    WorkerID // "" for errors
+	Task      RequestID
+	Reason    CancellationReason
+	ExtraInfo string
+}
+
+// Cancellations returns the preempted tasks to abort (by worker id) and the
+// tasks with errors (by task id). They repeat until acknowledged.
+func (s *Scheduler) Cancellations() []Cancellation {
+	var out []Cancellation
+	for _, wid := range sortedKeysW(s.rec.entries) {
+		if e := s.rec.entries[wid]; e.abort != "" {
+			out = append(out, Cancellation{Worker: wid, Task: e.abort, Reason: CancelPreempted})
+		}
+	}
+	ids := make([]RequestID, 0, len(s.rec.errors))
+	for id := range s.rec.errors {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		out = append(out, Cancellation{Task: id, Reason: CancelError, ExtraInfo: s.rec.errors[id]})
+	}
+	return out
+}
+
+// Callbacks returns the tasks Swarming should re-confirm: the
+// max(1, ceil(1% of n)) waiting and max(1, ceil(5% of m)) running tasks
+// confirmed longest ago (ties by id), waiting ones first.
+func (s *Scheduler) Callbacks() []RequestID {
+	var waiting, running []*request
+	for _, r := range s.requests {
+		if r.cls != nil {
+			waiting = append(waiting, r)
+		} else {
+			running = append(running, r)
+		}
+	}
+	pick := func(rs []*request, frac float64, key func(*request) int64) []RequestID {
+		if len(rs) == 0 {
+			return nil
+		}
+		k := max(1, int(math.Ceil(frac*float64(len(rs)))))
+		slices.SortFunc(rs, func(a, b *request) int {
+			if c := cmp.Compare(key(a), key(b)); c != 0 {
+				return c
+			}
+			return strings.Compare(string(a.id), string(b.id))
+		})
+		out := make([]RequestID, k)
+		for i := range out {
+			out[i] = rs[i].id
+		}
+		return out
+	}
+	out := pick(waiting, 0.01, func(r *request) int64 { return r.confirmed })
+	return append(out, pick(running, 0.05, func(r *request) int64 { return r.w.latestConfirmed() })...)
+}
+
+func sortedKeysW[V any](m map[WorkerID]V) []WorkerID {
+	keys := make([]WorkerID, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b [20]byte
+	n := len(b)
+	for i > 0 {
+		n--
+		b[n] = byte('0' + i%10)
+		i /= 10
+	}
+	return string(b[n:])
+}

@@ -1,0 +1,371 @@
+package scheduler
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Assignment is one decision of a scheduling pass.
+type Assignment struct {
+	Worker   WorkerID
+	Request  RequestID
+	Priority Priority
+	Time     time.Time
+	// Preempted is the request the worker must abort ("" for an idle worker).
+	Preempted RequestID
+	// ProvisionRequired: the worker lacks a provisionable label of Request.
+	ProvisionRequired bool
+}
+
+// RunOnce performs one scheduling pass at the current clock (SCHEDULER.md
+// §2.4): for each paid level, a provision-matching and an any-label sub-pass
+// over idle workers, reprioritization and preemption; then the FreeBucket
+// sub-passes. It returns the assignments in the order made; the state is
+// already updated.
+func (s *Scheduler) RunOnce() []Assignment {
+	if !s.hasClock {
+		return nil
+	}
+	p := s.startPass()
+	for l := Priority(0); l < FreeBucket; l++ {
+		p.match(l, true)
+		p.match(l, false)
+		p.reprioritize(l)
+		if !s.cfg.disablePreemption {
+			p.preempt(l)
+		}
+	}
+	p.match(FreeBucket, true)
+	p.match(FreeBucket, false)
+	p.finish()
+	s.gc()
+	return p.out
+}
+
+// pass is the scratch state of one RunOnce.
+type pass struct {
+	s      *Scheduler
+	epoch  uint64
+	active [NumPaidLevels + 1]bool // some account may have requests in L[l]
+	idle   []*worker               // idle workers by id
+	elig   []*baseIndex            // backing store of the workers' passElig
+	cands  []limitedCand
+	out    []Assignment
+	step   uint64
+}
+
+type limitedCand struct {
+	c    *class
+	size int
+}
+
+func (s *Scheduler) startPass() *pass {
+	s.epoch++
+	p := &pass{s: s, epoch: s.epoch}
+	// Priorities per account, from the balances at the start (§2.2).
+	for _, a := range s.sortedAccounts() {
+		a.level = a.priority()
+		if a.waiting == 0 {
+			continue
+		}
+		if a.level < FreeBucket {
+			p.active[a.level] = true
+		}
+		if !a.disableFree && (a.level == FreeBucket || a.limited()) {
+			p.active[FreeBucket] = true
+		}
+	}
+	if s.nWaiting == 0 && s.cfg.disablePreemption {
+		return p
+	}
+	// Idle workers in id order, each with the base sets its labels contain.
+	p.idle = append(p.idle, s.idle.items...)
+	slices.SortFunc(p.idle, func(a, b *worker) int { return strings.Compare(string(a.id), string(b.id)) })
+	if s.nWaiting == 0 {
+		return p
+	}
+	for _, w := range p.idle {
+		start := len(p.elig)
+		s.labels.mark(w.ids)
+		p.elig = s.trie.collect(s.labels, w.ids, p.elig)
+		w.passElig = p.elig[start:len(p.elig):len(p.elig)]
+	}
+	for _, w := range p.idle {
+		// Most base labels first (§2.4 step 3).
+		slices.SortFunc(w.passElig, func(a, b *baseIndex) int { return len(b.set.ids) - len(a.set.ids) })
+	}
+	return p
+}
+
+func (p *pass) finish() {
+	for _, w := range p.idle {
+		w.passElig = nil
+	}
+}
+
+// inList reports whether the non-empty class c of a limited account is in
+// this pass's L[l] (design.md: fanout groups full at the start and blocked
+// classes join L[5]).
+func (p *pass) inList(c *class, l Priority) bool {
+	a := c.acct
+	if l < FreeBucket {
+		return a.level == l && !p.fullAtStart(c)
+	}
+	if a.disableFree {
+		return false
+	}
+	return a.level == FreeBucket || p.fullAtStart(c) || c.blockedEpoch == p.epoch
+}
+
+// fullAtStart: c's fanout group was at its limit when the pass started and
+// its account is at a paid level.
+func (p *pass) fullAtStart(c *class) bool {
+	a := c.acct
+	if a.level == FreeBucket || a.maxFanout <= 0 {
+		return false
+	}
+	g := a.fanout[c.fan]
+	if g == nil {
+		return false
+	}
+	n := g.paid
+	if g.startEpoch == p.epoch {
+		n = g.startPaid
+	}
+	return n >= a.maxFanout
+}
+
+// allowed reports whether the limits let a request of class c start on w at
+// level l (§2.7).
+func (p *pass) allowed(c *class, w *worker, l Priority) bool {
+	a := c.acct
+	if l < FreeBucket && a.maxFanout > 0 {
+		if g := a.fanout[c.fan]; g != nil && g.paid >= a.maxFanout {
+			return false
+		}
+	}
+	return p.labelsAllow(a, w)
+}
+
+func (p *pass) labelsAllow(a *account, w *worker) bool {
+	if len(a.limits) == 0 {
+		return true
+	}
+	keys := p.s.labels.keys
+	for _, l := range w.ids {
+		k := keys[l]
+		if k == "" {
+			continue
+		}
+		if n, ok := a.limits[k]; ok && a.labelCount[l] >= n {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *pass) block(c *class) { c.blockedEpoch = p.epoch }
+
+// match runs sub-pass a (provision) or b (any label) of level l.
+func (p *pass) match(l Priority, provision bool) {
+	if !p.active[l] {
+		return
+	}
+	n := 0
+	for _, w := range p.idle {
+		if !w.idleNow() {
+			continue
+		}
+		if c := p.choose(w, l, provision); c != nil {
+			p.assign(w, c, l)
+			continue
+		}
+		p.idle[n] = w
+		n++
+	}
+	clear(p.idle[n:])
+	p.idle = p.idle[:n]
+}
+
+// choose returns the class whose head w takes in this sub-pass, or nil.
+func (p *pass) choose(w *worker, l Priority, provision bool) *class {
+	s := p.s
+	s.labels.mark(w.ids)
+	var best *class
+	bestSize := -1
+	p.cands = p.cands[:0]
+	for _, bi := range w.passElig {
+		size := len(bi.set.ids)
+		if size < bestSize {
+			break
+		}
+		if provision {
+			for _, pv := range bi.provs {
+				if !s.labels.hasAll(pv.prov.ids) {
+					continue
+				}
+				for _, c := range pv.classes {
+					a := c.acct
+					if a.level != l || a.limited() || c.len() == 0 || (l == FreeBucket && a.disableFree) {
+						continue
+					}
+					if best == nil || size > bestSize || c.head().before(best.head()) {
+						best, bestSize = c, size
+					}
+				}
+			}
+		}
+		for _, ab := range bi.accts {
+			a := ab.acct
+			if a.limited() {
+				for _, c := range ab.heap.items {
+					if c.len() > 0 && p.inList(c, l) && (!provision || s.labels.hasAll(c.prov.ids)) {
+						p.cands = append(p.cands, limitedCand{c, size})
+					}
+				}
+				continue
+			}
+			if provision || a.level != l || (l == FreeBucket && a.disableFree) {
+				continue
+			}
+			c := ab.heap.Top()
+			if c.len() == 0 {
+				continue
+			}
+			if best == nil || size > bestSize || c.head().before(best.head()) {
+				best, bestSize = c, size
+			}
+		}
+	}
+	if len(p.cands) == 0 {
+		return best
+	}
+	// Walk the limited accounts' candidates that beat best, in preference
+	// order; a refused one blocks its class.
+	slices.SortFunc(p.cands, func(x, y limitedCand) int {
+		if x.size != y.size {
+			return y.size - x.size
+		}
+		return cmpFIFO(x.c.head(), y.c.head())
+	})
+	for _, lc := range p.cands {
+		if best != nil && (lc.size < bestSize || (lc.size == bestSize && best.head().before(lc.c.head()))) {
+			break
+		}
+		if p.allowed(lc.c, w, l) {
+			return lc.c
+		}
+		p.block(lc.c)
+	}
+	return best
+}
+
+// assign starts the head of c on the idle worker w at level l.
+func (p *pass) assign(w *worker, c *class, l Priority) {
+	s := p.s
+	r := c.head()
+	s.dequeue(r)
+	s.startTask(w, r, l, Vector{})
+	provReq := !subsetOf(r.prov.ids, w.ids)
+	s.event(Event{Type: EventAssigned, Time: s.now, Level: l, ProvisionRequired: provReq}, r, w, false)
+	p.out = append(p.out, Assignment{Worker: w.id, Request: r.id, Priority: l, Time: Time(s.now), ProvisionRequired: provReq})
+}
+
+func (p *pass) reprioritized(w *worker, l Priority) {
+	old := w.level
+	p.s.setLevel(w, l)
+	p.s.event(Event{Type: EventReprioritized, Time: p.s.now, Level: l, OldLevel: old}, w.req, w, false)
+}
+
+// reprioritize is step c at level l (§2.5).
+func (p *pass) reprioritize(l Priority) {
+	s := p.s
+	accts := s.sortedAccounts()
+	if l == 0 {
+		// Tasks of accounts without config run at FreeBucket. Nothing can
+		// start such a task at a paid level later in the pass.
+		var ws []*worker
+		for _, a := range accts {
+			if a.cfg != nil {
+				continue
+			}
+			for pl := range NumPaidLevels {
+				ws = append(ws, a.running[pl]...)
+			}
+		}
+		slices.SortFunc(ws, func(a, b *worker) int { return strings.Compare(string(a.req.id), string(b.req.id)) })
+		for _, w := range ws {
+			p.reprioritized(w, FreeBucket)
+		}
+	}
+	for _, a := range accts {
+		if a.cfg == nil {
+			continue
+		}
+		b := a.balance[l]
+		n := len(a.running[l])
+		net := float64(a.rate[l] - float64(n))
+		switch {
+		case b < s.cfg.demoteThreshold && net < 0:
+			k := min(n, int(math.Ceil(-net)))
+			for _, w := range p.byCost(a.running[l], false)[:k] {
+				p.reprioritized(w, l+1)
+			}
+		case b > s.cfg.promoteThreshold && net > 0:
+			below := a.runningBelow(l)
+			if below == 0 {
+				continue
+			}
+			k := min(below, int(math.Ceil(net)))
+			var ws []*worker
+			for pl := l + 1; pl <= FreeBucket; pl++ {
+				ws = append(ws, a.running[pl]...)
+			}
+			for _, w := range p.byCost(ws, true) {
+				if k == 0 {
+					break
+				}
+				if w.level == FreeBucket && a.maxFanout > 0 {
+					if g := a.fanout[w.req.fan]; g != nil && g.paid >= a.maxFanout {
+						continue
+					}
+				}
+				p.reprioritized(w, l)
+				k--
+			}
+		}
+	}
+}
+
+// byCost returns a copy of ws sorted by current cost, ascending or (desc)
+// descending, ties by ascending request id.
+func (p *pass) byCost(ws []*worker, desc bool) []*worker {
+	now := p.s.now
+	type wc struct {
+		w *worker
+		c Vector
+	}
+	tmp := make([]wc, len(ws))
+	for i, w := range ws {
+		tmp[i] = wc{w, w.costAt(now)}
+	}
+	slices.SortFunc(tmp, func(x, y wc) int {
+		if desc {
+			x.c, y.c = y.c, x.c
+		}
+		if x.c.Less(y.c) {
+			return -1
+		}
+		if y.c.Less(x.c) {
+			return 1
+		}
+		return strings.Compare(string(x.w.req.id), string(y.w.req.id))
+	})
+	out := make([]*worker, len(ws))
+	for i := range tmp {
+		out[i] = tmp[i].w
+	}
+	return out
+}

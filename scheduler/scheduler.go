@@ -1,0 +1,678 @@
+package scheduler
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
+)
+
+// Scheduler is the state of one pool: accounts and balances, waiting and
+// running requests, workers, tombstones and the reconciler's entries, with
+// the indexes that make a pass cheap.
+type Scheduler struct {
+	cfg           tunables
+	tunablesProto *statev1.PoolConfig
+
+	hasClock bool
+	now      int64 // last_update_time, valid when hasClock
+
+	labels *labelTable
+	sets   *setTable
+
+	accounts       map[AccountID]*account
+	acctOrder      []*account // by id
+	acctOrderDirty bool
+
+	requests map[RequestID]*request // waiting and running
+	nWaiting int
+	workers  map[WorkerID]*worker
+	idle     iheap[*worker] // idle workers by (confirmed, id)
+	classes  map[classKey]*class
+	trie     trieNode
+
+	tombs tombstones
+	rec   reconciler
+
+	events []Event
+
+	epoch     uint64 // scheduling pass counter, for per-pass marks
+	gcClasses []*class
+	gcAccts   []*account
+
+	dirty       dirtySet
+	dirtyConfig bool
+}
+
+// account is everything known about one account id, configured or not.
+type account struct {
+	id          AccountID
+	cfg         *statev1.AccountConfig // nil: no config
+	rate        Vector
+	cap         Vector // rate * max_charge_seconds
+	maxFanout   int32
+	disableFree bool
+	limits      map[string]int32 // per_label_task_limits
+	balance     Vector
+	hasBalance  bool
+	balanceSeen bool // FromProto: duplicate detection
+
+	running    [NumPaidLevels + 1][]*worker // workers running this account's tasks, by level
+	labelCount map[labelID]int32            // running tasks on workers carrying each label
+	fanout     map[*labelSet]*fanoutGroup   // by fanout label set
+	waiting    int                          // waiting requests
+	refs       int                          // requests (waiting or running)
+
+	// Per pass.
+	level   Priority
+	dormant []*unit // preemption units waiting for this account to change
+}
+
+func (a *account) limited() bool {
+	return a.cfg != nil && (a.maxFanout > 0 || len(a.limits) > 0)
+}
+
+// priority is the level a waiting request of this account gets (§2.2).
+func (a *account) priority() Priority {
+	if a.cfg == nil {
+		return FreeBucket
+	}
+	for p := range NumPaidLevels {
+		if a.balance[p] > 0 {
+			return Priority(p)
+		}
+	}
+	return FreeBucket
+}
+
+// runningBelow counts this account's tasks at levels below (numerically
+// above) p.
+func (a *account) runningBelow(p Priority) int {
+	n := 0
+	for l := p + 1; l <= FreeBucket; l++ {
+		n += len(a.running[l])
+	}
+	return n
+}
+
+type fanoutGroup struct {
+	paid       int32 // tasks running at paid levels
+	startEpoch uint64
+	startPaid  int32 // paid at the start of pass startEpoch
+}
+
+type classKey struct {
+	acct       *account
+	base, prov *labelSet
+}
+
+// request is a waiting or running request.
+type request struct {
+	id        RequestID
+	acct      *account
+	enqueue   int64
+	confirmed int64
+	base      *labelSet
+	prov      *labelSet
+	fan       *labelSet // union of base and prov: the fanout group's labels
+
+	cls *class  // while waiting
+	w   *worker // while running
+}
+
+// before is the FIFO order: (enqueue time, id).
+func (r *request) before(o *request) bool {
+	if r.enqueue != o.enqueue {
+		return r.enqueue < o.enqueue
+	}
+	return r.id < o.id
+}
+
+func cmpFIFO(a, b *request) int {
+	if c := cmp.Compare(a.enqueue, b.enqueue); c != 0 {
+		return c
+	}
+	return strings.Compare(string(a.id), string(b.id))
+}
+
+// worker is a known worker, idle or running one request.
+type worker struct {
+	id        WorkerID
+	ids       []labelID // ascending
+	names     []string  // sorted
+	confirmed int64
+
+	req      *request // nil when idle
+	level    Priority
+	cost     Vector // cost at since
+	since    int64
+	levelIdx int // index in req.acct.running[level]
+	idleIdx  int // index in the idle heap, -1 when running
+
+	// Per pass.
+	takenEpoch uint64
+	passElig   []*baseIndex
+	victimIdx  int
+}
+
+func (w *worker) idleNow() bool { return w.req == nil }
+
+// latestConfirmed is max of the worker's and its running request's
+// confirmed times.
+func (w *worker) latestConfirmed() int64 {
+	if w.req != nil && w.req.confirmed > w.confirmed {
+		return w.req.confirmed
+	}
+	return w.confirmed
+}
+
+// costAt is the running task's cost at time t.
+func (w *worker) costAt(t int64) Vector {
+	c := w.cost
+	if w.level < FreeBucket {
+		c[w.level] = float64(c[w.level] + seconds(w.since, t))
+	}
+	return c
+}
+
+// class is the waiting requests of one (account, base labels, provisionable
+// labels) in FIFO order.
+type class struct {
+	acct *account
+	base *labelSet
+	prov *labelSet
+	fan  *labelSet
+
+	q []*request // live part is q[h:], sorted FIFO
+	h int
+
+	ab      *acctBase
+	heapIdx int
+	pv      *provVariant
+	pvIdx   int
+
+	blockedEpoch uint64
+	queued       bool // on gcClasses
+}
+
+func (c *class) len() int { return len(c.q) - c.h }
+
+func (c *class) head() *request {
+	if c.h < len(c.q) {
+		return c.q[c.h]
+	}
+	return nil
+}
+
+// headBefore orders classes by their heads; empty classes go last.
+func headBefore(a, b *class) bool {
+	ha, hb := a.head(), b.head()
+	if ha == nil || hb == nil {
+		return hb == nil && ha != nil
+	}
+	return ha.before(hb)
+}
+
+func (c *class) insert(r *request) {
+	live := c.q[c.h:]
+	i, _ := slices.BinarySearchFunc(live, r, cmpFIFO)
+	if i == len(live) {
+		c.q = append(c.q, r)
+	} else {
+		if c.h > 0 { // reuse the popped prefix
+			copy(c.q[c.h-1:], c.q[c.h:c.h+i])
+			c.h--
+			c.q[c.h+i] = r
+		} else {
+			c.q = slices.Insert(c.q, i, r)
+		}
+	}
+	r.cls = c
+}
+
+func (c *class) remove(r *request) {
+	if c.head() == r {
+		c.q[c.h] = nil
+		c.h++
+		if c.h == len(c.q) {
+			c.q, c.h = c.q[:0], 0
+		} else if c.h >= 32 && c.h*2 >= len(c.q) {
+			n := copy(c.q, c.q[c.h:])
+			clear(c.q[n:])
+			c.q, c.h = c.q[:n], 0
+		}
+	} else {
+		live := c.q[c.h:]
+		i, ok := slices.BinarySearchFunc(live, r, cmpFIFO)
+		if !ok {
+			panic("scheduler: request not in its class")
+		}
+		copy(live[i:], live[i+1:])
+		c.q[len(c.q)-1] = nil
+		c.q = c.q[:len(c.q)-1]
+	}
+	r.cls = nil
+}
+
+// firstAfter returns the earliest request of c that comes after r in FIFO
+// order (all of them when r is nil).
+func (c *class) firstAfter(r *request) *request {
+	live := c.q[c.h:]
+	if r == nil {
+		if len(live) == 0 {
+			return nil
+		}
+		return live[0]
+	}
+	i, ok := slices.BinarySearchFunc(live, r, cmpFIFO)
+	if ok {
+		i++
+	}
+	if i < len(live) {
+		return live[i]
+	}
+	return nil
+}
+
+// baseIndex gathers the waiting requests whose base labels are one set.
+type baseIndex struct {
+	set   *labelSet
+	accts []*acctBase
+	provs []*provVariant
+	node  *trieNode
+
+	// Per preemption step.
+	victimEpoch uint64
+	victims     []*worker
+}
+
+// acctBase is one account's classes of one base set, as a heap by head.
+type acctBase struct {
+	acct *account
+	bi   *baseIndex
+	idx  int // in bi.accts
+	heap iheap[*class]
+}
+
+// provVariant is the classes (one per account) of one base set and one
+// provisionable set.
+type provVariant struct {
+	prov    *labelSet
+	bi      *baseIndex
+	idx     int // in bi.provs
+	classes []*class
+}
+
+// New returns an empty pool with the given configuration (nil: defaults, no
+// accounts).
+func New(cfg *statev1.PoolConfig) (*Scheduler, error) {
+	if err := ValidatePoolConfig(cfg); err != nil {
+		return nil, err
+	}
+	s := newEmpty()
+	if err := s.SetTunables(cfg); err != nil {
+		return nil, err
+	}
+	for _, id := range sortedKeys(cfg.GetAccountConfigs()) {
+		if err := s.AddAccount(AccountID(id), cfg.AccountConfigs[id], nil); err != nil {
+			return nil, err
+		}
+	}
+	s.dirty = dirtySet{}
+	return s, nil
+}
+
+func newEmpty() *Scheduler {
+	labels := newLabelTable()
+	s := &Scheduler{
+		tunablesProto: &statev1.PoolConfig{},
+		labels:        labels,
+		sets:          newSetTable(labels),
+		accounts:      make(map[AccountID]*account),
+		requests:      make(map[RequestID]*request),
+		workers:       make(map[WorkerID]*worker),
+		classes:       make(map[classKey]*class),
+	}
+	s.cfg = tunablesOf(s.tunablesProto)
+	s.idle = iheap[*worker]{
+		less: func(a, b *worker) bool {
+			if a.confirmed != b.confirmed {
+				return a.confirmed < b.confirmed
+			}
+			return a.id < b.id
+		},
+		setIdx: func(w *worker, i int) { w.idleIdx = i },
+	}
+	s.tombs.init()
+	s.rec.init()
+	return s
+}
+
+// setClock sets the clock from the first time-carrying input (§1.6).
+func (s *Scheduler) setClock(t int64) {
+	if !s.hasClock {
+		s.hasClock, s.now = true, t
+		s.dirtyConfig = true
+	}
+}
+
+// account returns the account with the id, creating an unconfigured one.
+func (s *Scheduler) account(id AccountID) *account {
+	if a := s.accounts[id]; a != nil {
+		return a
+	}
+	a := &account{id: id, labelCount: map[labelID]int32{}, fanout: map[*labelSet]*fanoutGroup{}}
+	s.accounts[id] = a
+	s.acctOrderDirty = true
+	return a
+}
+
+// sortedAccounts returns the accounts by id.
+func (s *Scheduler) sortedAccounts() []*account {
+	if s.acctOrderDirty {
+		s.acctOrder = s.acctOrder[:0]
+		for _, a := range s.accounts {
+			s.acctOrder = append(s.acctOrder, a)
+		}
+		slices.SortFunc(s.acctOrder, func(a, b *account) int { return strings.Compare(string(a.id), string(b.id)) })
+		s.acctOrderDirty = false
+	}
+	return s.acctOrder
+}
+
+// maybeDropAccount forgets an account object that nothing needs any more.
+func (s *Scheduler) maybeDropAccount(a *account) {
+	if a.cfg == nil && !a.hasBalance && a.refs == 0 && s.accounts[a.id] == a {
+		delete(s.accounts, a.id)
+		s.acctOrderDirty = true
+	}
+}
+
+// newRequest creates a request object (not yet waiting or running).
+func (s *Scheduler) newRequest(id RequestID, acct AccountID, enqueue, confirmed int64, base, prov []string) *request {
+	a := s.account(acct)
+	a.refs++
+	r := &request{id: id, acct: a, enqueue: enqueue, confirmed: confirmed}
+	r.base = s.sets.refNames(base)
+	r.prov = s.sets.refNames(prov)
+	r.fan = s.sets.refUnion(r.base, r.prov)
+	s.requests[id] = r
+	return r
+}
+
+// dropRequest removes a request that is neither waiting nor running.
+func (s *Scheduler) dropRequest(r *request) {
+	delete(s.requests, r.id)
+	s.sets.unref(r.base)
+	s.sets.unref(r.prov)
+	s.sets.unref(r.fan)
+	r.acct.refs--
+	s.maybeDropAccount(r.acct)
+	s.dirty.request(r.id)
+}
+
+// enqueue makes r waiting.
+func (s *Scheduler) enqueue(r *request) {
+	c := s.classFor(r.acct, r.base, r.prov)
+	wasEmpty := c.len() == 0
+	oldHead := c.head()
+	c.insert(r)
+	if wasEmpty || c.head() != oldHead {
+		c.ab.heap.Fix(c.heapIdx)
+	}
+	r.acct.waiting++
+	s.nWaiting++
+	s.dirty.request(r.id)
+}
+
+// dequeue makes a waiting r neither waiting nor running.
+func (s *Scheduler) dequeue(r *request) {
+	c := r.cls
+	wasHead := c.head() == r
+	c.remove(r)
+	if wasHead {
+		c.ab.heap.Fix(c.heapIdx)
+	}
+	if c.len() == 0 && !c.queued {
+		c.queued = true
+		s.gcClasses = append(s.gcClasses, c)
+	}
+	r.acct.waiting--
+	s.nWaiting--
+	s.dirty.request(r.id)
+}
+
+func (s *Scheduler) classFor(a *account, base, prov *labelSet) *class {
+	k := classKey{a, base, prov}
+	if c := s.classes[k]; c != nil {
+		return c
+	}
+	bi := base.base
+	if bi == nil {
+		bi = &baseIndex{set: s.sets.ref(base)}
+		base.base = bi
+		s.trie.insert(bi)
+	}
+	var ab *acctBase
+	for _, x := range bi.accts {
+		if x.acct == a {
+			ab = x
+			break
+		}
+	}
+	if ab == nil {
+		ab = &acctBase{acct: a, bi: bi, idx: len(bi.accts)}
+		ab.heap = iheap[*class]{less: headBefore, setIdx: func(c *class, i int) { c.heapIdx = i }}
+		bi.accts = append(bi.accts, ab)
+	}
+	var pv *provVariant
+	for _, x := range bi.provs {
+		if x.prov == prov {
+			pv = x
+			break
+		}
+	}
+	if pv == nil {
+		pv = &provVariant{prov: s.sets.ref(prov), bi: bi, idx: len(bi.provs)}
+		bi.provs = append(bi.provs, pv)
+	}
+	c := &class{
+		acct: a, base: s.sets.ref(base), prov: s.sets.ref(prov), fan: s.sets.refUnion(base, prov),
+		ab: ab, pv: pv, pvIdx: len(pv.classes),
+	}
+	pv.classes = append(pv.classes, c)
+	ab.heap.Push(c)
+	s.classes[k] = c
+	return c
+}
+
+// gc removes empty classes and the indexes and accounts they leave empty.
+func (s *Scheduler) gc() {
+	for _, c := range s.gcClasses {
+		c.queued = false
+		if c.len() > 0 {
+			continue
+		}
+		delete(s.classes, classKey{c.acct, c.base, c.prov})
+		ab, pv, bi := c.ab, c.pv, c.ab.bi
+		ab.heap.Remove(c.heapIdx)
+		last := pv.classes[len(pv.classes)-1]
+		pv.classes[c.pvIdx], last.pvIdx = last, c.pvIdx
+		pv.classes[len(pv.classes)-1] = nil
+		pv.classes = pv.classes[:len(pv.classes)-1]
+		if ab.heap.Len() == 0 {
+			lastAB := bi.accts[len(bi.accts)-1]
+			bi.accts[ab.idx], lastAB.idx = lastAB, ab.idx
+			bi.accts[len(bi.accts)-1] = nil
+			bi.accts = bi.accts[:len(bi.accts)-1]
+		}
+		if len(pv.classes) == 0 {
+			lastPV := bi.provs[len(bi.provs)-1]
+			bi.provs[pv.idx], lastPV.idx = lastPV, pv.idx
+			bi.provs[len(bi.provs)-1] = nil
+			bi.provs = bi.provs[:len(bi.provs)-1]
+			s.sets.unref(pv.prov)
+		}
+		if len(bi.accts) == 0 {
+			s.trie.remove(bi)
+			bi.set.base = nil
+			s.sets.unref(bi.set)
+		}
+		s.sets.unref(c.base)
+		s.sets.unref(c.prov)
+		s.sets.unref(c.fan)
+	}
+	clear(s.gcClasses)
+	s.gcClasses = s.gcClasses[:0]
+	for _, a := range s.gcAccts {
+		for k, g := range a.fanout {
+			if g.paid == 0 {
+				delete(a.fanout, k)
+				s.sets.unref(k)
+			}
+		}
+		s.maybeDropAccount(a)
+	}
+	clear(s.gcAccts)
+	s.gcAccts = s.gcAccts[:0]
+}
+
+// newWorker creates an idle worker.
+func (s *Scheduler) newWorker(id WorkerID, labels []string, t int64) *worker {
+	w := &worker{id: id, confirmed: t, idleIdx: -1}
+	s.setWorkerLabels(w, labels)
+	s.workers[id] = w
+	s.idle.Push(w)
+	s.dirty.worker(id)
+	return w
+}
+
+func (s *Scheduler) setWorkerLabels(w *worker, labels []string) {
+	names := slices.Clone(labels)
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if slices.Equal(names, w.names) {
+		return
+	}
+	for _, l := range w.ids {
+		s.labels.unref(l)
+	}
+	ids := make([]labelID, len(names))
+	for i, n := range names {
+		ids[i] = s.labels.ref(n)
+	}
+	slices.Sort(ids)
+	w.ids, w.names = ids, names
+	s.dirty.worker(w.id)
+}
+
+// forgetWorker removes w and any task running on it from the state.
+func (s *Scheduler) forgetWorker(w *worker) {
+	if r := w.req; r != nil {
+		s.stopTask(w)
+		s.dropRequest(r)
+	} else {
+		s.idle.Remove(w.idleIdx)
+	}
+	for _, l := range w.ids {
+		s.labels.unref(l)
+	}
+	delete(s.workers, w.id)
+	s.dirty.worker(w.id)
+}
+
+func (s *Scheduler) group(a *account, fan *labelSet) *fanoutGroup {
+	g := a.fanout[fan]
+	if g == nil {
+		g = &fanoutGroup{}
+		a.fanout[s.sets.ref(fan)] = g
+	}
+	if g.startEpoch != s.epoch {
+		g.startEpoch, g.startPaid = s.epoch, g.paid
+	}
+	return g
+}
+
+// startTask makes the idle worker w run r (not waiting) at level with the
+// given cost from now.
+func (s *Scheduler) startTask(w *worker, r *request, level Priority, cost Vector) {
+	s.idle.Remove(w.idleIdx)
+	w.req, r.w = r, w
+	w.level, w.cost, w.since = level, cost, s.now
+	a := r.acct
+	w.levelIdx = len(a.running[level])
+	a.running[level] = append(a.running[level], w)
+	for _, l := range w.ids {
+		a.labelCount[l]++
+	}
+	if level < FreeBucket {
+		s.group(a, r.fan).paid++
+	}
+	s.dirty.worker(w.id)
+	s.dirty.request(r.id)
+}
+
+// stopTask makes w idle; its request is left neither waiting nor running.
+func (s *Scheduler) stopTask(w *worker) *request {
+	r := w.req
+	a := r.acct
+	s.removeFromLevel(w)
+	for _, l := range w.ids {
+		if a.labelCount[l]--; a.labelCount[l] == 0 {
+			delete(a.labelCount, l)
+		}
+	}
+	if w.level < FreeBucket {
+		s.group(a, r.fan).paid--
+		s.gcAccts = append(s.gcAccts, a)
+	}
+	w.req, r.w = nil, nil
+	w.cost, w.since, w.level = Vector{}, 0, 0
+	s.idle.Push(w)
+	s.dirty.worker(w.id)
+	s.dirty.request(r.id)
+	return r
+}
+
+func (s *Scheduler) removeFromLevel(w *worker) {
+	list := w.req.acct.running[w.level]
+	last := list[len(list)-1]
+	list[w.levelIdx], last.levelIdx = last, w.levelIdx
+	list[len(list)-1] = nil
+	w.req.acct.running[w.level] = list[:len(list)-1]
+}
+
+// setLevel moves a running task to another level, keeping its cost.
+func (s *Scheduler) setLevel(w *worker, level Priority) {
+	if level == w.level {
+		return
+	}
+	a := w.req.acct
+	w.cost = w.costAt(s.now)
+	w.since = s.now
+	wasPaid, isPaid := w.level < FreeBucket, level < FreeBucket
+	s.removeFromLevel(w)
+	w.level = level
+	w.levelIdx = len(a.running[level])
+	a.running[level] = append(a.running[level], w)
+	if wasPaid != isPaid {
+		g := s.group(a, w.req.fan)
+		if isPaid {
+			g.paid++
+		} else {
+			g.paid--
+			s.gcAccts = append(s.gcAccts, a)
+		}
+	}
+	s.dirty.worker(w.id)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

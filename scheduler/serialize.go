@@ -1,0 +1,292 @@
+package scheduler
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// ToProto returns the whole state as a message; every list is sorted by id,
+// so equal states give equal messages. Label lists are shared with the state
+// and must not be modified.
+func (s *Scheduler) ToProto() *statev1.PoolState {
+	st := &statev1.PoolState{Config: s.configProto()}
+	if s.hasClock {
+		st.LastUpdateUnixNanos = proto.Int64(s.now)
+	}
+	for _, a := range s.sortedAccounts() {
+		if a.hasBalance {
+			st.Balances = append(st.Balances, &statev1.AccountBalance{AccountId: string(a.id), Value: slices.Clone(a.balance[:])})
+		}
+	}
+	st.Waiting = make([]*statev1.Request, 0, s.nWaiting)
+	st.Workers = make([]*statev1.Worker, 0, len(s.workers))
+	for _, r := range s.requests {
+		if r.cls != nil {
+			st.Waiting = append(st.Waiting, r.toProto())
+		}
+	}
+	slices.SortFunc(st.Waiting, func(a, b *statev1.Request) int { return strings.Compare(a.Id, b.Id) })
+	for _, w := range s.workers {
+		st.Workers = append(st.Workers, w.toProto())
+	}
+	slices.SortFunc(st.Workers, func(a, b *statev1.Worker) int { return strings.Compare(a.Id, b.Id) })
+	for _, t := range s.tombs.sorted() {
+		st.Tombstones = append(st.Tombstones, &statev1.Tombstone{RequestId: string(t.id), FinishTimeUnixNanos: t.finish})
+	}
+	for _, wid := range sortedKeysW(s.rec.entries) {
+		st.Pending = append(st.Pending, s.rec.entries[wid].toProto())
+	}
+	ids := make([]RequestID, 0, len(s.rec.errors))
+	for id := range s.rec.errors {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		st.TaskErrors = append(st.TaskErrors, &statev1.TaskError{TaskId: string(id), Error: s.rec.errors[id]})
+	}
+	return st
+}
+
+func (s *Scheduler) configProto() *statev1.PoolConfig {
+	c := proto.CloneOf(s.tunablesProto)
+	for _, a := range s.accounts {
+		if a.cfg != nil {
+			if c.AccountConfigs == nil {
+				c.AccountConfigs = make(map[string]*statev1.AccountConfig)
+			}
+			c.AccountConfigs[string(a.id)] = proto.CloneOf(a.cfg)
+		}
+	}
+	return c
+}
+
+func (r *request) toProto() *statev1.Request {
+	return &statev1.Request{
+		Id:                     string(r.id),
+		AccountId:              string(r.acct.id),
+		EnqueueTimeUnixNanos:   r.enqueue,
+		BaseLabels:             slices.Clip(r.base.names),
+		ProvisionableLabels:    slices.Clip(r.prov.names),
+		ConfirmedTimeUnixNanos: r.confirmed,
+	}
+}
+
+func (w *worker) toProto() *statev1.Worker {
+	pw := &statev1.Worker{Id: string(w.id), Labels: slices.Clip(w.names), ConfirmedTimeUnixNanos: w.confirmed}
+	if w.req != nil {
+		pw.Running = &statev1.RunningTask{
+			Request:             w.req.toProto(),
+			Priority:            int32(w.level),
+			Cost:                slices.Clone(w.cost[:]),
+			LevelSinceUnixNanos: w.since,
+		}
+	}
+	return pw
+}
+
+func (e *pendingEntry) toProto() *statev1.PendingAssignment {
+	return &statev1.PendingAssignment{WorkerId: string(e.worker), TimeUnixNanos: e.time, TaskToAssign: string(e.assign), TaskToAbort: string(e.abort)}
+}
+
+// FromProto rebuilds a state from a message, checking it: ids valid and
+// unique, a request either waiting or running once, levels 0..5, vectors of 5
+// finite values, times in range. The message is not retained.
+func FromProto(st *statev1.PoolState) (*Scheduler, error) {
+	if err := ValidatePoolConfig(st.GetConfig()); err != nil {
+		return nil, err
+	}
+	s := newEmpty()
+	cfg := proto.CloneOf(st.GetConfig())
+	if cfg == nil {
+		cfg = &statev1.PoolConfig{}
+	}
+	accts := cfg.AccountConfigs
+	cfg.AccountConfigs = nil
+	s.tunablesProto, s.cfg = cfg, tunablesOf(cfg)
+	for _, id := range sortedKeys(accts) {
+		a := s.account(AccountID(id))
+		s.setAccountConfig(a, accts[id])
+		a.hasBalance = true
+	}
+	if st.LastUpdateUnixNanos != nil {
+		t := *st.LastUpdateUnixNanos
+		if err := checkTime("last_update", t); err != nil {
+			return nil, err
+		}
+		s.hasClock, s.now = true, t
+	}
+	for i, b := range st.Balances {
+		field := fmt.Sprintf("balances[%d]", i)
+		if err := ValidateID(field+".account_id", b.AccountId); err != nil {
+			return nil, err
+		}
+		v, err := vectorFromFloat64(field+".value", b.Value, true)
+		if err != nil {
+			return nil, err
+		}
+		a := s.account(AccountID(b.AccountId))
+		if a.balanceSeen {
+			return nil, invalidf("%s: duplicate account %q", field, b.AccountId)
+		}
+		a.balanceSeen = true
+		a.balance, a.hasBalance = v, true
+	}
+	for i, w := range st.Workers {
+		if err := s.loadWorker(fmt.Sprintf("workers[%d]", i), w); err != nil {
+			return nil, err
+		}
+	}
+	for i, r := range st.Waiting {
+		field := fmt.Sprintf("waiting[%d]", i)
+		req, err := s.loadRequest(field, r)
+		if err != nil {
+			return nil, err
+		}
+		s.enqueue(req)
+	}
+	for i, t := range st.Tombstones {
+		field := fmt.Sprintf("tombstones[%d]", i)
+		if err := ValidateID(field+".request_id", t.RequestId); err != nil {
+			return nil, err
+		}
+		if err := checkTime(field+".finish_time", t.FinishTimeUnixNanos); err != nil {
+			return nil, err
+		}
+		if s.tombs.byID[RequestID(t.RequestId)] != nil {
+			return nil, invalidf("%s: duplicate request %q", field, t.RequestId)
+		}
+		x := &tombstone{id: RequestID(t.RequestId), finish: t.FinishTimeUnixNanos}
+		s.tombs.byID[x.id] = x
+		s.tombs.heap.Push(x)
+	}
+	for i, e := range st.Pending {
+		field := fmt.Sprintf("pending[%d]", i)
+		if err := ValidateID(field+".worker_id", e.WorkerId); err != nil {
+			return nil, err
+		}
+		if err := ValidateID(field+".task_to_assign", e.TaskToAssign); err != nil {
+			return nil, err
+		}
+		if e.TaskToAbort != "" {
+			if err := ValidateID(field+".task_to_abort", e.TaskToAbort); err != nil {
+				return nil, err
+			}
+		}
+		if err := checkTime(field+".time", e.TimeUnixNanos); err != nil {
+			return nil, err
+		}
+		if s.rec.entries[WorkerID(e.WorkerId)] != nil {
+			return nil, invalidf("%s: duplicate worker %q", field, e.WorkerId)
+		}
+		s.setEntry(&pendingEntry{worker: WorkerID(e.WorkerId), time: e.TimeUnixNanos, assign: RequestID(e.TaskToAssign), abort: RequestID(e.TaskToAbort)})
+	}
+	for i, e := range st.TaskErrors {
+		field := fmt.Sprintf("task_errors[%d]", i)
+		if err := ValidateID(field+".task_id", e.TaskId); err != nil {
+			return nil, err
+		}
+		if _, dup := s.rec.errors[RequestID(e.TaskId)]; dup {
+			return nil, invalidf("%s: duplicate task %q", field, e.TaskId)
+		}
+		s.rec.errors[RequestID(e.TaskId)] = e.Error
+	}
+	for _, a := range s.accounts {
+		a.balanceSeen = false
+	}
+	s.gc()
+	return s, nil
+}
+
+func (s *Scheduler) loadRequest(field string, r *statev1.Request) (*request, error) {
+	if r == nil {
+		return nil, invalidf("%s: missing", field)
+	}
+	if err := ValidateID(field+".id", r.Id); err != nil {
+		return nil, err
+	}
+	if r.AccountId != "" {
+		if err := ValidateID(field+".account_id", r.AccountId); err != nil {
+			return nil, err
+		}
+	}
+	if s.requests[RequestID(r.Id)] != nil {
+		return nil, invalidf("%s: request %q appears twice", field, r.Id)
+	}
+	if err := checkTime(field+".enqueue_time", r.EnqueueTimeUnixNanos); err != nil {
+		return nil, err
+	}
+	if err := checkTime(field+".confirmed_time", r.ConfirmedTimeUnixNanos); err != nil {
+		return nil, err
+	}
+	return s.newRequest(RequestID(r.Id), AccountID(r.AccountId), r.EnqueueTimeUnixNanos, r.ConfirmedTimeUnixNanos, r.BaseLabels, r.ProvisionableLabels), nil
+}
+
+func (s *Scheduler) loadWorker(field string, pw *statev1.Worker) error {
+	if pw == nil {
+		return invalidf("%s: missing", field)
+	}
+	if err := ValidateID(field+".id", pw.Id); err != nil {
+		return err
+	}
+	if s.workers[WorkerID(pw.Id)] != nil {
+		return invalidf("%s: worker %q appears twice", field, pw.Id)
+	}
+	if err := checkTime(field+".confirmed_time", pw.ConfirmedTimeUnixNanos); err != nil {
+		return err
+	}
+	rt := pw.Running
+	if rt != nil {
+		if rt.Priority < 0 || rt.Priority > int32(FreeBucket) {
+			return invalidf("%s.running.priority: %d not in 0..5", field, rt.Priority)
+		}
+		if !s.hasClock {
+			return invalidf("%s.running: a running task needs the clock to be set", field)
+		}
+		if err := checkTime(field+".running.level_since", rt.LevelSinceUnixNanos); err != nil {
+			return err
+		}
+	}
+	var cost Vector
+	if rt != nil {
+		var err error
+		if cost, err = vectorFromFloat64(field+".running.cost", rt.Cost, false); err != nil {
+			return err
+		}
+	}
+	w := s.newWorker(WorkerID(pw.Id), pw.Labels, pw.ConfirmedTimeUnixNanos)
+	if rt != nil {
+		r, err := s.loadRequest(field+".running.request", rt.Request)
+		if err != nil {
+			return err
+		}
+		s.startTask(w, r, Priority(rt.Priority), cost)
+		w.since = rt.LevelSinceUnixNanos
+	}
+	return nil
+}
+
+func checkTime(field string, t int64) error {
+	if t < minTime || t > maxTime {
+		return invalidf("%s: %d out of range", field, t)
+	}
+	return nil
+}
+
+func vectorFromFloat64(field string, v []float64, allowNegative bool) (Vector, error) {
+	var out Vector
+	if len(v) > NumPaidLevels {
+		return out, invalidf("%s: %d values, at most %d allowed", field, len(v), NumPaidLevels)
+	}
+	for i, x := range v {
+		if math.IsNaN(x) || math.IsInf(x, 0) || (!allowNegative && x < 0) {
+			return out, invalidf("%s[%d]: %v is not allowed", field, i, x)
+		}
+		out[i] = x
+	}
+	return out, nil
+}

@@ -1,0 +1,98 @@
+package scheduler
+
+import "slices"
+
+// tombstones remember requests that completed or were reported absent, so
+// that stale notifications about them are recognised (SCHEDULER.md §2.3).
+type tombstones struct {
+	byID map[RequestID]*tombstone
+	heap iheap[*tombstone] // by (finish, id)
+}
+
+type tombstone struct {
+	id     RequestID
+	finish int64
+	idx    int
+}
+
+func (t *tombstones) init() {
+	t.byID = make(map[RequestID]*tombstone)
+	t.heap = iheap[*tombstone]{
+		less: func(a, b *tombstone) bool {
+			if a.finish != b.finish {
+				return a.finish < b.finish
+			}
+			return a.id < b.id
+		},
+		setIdx: func(x *tombstone, i int) { x.idx = i },
+	}
+}
+
+// live reports whether id has a tombstone with finish time >= t.
+func (t *tombstones) live(id RequestID, at int64) bool {
+	x := t.byID[id]
+	return x != nil && x.finish >= at
+}
+
+// bury records (or moves forward) id's tombstone.
+func (s *Scheduler) bury(id RequestID, finish int64) {
+	t := &s.tombs
+	if x := t.byID[id]; x != nil {
+		if finish > x.finish {
+			x.finish = finish
+			t.heap.Fix(x.idx)
+			s.dirty.tombstone(id)
+		}
+		return
+	}
+	x := &tombstone{id: id, finish: finish}
+	t.byID[id] = x
+	t.heap.Push(x)
+	s.dirty.tombstone(id)
+	s.enforceMaxTombstones()
+}
+
+func (s *Scheduler) unbury(id RequestID) {
+	t := &s.tombs
+	if x := t.byID[id]; x != nil {
+		t.heap.Remove(x.idx)
+		delete(t.byID, id)
+		s.dirty.tombstone(id)
+	}
+}
+
+func (s *Scheduler) enforceMaxTombstones() {
+	t := &s.tombs
+	for t.heap.Len() > s.cfg.maxTombstones {
+		s.unbury(t.heap.Top().id)
+	}
+}
+
+// expireTombstones drops tombstones older than the TTL at the clock.
+func (s *Scheduler) expireTombstones() {
+	t := &s.tombs
+	for t.heap.Len() > 0 {
+		x := t.heap.Top()
+		if s.now-x.finish <= s.cfg.tombstoneTTL {
+			break
+		}
+		s.unbury(x.id)
+	}
+}
+
+func (t *tombstones) sorted() []*tombstone {
+	out := make([]*tombstone, 0, len(t.byID))
+	for _, x := range t.byID {
+		out = append(out, x)
+	}
+	slices.SortFunc(out, func(a, b *tombstone) int {
+		if a.id < b.id {
+			return -1
+		}
+		if a.id > b.id {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
