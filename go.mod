@@ -9,4 +9,8 @@ tool (
 
 require google.golang.org/protobuf v1.36.12
 
-require google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.2 // indirect
+require (
+	github.com/google/go-cmp v0.7.0 // indirect
+	google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.2 // indirect
+	pgregory.net/rapid v1.3.0 // indirect
+)

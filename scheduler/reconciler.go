@@ -12,8 +12,8 @@ import (
 // confirmed, and per task an error to report (SCHEDULER.md §3).
 type reconciler struct {
 	entries map[WorkerID]*pendingEntry
-	byTime  iheap[*pendingEntry]                   // by (time, worker)
-	byAbort map[RequestID]map[WorkerID]struct{}    // entries aborting a task
+	byTime  iheap[*pendingEntry]                // by (time, worker)
+	byAbort map[RequestID]map[WorkerID]struct{} // entries aborting a task
 	errors  map[RequestID]string
 }
 

@@ -139,6 +139,7 @@ func (s *Scheduler) updateTime(t int64) {
 		s.forgetWorker(w)
 	}
 	s.expireTombstones()
+	s.enforceMaxTombstones()
 }
 
 // Task describes a request as Swarming reports it.
