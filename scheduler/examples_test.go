@@ -1,0 +1,357 @@
+package scheduler
+
+// The worked examples, required outcomes and reference tests of SCHEDULER.md,
+// one named test each. The expectations are written by hand from the
+// specification and are never regenerated.
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+var epoch0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// at returns the time sec seconds after epoch0.
+func at(sec float64) time.Time { return epoch0.Add(time.Duration(sec * float64(time.Second))) }
+
+func ns(sec float64) int64 { return at(sec).UnixNano() }
+
+func vec(v ...float64) Vector {
+	var out Vector
+	copy(out[:], v)
+	return out
+}
+
+func vec64(v ...float64) []float64 {
+	out := make([]float64, NumPaidLevels)
+	copy(out, v)
+	return out
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func acctCfg(window float32, rates ...float32) *statev1.AccountConfig {
+	return &statev1.AccountConfig{ChargeRate: rates, MaxChargeSeconds: window}
+}
+
+func load(t *testing.T, st *statev1.PoolState) *Scheduler {
+	t.Helper()
+	s, err := FromProto(st)
+	if err != nil {
+		t.Fatalf("FromProto: %v", err)
+	}
+	return s
+}
+
+func runningTask(id, acct string, level int32, cost []float64, since int64) *statev1.RunningTask {
+	return &statev1.RunningTask{
+		Request:  &statev1.Request{Id: id, AccountId: acct, EnqueueTimeUnixNanos: since, ConfirmedTimeUnixNanos: since},
+		Priority: level, Cost: cost, LevelSinceUnixNanos: since,
+	}
+}
+
+func balanceOf(t *testing.T, s *Scheduler, id AccountID) Vector {
+	t.Helper()
+	b, ok := s.Balance(id)
+	if !ok {
+		t.Fatalf("account %s has no balance", id)
+	}
+	return b
+}
+
+// §2.1: rates {1,2,3}, window 2 s, balance zero at t=0.
+func TestUpdateTimeRecharges(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		to   float64
+		want Vector
+	}{
+		{"one second recharges by the rates", 1, vec(1, 2, 3)},
+		{"eleven seconds stop at the caps", 11, vec(2, 4, 6)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := New(nil)
+			must(t, err)
+			must(t, s.AddAccount("a1", acctCfg(2, 1, 2, 3), nil))
+			must(t, s.UpdateTime(at(0)))
+			must(t, s.UpdateTime(at(tc.to)))
+			if diff := cmp.Diff(tc.want, balanceOf(t, s, "a1")); diff != "" {
+				t.Errorf("balance (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// §2.1: two tasks running at P0 from t=0 to t=1, balance zero → {−1,2,3}.
+func TestUpdateTimeChargesRunningTasks(t *testing.T) {
+	s := load(t, &statev1.PoolState{
+		Config:              &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{"a1": acctCfg(2, 1, 2, 3)}},
+		LastUpdateUnixNanos: proto.Int64(ns(0)),
+		Balances:            []*statev1.AccountBalance{{AccountId: "a1", Value: vec64()}},
+		Workers: []*statev1.Worker{
+			{Id: "w1", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("r1", "a1", 0, vec64(), ns(0))},
+			{Id: "w2", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("r2", "a1", 0, vec64(), ns(0))},
+		},
+	})
+	must(t, s.UpdateTime(at(1)))
+	if diff := cmp.Diff(vec(-1, 2, 3), balanceOf(t, s, "a1")); diff != "" {
+		t.Errorf("balance (-want +got):\n%s", diff)
+	}
+	// And the tasks accrued one second each at P0.
+	for _, w := range s.ToProto().Workers {
+		if got := s.workers[WorkerID(w.Id)].costAt(s.now); got != vec(1) {
+			t.Errorf("%s cost = %v, want {1}", w.Id, got)
+		}
+	}
+}
+
+// §2.1: rates {1,1,1}, window 10, balance {9.5,12,10.5}, 1 s with one task
+// at each of P1, P2, P3 → {10,11,10,−1}: above the cap only decays.
+func TestUpdateTimeAboveCapOnlyDecays(t *testing.T) {
+	s := load(t, &statev1.PoolState{
+		Config:              &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{"a1": acctCfg(10, 1, 1, 1)}},
+		LastUpdateUnixNanos: proto.Int64(ns(0)),
+		Balances:            []*statev1.AccountBalance{{AccountId: "a1", Value: vec64(9.5, 12, 10.5)}},
+		Workers: []*statev1.Worker{
+			{Id: "w1", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("r1", "a1", 1, vec64(), ns(0))},
+			{Id: "w2", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("r2", "a1", 2, vec64(), ns(0))},
+			{Id: "w3", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("r3", "a1", 3, vec64(), ns(0))},
+		},
+	})
+	must(t, s.UpdateTime(at(1)))
+	if diff := cmp.Diff(vec(10, 11, 10, -1), balanceOf(t, s, "a1")); diff != "" {
+		t.Errorf("balance (-want +got):\n%s", diff)
+	}
+}
+
+// §1.6: the first time-carrying input sets the clock and accrues nothing; a
+// time before the clock does nothing.
+func TestUpdateTimeUnsetClockAndBackwards(t *testing.T) {
+	s, err := New(nil)
+	must(t, err)
+	must(t, s.AddAccount("a1", acctCfg(100, 1), nil))
+	must(t, s.UpdateTime(at(50)))
+	if got := balanceOf(t, s, "a1"); got != (Vector{}) {
+		t.Errorf("first UpdateTime accrued %v, want nothing", got)
+	}
+	must(t, s.UpdateTime(at(60)))
+	must(t, s.UpdateTime(at(55)))
+	if got := balanceOf(t, s, "a1"); got != vec(10) {
+		t.Errorf("balance = %v, want {10} (backwards time ignored)", got)
+	}
+	if got := *s.ToProto().LastUpdateUnixNanos; got != ns(60) {
+		t.Errorf("clock = %v, want t=60", Time(got))
+	}
+}
+
+func assignmentsOf(as []Assignment) []Assignment { return decisions(as) }
+
+// §2.4: w1 {} and w2 {label1}; r1 wants provisionable {label1}, r2 {label2};
+// the account has balance {2}. One pass: r1→w2 then r2→w1, both at P0; a
+// second pass assigns nothing.
+func TestRunOnceProvisionMatchFirst(t *testing.T) {
+	s, err := New(nil)
+	must(t, err)
+	must(t, s.AddAccount("a1", acctCfg(10, 1), []float32{2}))
+	must(t, s.MarkIdle("w1", nil, at(0), false))
+	must(t, s.MarkIdle("w2", []string{"label1"}, at(0), false))
+	must(t, s.AddRequest(Task{ID: "r1", Account: "a1", EnqueueTime: at(0), ProvisionableLabels: []string{"label1"}}, at(0), false))
+	must(t, s.AddRequest(Task{ID: "r2", Account: "a1", EnqueueTime: at(0), ProvisionableLabels: []string{"label2"}}, at(0), false))
+	want := []Assignment{{Worker: "w2", Request: "r1", Priority: 0}, {Worker: "w1", Request: "r2", Priority: 0}}
+	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
+		t.Errorf("first pass (-want +got):\n%s", diff)
+	}
+	if got := s.RunOnce(); len(got) != 0 {
+		t.Errorf("second pass assigned %v, want nothing", got)
+	}
+}
+
+// §2.4: 500 requests want provisionable {a}, one wants {b}; the only worker
+// has {b, c}: the {b} request is assigned.
+func TestRunOnceProvisionMatchAmongMany(t *testing.T) {
+	s, err := New(nil)
+	must(t, err)
+	must(t, s.AddAccount("a1", acctCfg(10, 1), []float32{2}))
+	for i := range 500 {
+		must(t, s.AddRequest(Task{ID: RequestID("a" + itoa(1000+i)), Account: "a1", EnqueueTime: at(0), ProvisionableLabels: []string{"a"}}, at(0), false))
+	}
+	must(t, s.AddRequest(Task{ID: "b", Account: "a1", EnqueueTime: at(1), ProvisionableLabels: []string{"b"}}, at(1), false))
+	must(t, s.MarkIdle("w", []string{"b", "c"}, at(1), false))
+	want := []Assignment{{Worker: "w", Request: "b", Priority: 0}}
+	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
+		t.Errorf("pass (-want +got):\n%s", diff)
+	}
+}
+
+// §2.4: 10 workers {Common} + 1 worker {Common, Rare}; 10 requests {Common}
+// + 1 request {Common, Rare} → 11 assignments, the rare request on the rare
+// worker, whatever the worker ids' order.
+func TestRunOnceRareLabel(t *testing.T) {
+	for _, rareID := range []WorkerID{"a-rare", "z-rare"} {
+		t.Run(string(rareID), func(t *testing.T) {
+			s, err := New(nil)
+			must(t, err)
+			must(t, s.AddAccount("a1", acctCfg(10, 1), []float32{2}))
+			for i := range 10 {
+				must(t, s.MarkIdle(WorkerID("m-common"+itoa(i)), []string{"Common"}, at(0), false))
+				must(t, s.AddRequest(Task{ID: RequestID("common" + itoa(i)), Account: "a1", EnqueueTime: at(0), BaseLabels: []string{"Common"}}, at(0), false))
+			}
+			must(t, s.MarkIdle(rareID, []string{"Common", "Rare"}, at(0), false))
+			must(t, s.AddRequest(Task{ID: "rare", Account: "a1", EnqueueTime: at(1), BaseLabels: []string{"Common", "Rare"}}, at(1), false))
+			got := s.RunOnce()
+			if len(got) != 11 {
+				t.Fatalf("%d assignments, want 11: %v", len(got), got)
+			}
+			for _, a := range got {
+				if a.Request == "rare" && a.Worker != rareID {
+					t.Errorf("rare request ran on %s, want %s", a.Worker, rareID)
+				}
+			}
+		})
+	}
+}
+
+// §2.4: an accountless request and an idle worker → assigned at FreeBucket.
+func TestRunOnceAccountlessAtFreeBucket(t *testing.T) {
+	s, err := New(nil)
+	must(t, err)
+	must(t, s.MarkIdle("w1", nil, at(0), false))
+	must(t, s.AddRequest(Task{ID: "r1", EnqueueTime: at(0)}, at(0), false))
+	want := []Assignment{{Worker: "w1", Request: "r1", Priority: FreeBucket}}
+	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
+		t.Errorf("pass (-want +got):\n%s", diff)
+	}
+}
+
+// §2.4: a request whose base label no worker has → nothing.
+func TestRunOnceUnservableRequest(t *testing.T) {
+	s, err := New(nil)
+	must(t, err)
+	must(t, s.MarkIdle("w1", []string{"a"}, at(0), false))
+	must(t, s.AddRequest(Task{ID: "r1", EnqueueTime: at(0), BaseLabels: []string{"b"}}, at(0), false))
+	if got := s.RunOnce(); len(got) != 0 {
+		t.Errorf("assigned %v, want nothing", got)
+	}
+}
+
+// reprioExample builds §2.5's example: rates {1.1, 0.9}, balance
+// {−1200, +1200, +1200}, two tasks at level with costs 0 and {1,0,0}.
+func reprioExample(t *testing.T, level int32) *Scheduler {
+	return load(t, &statev1.PoolState{
+		Config:              &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{"a1": acctCfg(10000, 1.1, 0.9)}},
+		LastUpdateUnixNanos: proto.Int64(ns(0)),
+		Balances:            []*statev1.AccountBalance{{AccountId: "a1", Value: vec64(-1200, 1200, 1200)}},
+		Workers: []*statev1.Worker{
+			{Id: "w1", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("cheap", "a1", level, vec64(), ns(0))},
+			{Id: "w2", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("dear", "a1", level, vec64(1), ns(0))},
+		},
+	})
+}
+
+func levels(s *Scheduler) map[RequestID]Priority {
+	out := map[RequestID]Priority{}
+	for _, w := range s.workers {
+		if w.req != nil {
+			out[w.req.id] = w.level
+		}
+	}
+	return out
+}
+
+// §2.5: both at P0 → the cheaper moves to P1, the other stays.
+func TestReprioritizeDemotesCheapest(t *testing.T) {
+	s := reprioExample(t, 0)
+	s.RunOnce()
+	want := map[RequestID]Priority{"cheap": 1, "dear": 0}
+	if diff := cmp.Diff(want, levels(s)); diff != "" {
+		t.Errorf("levels (-want +got):\n%s", diff)
+	}
+}
+
+// §2.5: both at P2 → the more expensive moves up to P1, the other stays.
+func TestReprioritizePromotesMostExpensive(t *testing.T) {
+	s := reprioExample(t, 2)
+	s.RunOnce()
+	want := map[RequestID]Priority{"cheap": 2, "dear": 1}
+	if diff := cmp.Diff(want, levels(s)); diff != "" {
+		t.Errorf("levels (-want +got):\n%s", diff)
+	}
+	var got []Event
+	for _, e := range s.TakeEvents() {
+		if e.Type == EventReprioritized {
+			got = append(got, Event{Type: e.Type, Task: e.Task, Level: e.Level, OldLevel: e.OldLevel})
+		}
+	}
+	// [ours] the event carries the correct new level.
+	wantEv := []Event{{Type: EventReprioritized, Task: "dear", Level: 1, OldLevel: 2}}
+	if diff := cmp.Diff(wantEv, got); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+}
+
+// preemptReference builds §2.6's reference test: a1 rates {1,1,1}, balance
+// {300, 1}, r1 on w1 (cost {0,1,0}) and r2 on w2 (cost 0) both at P1; r3
+// waits for account r3Acct; a2 has balance a2Balance. The clock is then
+// advanced to t=1.
+func preemptReference(t *testing.T, r3Acct string, a2Balance []float64) *Scheduler {
+	s := load(t, &statev1.PoolState{
+		Config: &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{
+			"a1": acctCfg(1000, 1, 1, 1),
+			"a2": acctCfg(1000),
+		}},
+		LastUpdateUnixNanos: proto.Int64(ns(0)),
+		Balances: []*statev1.AccountBalance{
+			{AccountId: "a1", Value: vec64(300, 1)},
+			{AccountId: "a2", Value: vec64(a2Balance...)},
+		},
+		Workers: []*statev1.Worker{
+			{Id: "w1", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("r1", "a1", 1, vec64(0, 1, 0), ns(0))},
+			{Id: "w2", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("r2", "a1", 1, vec64(), ns(0))},
+		},
+		Waiting: []*statev1.Request{{Id: "r3", AccountId: r3Acct, EnqueueTimeUnixNanos: ns(0), ConfirmedTimeUnixNanos: ns(0)}},
+	})
+	must(t, s.UpdateTime(at(1)))
+	return s
+}
+
+// §2.6 reference test: exactly one PREEMPT at P0: w2, r3, aborting r2 (the
+// cheaper victim).
+func TestPreemptionReference(t *testing.T) {
+	s := preemptReference(t, "a2", []float64{1})
+	want := []Assignment{{Worker: "w2", Request: "r3", Priority: 0, Preempted: "r2"}}
+	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
+		t.Errorf("pass (-want +got):\n%s", diff)
+	}
+	// r2's cost {0,1,0} was refunded to a1 and charged to a2.
+	if got, want := balanceOf(t, s, "a2"), vec(1, -1); got != want {
+		t.Errorf("a2 balance = %v, want %v", got, want)
+	}
+	if got, want := balanceOf(t, s, "a1"), vec(301, 1, 1); got != want {
+		t.Errorf("a1 balance = %v, want %v", got, want)
+	}
+}
+
+// §2.6: if a2 has zero balance → nothing.
+func TestPreemptionNeedsBalance(t *testing.T) {
+	s := preemptReference(t, "a2", nil)
+	if got := s.RunOnce(); len(got) != 0 {
+		t.Errorf("pass = %v, want nothing", got)
+	}
+}
+
+// §2.6: if r3 belongs to a1 (banned: it runs tasks at P1) → nothing.
+func TestPreemptionBannedAccount(t *testing.T) {
+	s := preemptReference(t, "a1", []float64{1})
+	if got := s.RunOnce(); len(got) != 0 {
+		t.Errorf("pass = %v, want nothing", got)
+	}
+}
