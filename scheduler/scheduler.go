@@ -552,6 +552,9 @@ func (s *Scheduler) setWorkerLabels(w *worker, labels []string) {
 	names := slices.Clone(labels)
 	slices.Sort(names)
 	names = slices.Compact(names)
+	if len(names) == 0 {
+		names = nil
+	}
 	if slices.Equal(names, w.names) {
 		return
 	}
@@ -572,9 +575,8 @@ func (s *Scheduler) forgetWorker(w *worker) {
 	if r := w.req; r != nil {
 		s.stopTask(w)
 		s.dropRequest(r)
-	} else {
-		s.idle.Remove(w.idleIdx)
 	}
+	s.idle.Remove(w.idleIdx)
 	for _, l := range w.ids {
 		s.labels.unref(l)
 	}

@@ -3,10 +3,9 @@
 //
 // Every workload is a pure function of its seed: the same seed gives the same
 // bots, requests, accounts and the same sequence of later requests and
-// durations, on every platform and Go release that keeps math/rand/v2's PCG
-// and its documented methods (the package draws only from PCG through
-// Uint64-derived methods and never iterates a map into its output). The
-// recorded benchmark figures use seed 1.
+// durations. The package draws only from math/rand/v2's PCG source, seeded
+// from the seed, and never iterates a map into its output. The recorded
+// benchmark figures use seed 1.
 //
 // Two workload shapes exist.
 //
@@ -94,15 +93,13 @@ type Workload struct {
 	botModel []uint8
 	botBoard []uint8
 
-	taskRNG       *rand.Rand // request labels and accounts (Tasks, NewTasks)
-	taskPerm      []uint16   // Random: persistent permutation for distinct draws
-	nextTask      int        // index of the next task-NNNNNN
-	unmatchRNG    *rand.Rand // UnmatchableTasks, including its enqueue times
-	nextUnmatch   int        // index of the next unmatchable-NNNNNN
-	durationRNG   *rand.Rand // Duration
-	enqueueRNG    *rand.Rand // enqueue times of the initial Tasks
-	accountIDs    []string   // acct-00..acct-19, never edited by callers
-	unusedPadding struct{}   // keeps the struct's zero value unusable by accident
+	taskRNG     *rand.Rand // request labels and accounts (Tasks, NewTasks)
+	taskPerm    []uint16   // Random: persistent permutation for distinct draws
+	nextTask    int        // index of the next task-NNNNNN
+	unmatchRNG  *rand.Rand // UnmatchableTasks, including its enqueue times
+	nextUnmatch int        // index of the next unmatchable-NNNNNN
+	durationRNG *rand.Rand // Duration
+	enqueueRNG  *rand.Rand // enqueue times of the initial Tasks
 }
 
 type kind uint8
@@ -170,12 +167,13 @@ func numbered(prefix string, n, width int) []string {
 // padded returns prefix followed by i in decimal, zero-padded to width.
 func padded(prefix string, i, width int) string {
 	var buf [32]byte
-	b := append(buf[:0], prefix...)
-	d := strconv.AppendInt(buf[len(b):len(b)], int64(i), 10)
-	for range width - len(d) {
+	digits := strconv.AppendInt(buf[:0], int64(i), 10)
+	b := make([]byte, 0, len(prefix)+max(width, len(digits)))
+	b = append(b, prefix...)
+	for range width - len(digits) {
 		b = append(b, '0')
 	}
-	b = strconv.AppendInt(b, int64(i), 10)
+	b = append(b, digits...)
 	return string(b)
 }
 
@@ -233,7 +231,6 @@ func newWorkload(k kind, seed uint64, bots, tasks int) *Workload {
 		unmatchRNG:  newStream(seed, streamUnmatch),
 		durationRNG: newStream(seed, streamDuration),
 		enqueueRNG:  newStream(seed, streamEnqueue),
-		accountIDs:  accountNames,
 	}
 	ar := newStream(seed, streamAccounts)
 	rates := make([]float32, numAccounts*numLevels)
@@ -385,7 +382,7 @@ func (w *Workload) genTasks(n int, enqueue time.Time, initial bool) []Task {
 			l[randomReqLabels] = imageLabels[r.IntN(numImages)]
 			t.ProvisionableLabels = l[randomReqLabels:]
 		}
-		t.Account = w.accountIDs[r.IntN(numAccounts)]
+		t.Account = accountNames[r.IntN(numAccounts)]
 		if initial {
 			t.Enqueue = w.enqueueTime(w.enqueueRNG)
 		} else {
@@ -426,7 +423,7 @@ func (w *Workload) UnmatchableTasks(n int) []Task {
 		l[2] = imageLabels[zipf50.sample(r)]
 		tasks[i] = Task{
 			ID:                  padded("unmatchable-", w.nextUnmatch, 6),
-			Account:             w.accountIDs[r.IntN(numAccounts)],
+			Account:             accountNames[r.IntN(numAccounts)],
 			Enqueue:             w.enqueueTime(r),
 			BaseLabels:          l[0:2:2],
 			ProvisionableLabels: l[2:3:3],

@@ -1,0 +1,395 @@
+package scheduler
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"pgregory.net/rapid"
+)
+
+// checkIndexes recomputes every counter and index from the entities and
+// compares: running lists, label and fanout counts, classes, the trie, the
+// idle heap, the waiting count.
+func (s *Scheduler) checkIndexes() error {
+	type gk struct {
+		a   AccountID
+		fan string
+	}
+	paid := map[gk]int32{}
+	labels := map[AccountID]map[labelID]int32{}
+	running := map[AccountID][NumPaidLevels + 1]int{}
+	idle := 0
+	for id, w := range s.workers {
+		if w.id != id {
+			return fmt.Errorf("worker %s filed under %s", w.id, id)
+		}
+		if w.req == nil {
+			idle++
+			if w.idleIdx < 0 || s.idle.items[w.idleIdx] != w {
+				return fmt.Errorf("idle worker %s not in the idle heap", id)
+			}
+			continue
+		}
+		r := w.req
+		if r.w != w || r.cls != nil || s.requests[r.id] != r {
+			return fmt.Errorf("running request %s inconsistent", r.id)
+		}
+		a := r.acct
+		if a.running[w.level][w.levelIdx] != w {
+			return fmt.Errorf("worker %s not at its place in %s's running[%d]", id, a.id, w.level)
+		}
+		rc := running[a.id]
+		rc[w.level]++
+		running[a.id] = rc
+		if labels[a.id] == nil {
+			labels[a.id] = map[labelID]int32{}
+		}
+		for _, l := range w.ids {
+			labels[a.id][l]++
+		}
+		if w.level < FreeBucket {
+			paid[gk{a.id, r.fan.key}]++
+		}
+	}
+	if idle != s.idle.Len() {
+		return fmt.Errorf("%d idle workers, idle heap has %d", idle, s.idle.Len())
+	}
+	waiting := 0
+	perAcct := map[AccountID]int{}
+	for id, r := range s.requests {
+		if r.id != id {
+			return fmt.Errorf("request %s filed under %s", r.id, id)
+		}
+		if r.cls == nil {
+			if r.w == nil {
+				return fmt.Errorf("request %s neither waiting nor running", id)
+			}
+			continue
+		}
+		waiting++
+		perAcct[r.acct.id]++
+		c := r.cls
+		if c.acct != r.acct || c.base != r.base || c.prov != r.prov || s.classes[classKey{c.acct, c.base, c.prov}] != c {
+			return fmt.Errorf("request %s in the wrong class", id)
+		}
+		if _, ok := slices.BinarySearchFunc(c.q[c.h:], r, cmpFIFO); !ok {
+			return fmt.Errorf("request %s missing from its class queue", id)
+		}
+		if c.ab.heap.items[c.heapIdx] != c {
+			return fmt.Errorf("class of %s not in its heap", id)
+		}
+		if c.base.base == nil || c.base.base.node == nil || c.base.base.node.bi != c.base.base {
+			return fmt.Errorf("base set of %s not in the trie", id)
+		}
+	}
+	if waiting != s.nWaiting {
+		return fmt.Errorf("%d waiting requests, counter says %d", waiting, s.nWaiting)
+	}
+	for key, c := range s.classes {
+		if c.len() == 0 {
+			return fmt.Errorf("empty class %v survived gc", key)
+		}
+		if !slices.IsSortedFunc(c.q[c.h:], cmpFIFO) {
+			return fmt.Errorf("class queue out of FIFO order")
+		}
+	}
+	for id, a := range s.accounts {
+		if a.waiting != perAcct[id] {
+			return fmt.Errorf("account %s: waiting = %d, want %d", id, a.waiting, perAcct[id])
+		}
+		for l := range a.running {
+			if len(a.running[l]) != running[id][l] {
+				return fmt.Errorf("account %s: running[%d] = %d, want %d", id, l, len(a.running[l]), running[id][l])
+			}
+		}
+		for l, n := range a.labelCount {
+			if labels[id][l] != n {
+				return fmt.Errorf("account %s: label %s count %d, want %d", id, s.labels.names[l], n, labels[id][l])
+			}
+		}
+		if len(a.labelCount) != len(labels[id]) {
+			return fmt.Errorf("account %s: %d label counts, want %d", id, len(a.labelCount), len(labels[id]))
+		}
+		for fan, g := range a.fanout {
+			if g.paid != paid[gk{id, fan.key}] {
+				return fmt.Errorf("account %s: fanout %v = %d, want %d", id, fan.names, g.paid, paid[gk{id, fan.key}])
+			}
+		}
+		if a.cfg != nil && !a.hasBalance {
+			return fmt.Errorf("configured account %s has no balance", id)
+		}
+	}
+	return nil
+}
+
+// invOp is one random operation of the invariant test.
+type invOp struct {
+	name string
+	do   func(s *Scheduler) (any, error)
+}
+
+var invLabels = []string{"a:1", "a:2", "b:1", "x"}
+
+func drawOp(t *rapid.T, clock *float64) invOp {
+	acct := rapid.SampledFrom([]AccountID{"", "a0", "a1", "a2"}).Draw(t, "acct")
+	rid := RequestID(fmt.Sprintf("r%d", rapid.IntRange(0, 9).Draw(t, "rid")))
+	wid := WorkerID(fmt.Sprintf("w%d", rapid.IntRange(0, 4).Draw(t, "wid")))
+	// Mostly forward, sometimes a stale time.
+	*clock += float64(rapid.IntRange(0, 3).Draw(t, "dt"))
+	when := at(*clock - float64(rapid.IntRange(0, 1).Draw(t, "stale")*rapid.IntRange(0, 5).Draw(t, "back")))
+	labels := func(name string, n int) []string {
+		return rapid.SliceOfNDistinct(rapid.SampledFrom(invLabels), 0, n, rapid.ID[string]).Draw(t, name)
+	}
+	switch rapid.IntRange(0, 9).Draw(t, "op") {
+	case 0:
+		cfg := acctCfg(float32(rapid.IntRange(1, 20).Draw(t, "window")))
+		for range rapid.IntRange(0, 3).Draw(t, "nrates") {
+			cfg.ChargeRate = append(cfg.ChargeRate, float32(rapid.IntRange(0, 2).Draw(t, "rate")))
+		}
+		cfg.MaxFanout = int32(rapid.IntRange(0, 2).Draw(t, "fanout"))
+		if rapid.Bool().Draw(t, "limits") {
+			cfg.PerLabelTaskLimits = map[string]int32{rapid.SampledFrom([]string{"a", "b"}).Draw(t, "key"): int32(rapid.IntRange(0, 2).Draw(t, "n"))}
+		}
+		cfg.DisableFreeTasks = rapid.IntRange(0, 3).Draw(t, "nofree") == 0
+		bal := []float32{float32(rapid.IntRange(0, 5).Draw(t, "bal0"))}
+		if acct == "" {
+			acct = "a0"
+		}
+		return invOp{fmt.Sprintf("add-account %s %v", acct, cfg), func(s *Scheduler) (any, error) { return nil, s.AddAccount(acct, cfg, bal) }}
+	case 1:
+		return invOp{fmt.Sprintf("delete-account %s", acct), func(s *Scheduler) (any, error) { return nil, s.DeleteAccount(acct) }}
+	case 2, 3:
+		task := Task{ID: rid, Account: acct, EnqueueTime: at(float64(rapid.IntRange(0, 5).Draw(t, "enq"))), BaseLabels: labels("base", 2), ProvisionableLabels: labels("prov", 1)}
+		return invOp{fmt.Sprintf("waiting %v at %v", task, when), func(s *Scheduler) (any, error) {
+			return nil, s.Notify(Notification{Kind: NotifyWaiting, Time: when, Task: task}, false)
+		}}
+	case 4:
+		return invOp{fmt.Sprintf("running %s on %s at %v", rid, wid, when), func(s *Scheduler) (any, error) {
+			return nil, s.Notify(Notification{Kind: NotifyRunning, Time: when, Task: Task{ID: rid}, Worker: wid}, false)
+		}}
+	case 5:
+		return invOp{fmt.Sprintf("absent %s at %v", rid, when), func(s *Scheduler) (any, error) {
+			return nil, s.Notify(Notification{Kind: NotifyAbsent, Time: when, Task: Task{ID: rid}}, false)
+		}}
+	case 6, 7:
+		var bots []IdleWorker
+		for _, i := range rapid.SliceOfNDistinct(rapid.IntRange(0, 4), 0, 3, rapid.ID[int]).Draw(t, "bots") {
+			bots = append(bots, IdleWorker{ID: WorkerID(fmt.Sprintf("w%d", i)), Labels: labels("wl", 3)})
+		}
+		return invOp{fmt.Sprintf("assign %v at %v", bots, when), func(s *Scheduler) (any, error) { return s.AssignTasks(when, bots) }}
+	case 8:
+		return invOp{"run", func(s *Scheduler) (any, error) { return decisions(s.RunOnce()), nil }}
+	default:
+		return invOp{fmt.Sprintf("tick %v", when), func(s *Scheduler) (any, error) { return nil, s.UpdateTime(when) }}
+	}
+}
+
+// limitCheck replays a pass's events against the counts before it and fails
+// if any transition the scheduler made (assignment, preemption, promotion from
+// FreeBucket) took a group or a label count past its limit.
+type limitState struct {
+	paid   map[string]int            // account + fanout labels
+	labels map[string]int            // account + worker label
+	tasks  map[RequestID]*limitTask  // running
+	cfgs   map[string]*statev1.AccountConfig
+}
+
+type limitTask struct {
+	acct   string
+	fan    string
+	labels []string
+	level  int32
+}
+
+func fanKey(acct string, base, prov []string) string {
+	u := append(slices.Clone(base), prov...)
+	slices.Sort(u)
+	u = slices.Compact(u)
+	return acct + "|" + strings.Join(u, ",")
+}
+
+func newLimitState(st *statev1.PoolState) *limitState {
+	ls := &limitState{paid: map[string]int{}, labels: map[string]int{}, tasks: map[RequestID]*limitTask{}, cfgs: st.Config.AccountConfigs}
+	for _, w := range st.Workers {
+		if rt := w.Running; rt != nil {
+			ls.start(RequestID(rt.Request.Id), rt.Request.AccountId, fanKey(rt.Request.AccountId, rt.Request.BaseLabels, rt.Request.ProvisionableLabels), w.Labels, rt.Priority)
+		}
+	}
+	return ls
+}
+
+func (ls *limitState) start(id RequestID, acct, fan string, labels []string, level int32) {
+	ls.tasks[id] = &limitTask{acct, fan, labels, level}
+	if level < 5 {
+		ls.paid[fan]++
+	}
+	for _, l := range labels {
+		ls.labels[acct+"|"+l]++
+	}
+}
+
+func (ls *limitState) stop(id RequestID) {
+	x := ls.tasks[id]
+	delete(ls.tasks, id)
+	if x.level < 5 {
+		ls.paid[x.fan]--
+	}
+	for _, l := range x.labels {
+		ls.labels[x.acct+"|"+l]--
+	}
+}
+
+func (ls *limitState) check(e Event) error {
+	cfg := ls.cfgs[string(e.Account)]
+	if cfg == nil || e.Account == "" {
+		return nil
+	}
+	x := ls.tasks[e.Task]
+	if cfg.MaxFanout > 0 && x.level < 5 && ls.paid[x.fan] > int(cfg.MaxFanout) {
+		return fmt.Errorf("%v of %s took fanout group %s to %d > %d", e.Type, e.Task, x.fan, ls.paid[x.fan], cfg.MaxFanout)
+	}
+	if e.Type != EventAssigned {
+		return nil
+	}
+	for _, l := range x.labels {
+		k, _, ok := strings.Cut(l, ":")
+		if n, lim := cfg.PerLabelTaskLimits[k]; ok && lim && ls.labels[x.acct+"|"+l] > int(n) {
+			return fmt.Errorf("assignment of %s took %s's label %s to %d > %d", e.Task, x.acct, l, ls.labels[x.acct+"|"+l], n)
+		}
+	}
+	return nil
+}
+
+func (ls *limitState) replay(events []Event) error {
+	for _, e := range events {
+		switch e.Type {
+		case EventAssigned:
+			if e.Preempting {
+				ls.stop(e.PreemptedTask)
+			}
+			ls.start(e.Task, string(e.Account), fanKey(string(e.Account), e.BaseLabels, e.ProvisionableLabels), e.WorkerLabels, int32(e.Level))
+			if err := ls.check(e); err != nil {
+				return err
+			}
+		case EventReprioritized:
+			x := ls.tasks[e.Task]
+			if x.level < 5 {
+				ls.paid[x.fan]--
+			}
+			x.level = int32(e.Level)
+			if x.level < 5 {
+				ls.paid[x.fan]++
+			}
+			if e.OldLevel == FreeBucket && e.Level < FreeBucket {
+				if err := ls.check(e); err != nil {
+					return err
+				}
+			}
+		case EventCompleted, EventUnassigned:
+			if _, ok := ls.tasks[e.Task]; ok {
+				ls.stop(e.Task)
+			}
+		}
+	}
+	return nil
+}
+
+// TestInvariantsUnderRandomOperations: after every operation of random
+// sequences no worker runs two tasks, no request is both waiting and running,
+// every index agrees with the entities, no scheduler transition exceeds a
+// limit, UpdateTime never raises a balance above max(cap, previous), and the
+// operation is deterministic: applied to a copy rebuilt from the state's
+// protobuf it gives the same result, events and resulting state.
+func TestInvariantsUnderRandomOperations(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		s, err := New(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock := 0.0
+		for step := range rapid.IntRange(1, 40).Draw(t, "steps") {
+			op := drawOp(t, &clock)
+			before := s.ToProto()
+			twin, err := FromProto(before)
+			if err != nil {
+				t.Fatalf("step %d: FromProto: %v", step, err)
+			}
+			s.DiscardEvents()
+			res, err := op.do(s)
+			events := s.TakeEvents()
+			twinRes, twinErr := op.do(twin)
+			twinEvents := twin.TakeEvents()
+			after := s.ToProto()
+			if (err == nil) != (twinErr == nil) {
+				t.Fatalf("step %d %s: error %v vs copy's %v", step, op.name, err, twinErr)
+			}
+			if diff := cmp.Diff(res, twinRes); diff != "" {
+				t.Fatalf("step %d %s: results differ on a copy:\n%s", step, op.name, diff)
+			}
+			if diff := cmp.Diff(events, twinEvents); diff != "" {
+				t.Fatalf("step %d %s: events differ on a copy:\n%s", step, op.name, diff)
+			}
+			if diff := cmp.Diff(after, twin.ToProto(), protocmp.Transform()); diff != "" {
+				t.Fatalf("step %d %s: resulting states differ on a copy:\n%s", step, op.name, diff)
+			}
+			if err := s.checkIndexes(); err != nil {
+				t.Fatalf("step %d %s: %v", step, op.name, err)
+			}
+			seen := map[string]string{}
+			for _, r := range after.Waiting {
+				seen[r.Id] = "waiting"
+			}
+			for _, w := range after.Workers {
+				if rt := w.Running; rt != nil {
+					if where, dup := seen[rt.Request.Id]; dup {
+						t.Fatalf("step %d %s: request %s runs on %s and is also %s", step, op.name, rt.Request.Id, w.Id, where)
+					}
+					seen[rt.Request.Id] = "running on " + w.Id
+				}
+			}
+			if err := newLimitState(before).replay(events); err != nil {
+				t.Fatalf("step %d %s: %v", step, op.name, err)
+			}
+			if strings.HasPrefix(op.name, "tick") {
+				checkBalanceBound(t, before, after)
+			}
+			round, err := FromProto(after)
+			if err != nil {
+				t.Fatalf("step %d: FromProto(ToProto): %v", step, err)
+			}
+			if !proto.Equal(after, round.ToProto()) {
+				t.Fatalf("step %d %s: state -> proto -> state is not lossless", step, op.name)
+			}
+		}
+	})
+}
+
+func checkBalanceBound(t *rapid.T, before, after *statev1.PoolState) {
+	prev := map[string][]float64{}
+	for _, b := range before.Balances {
+		prev[b.AccountId] = b.Value
+	}
+	for _, b := range after.Balances {
+		cfg := after.Config.AccountConfigs[b.AccountId]
+		if cfg == nil {
+			continue
+		}
+		rates, _ := VectorFromFloat32("", cfg.ChargeRate)
+		for p, v := range b.Value {
+			c := float64(rates[p] * float64(cfg.MaxChargeSeconds))
+			bound := c
+			if pv := prev[b.AccountId]; pv != nil && pv[p] > bound {
+				bound = pv[p]
+			}
+			if v > bound {
+				t.Fatalf("UpdateTime raised %s's balance[%d] to %v > max(cap %v, previous)", b.AccountId, p, v, c)
+			}
+		}
+	}
+}
