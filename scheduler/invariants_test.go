@@ -194,9 +194,9 @@ func drawOp(t *rapid.T, clock *float64) invOp {
 // if any transition the scheduler made (assignment, preemption, promotion from
 // FreeBucket) took a group or a label count past its limit.
 type limitState struct {
-	paid   map[string]int            // account + fanout labels
-	labels map[string]int            // account + worker label
-	tasks  map[RequestID]*limitTask  // running
+	paid   map[string]int           // account + fanout labels
+	labels map[string]int           // account + worker label
+	tasks  map[RequestID]*limitTask // running
 	cfgs   map[string]*statev1.AccountConfig
 }
 
