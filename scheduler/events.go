@@ -96,7 +96,12 @@ type Event struct {
 // them.
 func (s *Scheduler) TakeEvents() []Event {
 	e := s.events
-	s.events = nil
+	if len(e) == 0 {
+		return nil
+	}
+	// The next buffer starts at the size this one reached, so that a busy
+	// pool does not regrow it by doubling every batch.
+	s.events = make([]Event, 0, min(max(len(e), 16), 1<<16))
 	return e
 }
 

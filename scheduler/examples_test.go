@@ -32,7 +32,7 @@ func vec64(v ...float64) []float64 {
 	return out
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

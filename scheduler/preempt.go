@@ -16,7 +16,7 @@ type unit struct {
 	bi     *baseIndex
 	ab     *acctBase // accounts without limits
 	cls    *class    // accounts with limits
-	cursor *request  // after a wake-up, only requests after this count
+	cursor *request  // class units after a wake-up: only requests after this count
 	head   *request
 	idx    int
 }
@@ -25,19 +25,10 @@ func (u *unit) next() *request {
 	if u.cls != nil {
 		return u.cls.firstAfter(u.cursor)
 	}
-	if u.cursor == nil {
-		if u.ab.heap.Len() == 0 {
-			return nil
-		}
-		return u.ab.heap.Top().head()
+	if u.ab.heap.Len() == 0 {
+		return nil
 	}
-	var best *request
-	for _, c := range u.ab.heap.items {
-		if r := c.firstAfter(u.cursor); r != nil && (best == nil || r.before(best)) {
-			best = r
-		}
-	}
-	return best
+	return u.ab.heap.Top().head()
 }
 
 // preempt is step d at level l (§2.6 and design.md).
@@ -84,19 +75,20 @@ func (p *pass) preempt(l Priority) {
 	p.step++
 	stepEpoch := p.epoch<<8 | p.step
 	var touched []*baseIndex
-	var elig []*baseIndex
+	ws := make([]*worker, len(vs))
 	for i, v := range vs {
 		v.w.victimIdx = i
 		costs[i] = v.c
-		s.labels.mark(v.w.ids)
-		elig = s.trie.collect(s.labels, v.w.ids, elig[:0])
+		ws[i] = v.w
+	}
+	for i, elig := range s.eligible(ws) {
 		for _, bi := range elig {
 			if bi.victimEpoch != stepEpoch {
 				bi.victimEpoch = stepEpoch
 				bi.victims = bi.victims[:0]
 				touched = append(touched, bi)
 			}
-			bi.victims = append(bi.victims, v.w)
+			bi.victims = append(bi.victims, ws[i])
 		}
 	}
 	// Units of accounts at level l with requests some victim could serve.
@@ -160,9 +152,19 @@ func (p *pass) preempt(l Priority) {
 			woken := b.dormant
 			b.dormant = nil
 			for _, d := range woken {
-				d.cursor = r
-				if d.head = d.next(); d.head != nil {
-					mh.Push(d)
+				if d.cls != nil {
+					d.cursor = r
+					if d.head = d.next(); d.head != nil {
+						mh.Push(d)
+					}
+					continue
+				}
+				// A woken (account, base set) continues class by class,
+				// each from its first request after r.
+				for _, c := range d.ab.heap.items {
+					if h := c.firstAfter(r); h != nil {
+						mh.Push(&unit{acct: d.acct, bi: d.bi, cls: c, cursor: r, head: h})
+					}
 				}
 			}
 		}

@@ -50,7 +50,6 @@ type pass struct {
 	epoch  uint64
 	active [NumPaidLevels + 1]bool // some account may have requests in L[l]
 	idle   []*worker               // idle workers by id
-	elig   []*baseIndex            // backing store of the workers' passElig
 	cands  []limitedCand
 	out    []Assignment
 	step   uint64
@@ -86,11 +85,8 @@ func (s *Scheduler) startPass() *pass {
 	if s.nWaiting == 0 {
 		return p
 	}
-	for _, w := range p.idle {
-		start := len(p.elig)
-		s.labels.mark(w.ids)
-		p.elig = s.trie.collect(s.labels, w.ids, p.elig)
-		w.passElig = p.elig[start:len(p.elig):len(p.elig)]
+	for i, e := range s.eligible(p.idle) {
+		p.idle[i].passElig = e
 	}
 	for _, w := range p.idle {
 		// Most base labels first (§2.4 step 3).

@@ -34,12 +34,14 @@ type Scheduler struct {
 
 	tombs tombstones
 	rec   reconciler
+	elig  eligibility // scratch of eligible()
 
 	events []Event
 
 	epoch     uint64 // scheduling pass counter, for per-pass marks
 	gcClasses []*class
 	gcAccts   []*account
+	gcGroups  []groupRef // fanout groups whose paid count reached zero
 
 	dirty       dirtySet
 	dirtyConfig bool
@@ -94,6 +96,11 @@ func (a *account) runningBelow(p Priority) int {
 		n += len(a.running[l])
 	}
 	return n
+}
+
+type groupRef struct {
+	acct *account
+	fan  *labelSet
 }
 
 type fanoutGroup struct {
@@ -525,13 +532,15 @@ func (s *Scheduler) gc() {
 	}
 	clear(s.gcClasses)
 	s.gcClasses = s.gcClasses[:0]
-	for _, a := range s.gcAccts {
-		for k, g := range a.fanout {
-			if g.paid == 0 {
-				delete(a.fanout, k)
-				s.sets.unref(k)
-			}
+	for _, gr := range s.gcGroups {
+		if g := gr.acct.fanout[gr.fan]; g != nil && g.paid == 0 {
+			delete(gr.acct.fanout, gr.fan)
+			s.sets.unref(gr.fan)
 		}
+	}
+	clear(s.gcGroups)
+	s.gcGroups = s.gcGroups[:0]
+	for _, a := range s.gcAccts {
 		s.maybeDropAccount(a)
 	}
 	clear(s.gcAccts)
@@ -596,6 +605,14 @@ func (s *Scheduler) group(a *account, fan *labelSet) *fanoutGroup {
 	return g
 }
 
+// ungroup counts one task of the group less at paid levels.
+func (s *Scheduler) ungroup(a *account, fan *labelSet) {
+	g := s.group(a, fan)
+	if g.paid--; g.paid == 0 {
+		s.gcGroups = append(s.gcGroups, groupRef{a, fan})
+	}
+}
+
 // startTask makes the idle worker w run r (not waiting) at level with the
 // given cost from now.
 func (s *Scheduler) startTask(w *worker, r *request, level Priority, cost Vector) {
@@ -626,8 +643,7 @@ func (s *Scheduler) stopTask(w *worker) *request {
 		}
 	}
 	if w.level < FreeBucket {
-		s.group(a, r.fan).paid--
-		s.gcAccts = append(s.gcAccts, a)
+		s.ungroup(a, r.fan)
 	}
 	w.req, r.w = nil, nil
 	w.cost, w.since, w.level = Vector{}, 0, 0
@@ -663,8 +679,7 @@ func (s *Scheduler) setLevel(w *worker, level Priority) {
 		if isPaid {
 			g.paid++
 		} else {
-			g.paid--
-			s.gcAccts = append(s.gcAccts, a)
+			s.ungroup(a, w.req.fan)
 		}
 	}
 	s.dirty.worker(w.id)

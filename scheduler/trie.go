@@ -1,6 +1,9 @@
 package scheduler
 
-import "slices"
+import (
+	"math/bits"
+	"slices"
+)
 
 // trieNode indexes base label sets by their ascending label ids, so that the
 // sets contained in a worker's labels are found by walking only the paths the
@@ -66,12 +69,17 @@ func (n *trieNode) remove(bi *baseIndex) {
 	}
 }
 
-// collect appends to out every base index whose set is contained in ids
-// (ascending). The label table must have ids marked.
-func (n *trieNode) collect(t *labelTable, ids []labelID, out []*baseIndex) []*baseIndex {
-	if n.bi != nil {
-		out = append(out, n.bi)
-	}
+// eligPair says that base index bi is contained in the labels of worker wi
+// (an index into the workers being examined).
+type eligPair struct {
+	wi int32
+	bi *baseIndex
+}
+
+// collectFor appends (wi, bi) for every base index below n (n's own
+// excluded) whose set is contained in ids, the worker's labels after
+// n.label. The label table must have the worker's labels marked.
+func (n *trieNode) collectFor(t *labelTable, ids []labelID, wi int32, out []eligPair) []eligPair {
 	if len(n.kids) == 0 || len(ids) == 0 {
 		return out
 	}
@@ -79,15 +87,152 @@ func (n *trieNode) collect(t *labelTable, ids []labelID, out []*baseIndex) []*ba
 		for _, k := range n.kids {
 			if t.has(k.label) {
 				i, _ := slices.BinarySearch(ids, k.label)
-				out = k.collect(t, ids[i+1:], out)
+				if k.bi != nil {
+					out = append(out, eligPair{wi, k.bi})
+				}
+				out = k.collectFor(t, ids[i+1:], wi, out)
 			}
 		}
 		return out
 	}
 	for i, l := range ids {
 		if k := n.child(l); k != nil {
-			out = k.collect(t, ids[i+1:], out)
+			if k.bi != nil {
+				out = append(out, eligPair{wi, k.bi})
+			}
+			out = k.collectFor(t, ids[i+1:], wi, out)
 		}
 	}
 	return out
+}
+
+// eligibility finds, for many workers at once, the base sets their labels
+// contain. It walks the trie once, carrying the bitset of workers that hold
+// every label on the path (pruning when it empties), and switches to
+// per-worker walks where few workers remain. The result lists, per worker,
+// the base indexes in no particular order.
+type eligibility struct {
+	words    int
+	slab     []uint64 // per label held by some worker: a bitset of workers
+	labelOff []int32  // label id -> 1 + index of its bitset in slab (0: none)
+	used     []labelID
+	stack    [][]uint64
+	pairs    []eligPair
+	counts   []int32
+	flat     []*baseIndex
+}
+
+func (s *Scheduler) eligible(ws []*worker) [][]*baseIndex {
+	e := &s.elig
+	out := make([][]*baseIndex, len(ws))
+	if len(ws) == 0 {
+		return out
+	}
+	e.words = (len(ws) + 63) / 64
+	if n := len(s.labels.names); len(e.labelOff) < n {
+		e.labelOff = append(e.labelOff, make([]int32, n-len(e.labelOff))...)
+	}
+	e.slab = e.slab[:0]
+	for i, w := range ws {
+		for _, l := range w.ids {
+			off := e.labelOff[l]
+			if off == 0 {
+				e.slab = append(e.slab, make([]uint64, e.words)...)
+				off = int32(len(e.slab) / e.words)
+				e.labelOff[l] = off
+				e.used = append(e.used, l)
+			}
+			e.slab[int(off-1)*e.words+i/64] |= 1 << (i % 64)
+		}
+	}
+	all := make([]uint64, e.words)
+	for i := range ws {
+		all[i/64] |= 1 << (i % 64)
+	}
+	e.pairs = e.pairs[:0]
+	s.eligWalk(&s.trie, all, 0, ws)
+	for _, l := range e.used {
+		e.labelOff[l] = 0
+	}
+	e.used = e.used[:0]
+	// Bucket the pairs by worker.
+	e.counts = slices.Grow(e.counts[:0], len(ws)+1)[:len(ws)+1]
+	clear(e.counts)
+	for _, p := range e.pairs {
+		e.counts[p.wi+1]++
+	}
+	for i := 1; i <= len(ws); i++ {
+		e.counts[i] += e.counts[i-1]
+	}
+	flat := make([]*baseIndex, len(e.pairs))
+	pos := slices.Clone(e.counts[:len(ws)])
+	for _, p := range e.pairs {
+		flat[pos[p.wi]] = p.bi
+		pos[p.wi]++
+	}
+	for i := range ws {
+		a, b := e.counts[i], e.counts[i+1]
+		out[i] = flat[a:b:b]
+	}
+	clear(e.pairs)
+	return out
+}
+
+func (s *Scheduler) eligWalk(n *trieNode, set []uint64, depth int, ws []*worker) {
+	e := &s.elig
+	cnt := 0
+	for _, x := range set {
+		cnt += bits.OnesCount64(x)
+	}
+	if n.bi != nil {
+		forEachBit(set, func(i int) { e.pairs = append(e.pairs, eligPair{int32(i), n.bi}) })
+	}
+	if len(n.kids) == 0 {
+		return
+	}
+	if 8*cnt*min(len(n.kids), 32) < len(n.kids)*e.words {
+		forEachBit(set, func(i int) {
+			w := ws[i]
+			s.labels.mark(w.ids)
+			ids := w.ids
+			if n.parent != nil {
+				j, _ := slices.BinarySearch(ids, n.label)
+				ids = ids[j+1:]
+			}
+			e.pairs = n.collectFor(s.labels, ids, int32(i), e.pairs)
+		})
+		return
+	}
+	if len(e.stack) <= depth {
+		e.stack = append(e.stack, nil)
+	}
+	if len(e.stack[depth]) < e.words {
+		e.stack[depth] = make([]uint64, e.words)
+	}
+	next := e.stack[depth][:e.words]
+	for _, k := range n.kids {
+		off := e.labelOff[k.label]
+		if off == 0 {
+			continue
+		}
+		b := e.slab[int(off-1)*e.words : int(off)*e.words]
+		var any uint64
+		for j := range next {
+			next[j] = set[j] & b[j]
+			any |= next[j]
+		}
+		if any != 0 {
+			s.eligWalk(k, next, depth+1, ws)
+		}
+	}
+}
+
+func forEachBit(set []uint64, f func(i int)) {
+	for j, x := range set {
+		for x != 0 {
+			b := bits.TrailingZeros64(x)
+			f(j*64 + b)
+			x &= x - 1
+		}
+	}
 }

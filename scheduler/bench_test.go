@@ -1,0 +1,263 @@
+package scheduler
+
+// Benchmarks on the normative workload of the core issue (see
+// scheduler/benchdata); figures are recorded in docs/performance.md. Run:
+//
+//	go test ./scheduler -run '^$' -bench . -benchtime 1x
+//
+// Seed 1 is used for the recorded figures.
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/benchdata"
+	"google.golang.org/protobuf/proto"
+)
+
+const benchSeed = 1
+
+// loadWorkload builds a pool: accounts, the clock started at ClockStart, the
+// bots idle and the requests waiting, then the clock advanced to FirstPass
+// (preemption enabled, defaults otherwise).
+func loadWorkload(tb testing.TB, w *benchdata.Workload, extra []benchdata.Task) *Scheduler {
+	s, err := New(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, a := range w.Accounts {
+		if err := s.AddAccount(AccountID(a.ID), &statev1.AccountConfig{ChargeRate: a.ChargeRate, MaxChargeSeconds: a.MaxChargeSeconds}, nil); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := s.UpdateTime(w.ClockStart); err != nil {
+		tb.Fatal(err)
+	}
+	for _, b := range w.Bots {
+		if err := s.MarkIdle(WorkerID(b.ID), b.Labels, w.FirstPass, false); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for _, tasks := range [][]benchdata.Task{w.Tasks, extra} {
+		for _, t := range tasks {
+			if err := s.AddRequest(benchTask(t), t.Enqueue, false); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	if err := s.UpdateTime(w.FirstPass); err != nil {
+		tb.Fatal(err)
+	}
+	s.DiscardEvents()
+	return s
+}
+
+func benchTask(t benchdata.Task) Task {
+	return Task{ID: RequestID(t.ID), Account: AccountID(t.Account), EnqueueTime: t.Enqueue, BaseLabels: t.BaseLabels, ProvisionableLabels: t.ProvisionableLabels}
+}
+
+func BenchmarkRunOnce(b *testing.B) {
+	b.Run("cold_lab_5000x100000", func(b *testing.B) {
+		benchCold(b, benchdata.Lab(benchSeed, 5000, 100000))
+	})
+	b.Run("cold_random_5000x100000", func(b *testing.B) {
+		benchCold(b, benchdata.Random(benchSeed, 5000, 100000))
+	})
+	b.Run("steady_lab_5000x100000", func(b *testing.B) {
+		benchSteady(b, benchdata.Lab(benchSeed, 5000, 100000), 0)
+	})
+	b.Run("steady_unmatchable", func(b *testing.B) {
+		benchSteady(b, benchdata.Lab(benchSeed, 5000, 100000), 100000)
+	})
+}
+
+func benchCold(b *testing.B, w *benchdata.Workload) {
+	st := loadWorkload(b, w, nil).ToProto()
+	b.ResetTimer()
+	var n int
+	for range b.N {
+		b.StopTimer()
+		s, err := FromProto(st)
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		b.StartTimer()
+		n = len(s.RunOnce())
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(n), "assignments")
+}
+
+// steadyPasses is how many steady-state passes one benchmark iteration times.
+const steadyPasses = 300
+
+type benchRun struct {
+	task  RequestID
+	start int64
+}
+
+// benchSteady: after the cold pass (all assignments confirmed RUNNING), each
+// pass advances the clock 1 s, completes the 100 longest-running tasks
+// (their bots poll idle), adds 100 new requests, and times the reconciler's
+// AssignTasks for those 100 bots. Preemptions are played out as Swarming
+// would: the victim is reported absent and the preemptor running on the
+// bot. Reports p50/p99 per pass and preemptions and reprioritizations per
+// pass.
+func benchSteady(b *testing.B, w *benchdata.Workload, unmatchable int) {
+	var extra []benchdata.Task
+	if unmatchable > 0 {
+		extra = w.UnmatchableTasks(unmatchable)
+	}
+	base := loadWorkload(b, w, extra)
+	st := base.ToProto()
+	labels := map[WorkerID][]string{}
+	for _, bot := range w.Bots {
+		labels[WorkerID(bot.ID)] = bot.Labels
+	}
+	var lat []time.Duration
+	var preemptions, reprios, passes int
+	b.ResetTimer()
+	b.StopTimer()
+	for range b.N {
+		s, err := FromProto(st)
+		if err != nil {
+			b.Fatal(err)
+		}
+		now := w.FirstPass
+		var bots []IdleWorker
+		for _, bot := range w.Bots {
+			bots = append(bots, IdleWorker{ID: WorkerID(bot.ID), Labels: bot.Labels})
+		}
+		running := map[WorkerID]benchRun{}
+		apply := func(out []TaskAssignment, events []Event) {
+			for _, e := range events {
+				switch e.Type {
+				case EventAssigned:
+					running[e.Worker] = benchRun{e.Task, e.Time}
+					if e.Preempting {
+						preemptions++
+						must(b, s.Notify(Notification{Kind: NotifyAbsent, Time: now, Task: Task{ID: e.PreemptedTask}}, false))
+					}
+					must(b, s.Notify(Notification{Kind: NotifyRunning, Time: now, Task: Task{ID: e.Task}, Worker: e.Worker}, false))
+				case EventReprioritized:
+					reprios++
+				}
+			}
+		}
+		out, err := s.AssignTasks(now, bots)
+		must(b, err)
+		p0, r0 := preemptions, reprios
+		apply(out, s.TakeEvents())
+		preemptions, reprios = p0, r0 // the cold pass does not count
+		type kv struct {
+			w WorkerID
+			r benchRun
+		}
+		for range steadyPasses {
+			now = now.Add(time.Second)
+			// The 100 longest-running tasks complete; their bots poll.
+			all := make([]kv, 0, len(running))
+			for wid, r := range running {
+				all = append(all, kv{wid, r})
+			}
+			sort.Slice(all, func(i, j int) bool {
+				if all[i].r.start != all[j].r.start {
+					return all[i].r.start < all[j].r.start
+				}
+				return all[i].w < all[j].w
+			})
+			bots = bots[:0]
+			for _, x := range all[:min(100, len(all))] {
+				must(b, s.Notify(Notification{Kind: NotifyAbsent, Time: now, Task: Task{ID: x.r.task}}, false))
+				delete(running, x.w)
+				bots = append(bots, IdleWorker{ID: x.w, Labels: labels[x.w]})
+			}
+			slices.SortFunc(bots, func(a, b IdleWorker) int { return strings.Compare(string(a.ID), string(b.ID)) })
+			for _, t := range w.NewTasks(100, now) {
+				must(b, s.AddRequest(benchTask(t), now, false))
+			}
+			s.DiscardEvents()
+			b.StartTimer()
+			t0 := time.Now()
+			out, err := s.AssignTasks(now, bots)
+			d := time.Since(t0)
+			b.StopTimer()
+			must(b, err)
+			lat = append(lat, d)
+			evs := s.TakeEvents()
+			if os.Getenv("QS_BENCH_TRACE") != "" && d > 3*time.Millisecond {
+				counts := map[EventType]int{}
+				for _, e := range evs {
+					counts[e.Type]++
+				}
+				fmt.Fprintf(os.Stderr, "pass %d: %v %v\n", passes, d, counts)
+			}
+			apply(out, evs)
+			passes++
+		}
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(preemptions)/float64(passes), "preemptions/pass")
+	b.ReportMetric(float64(reprios)/float64(passes), "reprioritizations/pass")
+}
+
+// BenchmarkSnapshot serializes and deserializes the cold_lab state.
+func BenchmarkSnapshot(b *testing.B) {
+	s := loadWorkload(b, benchdata.Lab(benchSeed, 5000, 100000), nil)
+	var size int
+	b.Run("serialize", func(b *testing.B) {
+		for range b.N {
+			data, err := proto.Marshal(s.ToProto())
+			if err != nil {
+				b.Fatal(err)
+			}
+			size = len(data)
+		}
+		b.ReportMetric(float64(size), "bytes")
+	})
+	data, err := proto.Marshal(s.ToProto())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("deserialize", func(b *testing.B) {
+		for range b.N {
+			st := &statev1.PoolState{}
+			if err := proto.Unmarshal(data, st); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := FromProto(st); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(len(data)), "bytes")
+	})
+}
+
+// BenchmarkHeapPerWaitingRequest reports the heap the cold_lab state holds
+// per waiting request (bots included).
+func BenchmarkHeapPerWaitingRequest(b *testing.B) {
+	w := benchdata.Lab(benchSeed, 5000, 100000)
+	var perReq float64
+	for range b.N {
+		runtime.GC()
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		s := loadWorkload(b, w, nil)
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		perReq = float64(m1.HeapAlloc-m0.HeapAlloc) / float64(len(w.Tasks))
+		runtime.KeepAlive(s)
+	}
+	b.ReportMetric(perReq, "heap-bytes/request")
+}
+
