@@ -185,6 +185,9 @@ func benchSteady(b *testing.B, w *benchdata.Workload, unmatchable int) {
 				must(b, s.AddRequest(benchTask(t), now, false))
 			}
 			s.DiscardEvents()
+			if benchCapture != nil && passes == benchCapturePass {
+				*benchCapture = capturedPass{s.ToProto(), now, slices.Clone(bots)}
+			}
 			b.StartTimer()
 			t0 := time.Now()
 			out, err := s.AssignTasks(now, bots)
@@ -261,3 +264,14 @@ func BenchmarkHeapPerWaitingRequest(b *testing.B) {
 	b.ReportMetric(perReq, "heap-bytes/request")
 }
 
+// A captured steady-state pass, for profiling one heavy pass in isolation.
+type capturedPass struct {
+	st   *statev1.PoolState
+	now  time.Time
+	bots []IdleWorker
+}
+
+var (
+	benchCapture     *capturedPass
+	benchCapturePass = -1
+)

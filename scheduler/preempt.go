@@ -85,10 +85,10 @@ func (p *pass) preempt(l Priority) {
 		for _, bi := range elig {
 			if bi.victimEpoch != stepEpoch {
 				bi.victimEpoch = stepEpoch
-				bi.victims = bi.victims[:0]
+				bi.anyVictims = victimList{ws: bi.anyVictims.ws[:0]}
 				touched = append(touched, bi)
 			}
-			bi.victims = append(bi.victims, ws[i])
+			bi.anyVictims.ws = append(bi.anyVictims.ws, ws[i])
 		}
 	}
 	// Units of accounts at level l with requests some victim could serve.
@@ -173,15 +173,67 @@ func (p *pass) preempt(l Priority) {
 		a.dormant = nil
 	}
 	for _, bi := range touched {
-		clear(bi.victims)
-		bi.victims = bi.victims[:0]
+		clear(bi.anyVictims.ws)
+		bi.anyVictims = victimList{ws: bi.anyVictims.ws[:0]}
+		bi.provVictims = nil
 	}
+}
+
+// victimList is victims in victim order with a cursor past the taken prefix.
+type victimList struct {
+	ws  []*worker
+	pos int
+}
+
+// first returns the first victim not taken in this pass, or nil.
+func (vl *victimList) first(epoch uint64) *worker {
+	for vl.pos < len(vl.ws) && vl.ws[vl.pos].takenEpoch == epoch {
+		vl.pos++
+	}
+	if vl.pos < len(vl.ws) {
+		return vl.ws[vl.pos]
+	}
+	return nil
+}
+
+// provVictims returns the victims of bi that are provision matches for
+// prov, built on first use in this step.
+func (p *pass) provVictims(bi *baseIndex, prov *labelSet) *victimList {
+	if len(prov.ids) == 0 {
+		return &bi.anyVictims
+	}
+	if vl := bi.provVictims[prov]; vl != nil {
+		return vl
+	}
+	if bi.provVictims == nil {
+		bi.provVictims = make(map[*labelSet]*victimList)
+	}
+	vl := &victimList{}
+	for _, v := range bi.anyVictims.ws {
+		if subsetOf(prov.ids, v.ids) {
+			vl.ws = append(vl.ws, v)
+		}
+	}
+	bi.provVictims[prov] = vl
+	return vl
 }
 
 // findVictim returns the victim the head request of class c (account a)
 // takes at level l, or nil and whether a limit refused an otherwise
-// suitable victim.
+// suitable victim. Victims are sorted by cost, so the first affordable one
+// not taken is the cheapest and, without limits, the first provision match
+// not taken is the cheapest provision match.
 func (p *pass) findVictim(bi *baseIndex, c *class, a *account, l Priority, costs []Vector) (*worker, bool) {
+	if !a.limited() {
+		first := bi.anyVictims.first(p.epoch)
+		if first == nil || !costs[first.victimIdx].Less(a.balance) {
+			return nil, false
+		}
+		if v := p.provVictims(bi, c.prov).first(p.epoch); v != nil && costs[v.victimIdx].Less(a.balance) {
+			return v, false
+		}
+		return first, false
+	}
 	fanOK := true
 	if a.maxFanout > 0 {
 		if g := a.fanout[c.fan]; g != nil && g.paid >= a.maxFanout {
@@ -190,7 +242,7 @@ func (p *pass) findVictim(bi *baseIndex, c *class, a *account, l Priority, costs
 	}
 	var first *worker
 	refused := false
-	for _, v := range bi.victims {
+	for _, v := range bi.anyVictims.ws[bi.anyVictims.pos:] {
 		if v.takenEpoch == p.epoch {
 			continue
 		}

@@ -219,6 +219,12 @@ func (s *Scheduler) Notify(n Notification, fromCallback bool) error {
 		if err := ValidateID("bot id", string(n.Worker)); err != nil {
 			return err
 		}
+		if e := s.rec.entries[n.Worker]; e != nil && e.abort == n.Task.ID {
+			// [ours] The victim of a preemption still runs on its bot until
+			// Swarming cancels it; reports of that are expected and must not
+			// complete the preemptor waiting for the bot.
+			break
+		}
 		s.notifyRunning(n.Task.ID, n.Worker, ns, fromCallback)
 		if e := s.rec.entries[n.Worker]; e != nil && e.assign == n.Task.ID && ns >= e.time {
 			s.dropEntry(e)

@@ -1,5 +1,3 @@
-//go:build scenario_wip
-
 package scheduler
 
 // Text scenario tests in the style of etcd-io/raft's datadriven tests.
@@ -21,7 +19,7 @@ package scheduler
 // prefix{A..B} (for example r{1..500} or w{01..10}) expands to one id per
 // number, zero-padded to the width of A when A has a leading zero.
 //
-// Commands (see scnCommands for the argument lists):
+// Commands (an unknown argument is a script error):
 //
 //	new [disable_preemption] [bot_expiration=S] [promote=X] [demote=X]
 //	    [worker_queue_timeout=S] [max_queueing_age=S] [tombstone_ttl=S]
@@ -66,6 +64,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -195,8 +194,8 @@ func scnRunFile(t *testing.T, path string) {
 			changed = true
 			continue
 		}
-		t.Errorf("%s: output differs\ninput:\n  %s\nwant:\n  %s\ngot:\n  %s", pos,
-			strings.Join(bl.input, "\n  "), strings.Join(bl.want, "\n  "), strings.Join(out, "\n  "))
+		t.Errorf("%s: output differs\ninput:\n  %s\ngot:\n  %s\ndiff (-want +got):\n%s", pos,
+			strings.Join(bl.input, "\n  "), strings.Join(out, "\n  "), cmp.Diff(bl.want, out))
 	}
 	if changed {
 		if err := os.WriteFile(path, []byte(f.format()), 0o644); err != nil {

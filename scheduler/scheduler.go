@@ -291,7 +291,8 @@ type baseIndex struct {
 
 	// Per preemption step.
 	victimEpoch uint64
-	victims     []*worker
+	anyVictims  victimList
+	provVictims map[*labelSet]*victimList
 }
 
 // acctBase is one account's classes of one base set, as a heap by head.

@@ -274,7 +274,7 @@ func (s *Scheduler) notifyRunning(rid RequestID, wid WorkerID, t int64, fromCall
 	}
 	if r == nil {
 		if w != nil {
-			s.workerRule(w, t, fromCallback)
+			s.workerRule(w, rid, t, fromCallback)
 			s.forgetWorker(w)
 		}
 		return
@@ -289,7 +289,7 @@ func (s *Scheduler) notifyRunning(rid RequestID, wid WorkerID, t int64, fromCall
 		s.dequeue(r)
 	}
 	if w != nil {
-		s.workerRule(w, t, fromCallback)
+		s.workerRule(w, rid, t, fromCallback)
 	} else {
 		w = s.newWorker(wid, nil, t)
 	}
@@ -297,11 +297,11 @@ func (s *Scheduler) notifyRunning(rid RequestID, wid WorkerID, t int64, fromCall
 	s.confirm(r, w, t)
 }
 
-// workerRule: w was reported running a request at t >= latestConfirmed(w);
+// workerRule: w was reported running request rid at t >= latestConfirmed(w);
 // whatever else it runs completes.
-func (s *Scheduler) workerRule(w *worker, t int64, fromCallback bool) {
+func (s *Scheduler) workerRule(w *worker, rid RequestID, t int64, fromCallback bool) {
 	if r2 := w.req; r2 != nil {
-		s.event(Event{Type: EventCompleted, Time: t, Reason: ReasonInconsistentTaskForBot}, r2, w, fromCallback)
+		s.event(Event{Type: EventCompleted, Time: t, Reason: ReasonInconsistentTaskForBot, OtherTask: rid}, r2, w, fromCallback)
 		s.stopTask(w)
 		s.dropRequest(r2)
 		s.bury(r2.id, t)
