@@ -95,18 +95,53 @@ type Event struct {
 // TakeEvents returns the events recorded since the last call and forgets
 // them.
 func (s *Scheduler) TakeEvents() []Event {
-	e := s.events
-	if len(e) == 0 {
+	b := &s.events
+	var out []Event
+	switch len(b.full) {
+	case 0:
+		out = b.cur
+	default:
+		n := len(b.cur)
+		for _, c := range b.full {
+			n += len(c)
+		}
+		out = make([]Event, 0, n)
+		for _, c := range b.full {
+			out = append(out, c...)
+		}
+		out = append(out, b.cur...)
+	}
+	*b = eventBuf{}
+	if len(out) == 0 {
 		return nil
 	}
-	// The next buffer starts at the size this one reached, so that a busy
-	// pool does not regrow it by doubling every batch.
-	s.events = make([]Event, 0, min(max(len(e), 16), 1<<16))
-	return e
+	return out
 }
 
 // DiscardEvents forgets recorded events without returning them.
-func (s *Scheduler) DiscardEvents() { s.events = s.events[:0] }
+func (s *Scheduler) DiscardEvents() {
+	clear(s.events.cur)
+	s.events = eventBuf{cur: s.events.cur[:0]}
+}
+
+// eventBuf collects events in chunks, so that a pass with thousands of
+// changes never copies its events to grow a buffer.
+type eventBuf struct {
+	full [][]Event
+	cur  []Event
+}
+
+const eventChunk = 256
+
+func (b *eventBuf) add(e Event) {
+	if len(b.cur) == cap(b.cur) {
+		if len(b.cur) > 0 {
+			b.full = append(b.full, b.cur)
+		}
+		b.cur = make([]Event, 0, eventChunk)
+	}
+	b.cur = append(b.cur, e)
+}
 
 func (s *Scheduler) event(e Event, r *request, w *worker, fromCallback bool) {
 	if r != nil {
@@ -125,5 +160,5 @@ func (s *Scheduler) event(e Event, r *request, w *worker, fromCallback bool) {
 		e.WorkerLabels = w.names
 	}
 	e.FromCallback = fromCallback
-	s.events = append(s.events, e)
+	s.events.add(e)
 }

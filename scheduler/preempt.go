@@ -277,10 +277,10 @@ func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 	s.dirty.balance(a.id)
 	pe := Event{Type: EventPreempted, Time: s.now, Level: l, PreemptorTask: r.id}
 	s.event(pe, victim, v, false)
-	s.stopTask(v)
+	s.detach(v)
 	s.dropRequest(victim)
 	s.dequeue(r)
-	s.startTask(v, r, l, cost)
+	s.attach(v, r, l, cost)
 	v.takenEpoch = p.epoch
 	provReq := !subsetOf(r.prov.ids, v.ids)
 	s.event(Event{

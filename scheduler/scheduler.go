@@ -36,7 +36,7 @@ type Scheduler struct {
 	rec   reconciler
 	elig  eligibility // scratch of eligible()
 
-	events []Event
+	events eventBuf
 
 	epoch     uint64 // scheduling pass counter, for per-pass marks
 	gcClasses []*class
@@ -104,6 +104,7 @@ type groupRef struct {
 }
 
 type fanoutGroup struct {
+	dead       bool  // removed from its account; requests must look it up again
 	paid       int32 // tasks running at paid levels
 	startEpoch uint64
 	startPaid  int32 // paid at the start of pass startEpoch
@@ -123,6 +124,7 @@ type request struct {
 	base      *labelSet
 	prov      *labelSet
 	fan       *labelSet // union of base and prov: the fanout group's labels
+	grp       *fanoutGroup // cache of acct.fanout[fan]
 
 	cls *class  // while waiting
 	w   *worker // while running
@@ -535,6 +537,7 @@ func (s *Scheduler) gc() {
 	s.gcClasses = s.gcClasses[:0]
 	for _, gr := range s.gcGroups {
 		if g := gr.acct.fanout[gr.fan]; g != nil && g.paid == 0 {
+			g.dead = true
 			delete(gr.acct.fanout, gr.fan)
 			s.sets.unref(gr.fan)
 		}
@@ -594,11 +597,18 @@ func (s *Scheduler) forgetWorker(w *worker) {
 	s.dirty.worker(w.id)
 }
 
-func (s *Scheduler) group(a *account, fan *labelSet) *fanoutGroup {
-	g := a.fanout[fan]
-	if g == nil {
-		g = &fanoutGroup{}
-		a.fanout[s.sets.ref(fan)] = g
+// groupOf returns r's fanout group, creating it, with its paid count at
+// the start of the current pass recorded.
+func (s *Scheduler) groupOf(r *request) *fanoutGroup {
+	g := r.grp
+	if g == nil || g.dead {
+		a := r.acct
+		g = a.fanout[r.fan]
+		if g == nil {
+			g = &fanoutGroup{}
+			a.fanout[s.sets.ref(r.fan)] = g
+		}
+		r.grp = g
 	}
 	if g.startEpoch != s.epoch {
 		g.startEpoch, g.startPaid = s.epoch, g.paid
@@ -606,11 +616,11 @@ func (s *Scheduler) group(a *account, fan *labelSet) *fanoutGroup {
 	return g
 }
 
-// ungroup counts one task of the group less at paid levels.
-func (s *Scheduler) ungroup(a *account, fan *labelSet) {
-	g := s.group(a, fan)
+// ungroup counts one task of r's group less at paid levels.
+func (s *Scheduler) ungroup(r *request) {
+	g := s.groupOf(r)
 	if g.paid--; g.paid == 0 {
-		s.gcGroups = append(s.gcGroups, groupRef{a, fan})
+		s.gcGroups = append(s.gcGroups, groupRef{r.acct, r.fan})
 	}
 }
 
@@ -618,6 +628,18 @@ func (s *Scheduler) ungroup(a *account, fan *labelSet) {
 // given cost from now.
 func (s *Scheduler) startTask(w *worker, r *request, level Priority, cost Vector) {
 	s.idle.Remove(w.idleIdx)
+	s.attach(w, r, level, cost)
+}
+
+// stopTask makes w idle; its request is left neither waiting nor running.
+func (s *Scheduler) stopTask(w *worker) *request {
+	r := s.detach(w)
+	s.idle.Push(w)
+	return r
+}
+
+// attach links r to the worker w (which runs nothing) and counts it.
+func (s *Scheduler) attach(w *worker, r *request, level Priority, cost Vector) {
 	w.req, r.w = r, w
 	w.level, w.cost, w.since = level, cost, s.now
 	a := r.acct
@@ -627,14 +649,14 @@ func (s *Scheduler) startTask(w *worker, r *request, level Priority, cost Vector
 		a.labelCount[l]++
 	}
 	if level < FreeBucket {
-		s.group(a, r.fan).paid++
+		s.groupOf(r).paid++
 	}
 	s.dirty.worker(w.id)
 	s.dirty.request(r.id)
 }
 
-// stopTask makes w idle; its request is left neither waiting nor running.
-func (s *Scheduler) stopTask(w *worker) *request {
+// detach unlinks w's request and uncounts it.
+func (s *Scheduler) detach(w *worker) *request {
 	r := w.req
 	a := r.acct
 	s.removeFromLevel(w)
@@ -644,11 +666,10 @@ func (s *Scheduler) stopTask(w *worker) *request {
 		}
 	}
 	if w.level < FreeBucket {
-		s.ungroup(a, r.fan)
+		s.ungroup(r)
 	}
 	w.req, r.w = nil, nil
 	w.cost, w.since, w.level = Vector{}, 0, 0
-	s.idle.Push(w)
 	s.dirty.worker(w.id)
 	s.dirty.request(r.id)
 	return r
@@ -676,11 +697,10 @@ func (s *Scheduler) setLevel(w *worker, level Priority) {
 	w.levelIdx = len(a.running[level])
 	a.running[level] = append(a.running[level], w)
 	if wasPaid != isPaid {
-		g := s.group(a, w.req.fan)
 		if isPaid {
-			g.paid++
+			s.groupOf(w.req).paid++
 		} else {
-			s.ungroup(a, w.req.fan)
+			s.ungroup(w.req)
 		}
 	}
 	s.dirty.worker(w.id)
