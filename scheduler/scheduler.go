@@ -123,7 +123,7 @@ type request struct {
 	confirmed int64
 	base      *labelSet
 	prov      *labelSet
-	fan       *labelSet // union of base and prov: the fanout group's labels
+	fan       *labelSet    // union of base and prov: the fanout group's labels
 	grp       *fanoutGroup // cache of acct.fanout[fan]
 
 	cls *class  // while waiting
