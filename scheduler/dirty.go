@@ -1,7 +1,9 @@
 package scheduler
 
-// dirtySet records which entities changed since the last TakeChanges, so that
-// a commit can write in proportion to what changed (SERVICE.md §4).
+// dirtySet records which entities changed, so that a commit can write in
+// proportion to what changed (SERVICE.md §4). It is off (on == false) until
+// the service's incremental store asks for it; the marks are placed now so
+// that every mutation path is covered when it does.
 type dirtySet struct {
 	on         bool
 	requests   map[RequestID]struct{}

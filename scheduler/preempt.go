@@ -176,6 +176,7 @@ func (p *pass) preempt(l Priority) {
 		clear(bi.anyVictims.ws)
 		bi.anyVictims = victimList{ws: bi.anyVictims.ws[:0]}
 		bi.provVictims = nil
+		bi.victimsByLabel = nil
 	}
 }
 
@@ -207,10 +208,18 @@ func (p *pass) provVictims(bi *baseIndex, prov *labelSet) *victimList {
 	}
 	if bi.provVictims == nil {
 		bi.provVictims = make(map[*labelSet]*victimList)
+		// Victims by label, so that each provisionable set filters only the
+		// victims carrying its first label.
+		bi.victimsByLabel = make(map[labelID][]*worker)
+		for _, v := range bi.anyVictims.ws {
+			for _, l := range v.ids {
+				bi.victimsByLabel[l] = append(bi.victimsByLabel[l], v)
+			}
+		}
 	}
 	vl := &victimList{}
-	for _, v := range bi.anyVictims.ws {
-		if subsetOf(prov.ids, v.ids) {
+	for _, v := range bi.victimsByLabel[prov.ids[0]] {
+		if len(prov.ids) == 1 || subsetOf(prov.ids, v.ids) {
 			vl.ws = append(vl.ws, v)
 		}
 	}

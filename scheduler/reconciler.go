@@ -12,8 +12,9 @@ import (
 // confirmed, and per task an error to report (SCHEDULER.md §3).
 type reconciler struct {
 	entries map[WorkerID]*pendingEntry
-	byTime  iheap[*pendingEntry]                // by (time, worker)
-	byAbort map[RequestID]map[WorkerID]struct{} // entries aborting a task
+	byTime  iheap[*pendingEntry]     // by (time, worker)
+	byAbort map[RequestID]WorkerID   // the entry aborting a task
+	abortX  map[RequestID][]WorkerID // further entries aborting the same task (rare)
 	errors  map[RequestID]string
 }
 
@@ -27,7 +28,8 @@ type pendingEntry struct {
 
 func (r *reconciler) init() {
 	r.entries = make(map[WorkerID]*pendingEntry)
-	r.byAbort = make(map[RequestID]map[WorkerID]struct{})
+	r.byAbort = make(map[RequestID]WorkerID)
+	r.abortX = make(map[RequestID][]WorkerID)
 	r.errors = make(map[RequestID]string)
 	r.byTime = iheap[*pendingEntry]{
 		less: func(a, b *pendingEntry) bool {
@@ -54,21 +56,43 @@ func (s *Scheduler) setEntry(e *pendingEntry) {
 }
 
 func (s *Scheduler) indexAbort(e *pendingEntry) {
-	m := s.rec.byAbort[e.abort]
-	if m == nil {
-		m = make(map[WorkerID]struct{})
-		s.rec.byAbort[e.abort] = m
+	r := &s.rec
+	if _, ok := r.byAbort[e.abort]; !ok {
+		r.byAbort[e.abort] = e.worker
+		return
 	}
-	m[e.worker] = struct{}{}
+	r.abortX[e.abort] = append(r.abortX[e.abort], e.worker)
 }
 
 func (s *Scheduler) unindexAbort(e *pendingEntry) {
-	if m := s.rec.byAbort[e.abort]; m != nil {
-		delete(m, e.worker)
-		if len(m) == 0 {
-			delete(s.rec.byAbort, e.abort)
+	r := &s.rec
+	extra := r.abortX[e.abort]
+	if r.byAbort[e.abort] == e.worker {
+		if len(extra) == 0 {
+			delete(r.byAbort, e.abort)
+			return
 		}
+		r.byAbort[e.abort] = extra[0]
+		extra = extra[1:]
+	} else if i := slices.Index(extra, e.worker); i >= 0 {
+		extra = slices.Delete(slices.Clone(extra), i, i+1)
 	}
+	if len(extra) == 0 {
+		delete(r.abortX, e.abort)
+	} else {
+		r.abortX[e.abort] = extra
+	}
+}
+
+// aborting returns the workers whose entries abort task id, by worker id.
+func (s *Scheduler) aborting(id RequestID) []WorkerID {
+	w, ok := s.rec.byAbort[id]
+	if !ok {
+		return nil
+	}
+	out := append([]WorkerID{w}, s.rec.abortX[id]...)
+	slices.Sort(out)
+	return out
 }
 
 func (s *Scheduler) dropEntry(e *pendingEntry) {
@@ -163,11 +187,13 @@ func (s *Scheduler) assignTasks(t int64, workers []IdleWorker) []TaskAssignment 
 		if e == nil {
 			continue
 		}
-		r, w, ok := s.entryLive(e)
+		r, _, ok := s.entryLive(e)
 		if !ok {
 			continue
 		}
-		out = append(out, TaskAssignment{Worker: iw.ID, Task: e.assign, ProvisionRequired: !subsetOf(r.prov.ids, w.ids)})
+		// The poll's labels are the bot's current dimensions (a worker with a
+		// live entry keeps its recorded labels until it is marked idle).
+		out = append(out, TaskAssignment{Worker: iw.ID, Task: e.assign, ProvisionRequired: lacksAny(iw.Labels, r.prov.names)})
 	}
 	return out
 }
@@ -231,13 +257,11 @@ func (s *Scheduler) Notify(n Notification, fromCallback bool) error {
 		}
 	case NotifyAbsent:
 		s.notifyAbsent(n.Task.ID, ns, fromCallback)
-		if m := s.rec.byAbort[n.Task.ID]; m != nil {
-			for _, wid := range sortedKeysW(m) {
-				e := s.rec.entries[wid]
-				s.unindexAbort(e)
-				e.abort = ""
-				s.dirty.pending(wid)
-			}
+		for _, wid := range s.aborting(n.Task.ID) {
+			e := s.rec.entries[wid]
+			s.unindexAbort(e)
+			e.abort = ""
+			s.dirty.pending(wid)
 		}
 		if _, ok := s.rec.errors[n.Task.ID]; ok {
 			delete(s.rec.errors, n.Task.ID)
@@ -354,4 +378,14 @@ func itoa(i int) string {
 		i /= 10
 	}
 	return string(b[n:])
+}
+
+// lacksAny reports whether some label of want is not in have.
+func lacksAny(have, want []string) bool {
+	for _, l := range want {
+		if !slices.Contains(have, l) {
+			return true
+		}
+	}
+	return false
 }

@@ -76,15 +76,12 @@ func (s *Scheduler) startPass() *pass {
 			p.active[FreeBucket] = true
 		}
 	}
-	if s.nWaiting == 0 && s.cfg.disablePreemption {
-		return p
+	if s.nWaiting == 0 {
+		return p // nothing to match; preemption needs no idle workers
 	}
 	// Idle workers in id order, each with the base sets its labels contain.
 	p.idle = append(p.idle, s.idle.items...)
 	slices.SortFunc(p.idle, func(a, b *worker) int { return strings.Compare(string(a.id), string(b.id)) })
-	if s.nWaiting == 0 {
-		return p
-	}
 	for i, e := range s.eligible(p.idle) {
 		p.idle[i].passElig = e
 	}

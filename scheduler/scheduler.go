@@ -292,9 +292,10 @@ type baseIndex struct {
 	node  *trieNode
 
 	// Per preemption step.
-	victimEpoch uint64
-	anyVictims  victimList
-	provVictims map[*labelSet]*victimList
+	victimEpoch    uint64
+	anyVictims     victimList
+	provVictims    map[*labelSet]*victimList
+	victimsByLabel map[labelID][]*worker
 }
 
 // acctBase is one account's classes of one base set, as a heap by head.

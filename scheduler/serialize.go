@@ -94,9 +94,14 @@ func (e *pendingEntry) toProto() *statev1.PendingAssignment {
 }
 
 // FromProto rebuilds a state from a message, checking it: ids valid and
-// unique, a request either waiting or running once, levels 0..5, vectors of 5
-// finite values, times in range. The message is not retained.
+// unique, a request either waiting or running once and never also
+// tombstoned, levels 0..5, vectors of at most 5 finite values (missing values
+// are 0), times in range, no running task changed level after the clock. The
+// message is not retained.
 func FromProto(st *statev1.PoolState) (*Scheduler, error) {
+	if st == nil {
+		return nil, invalidf("state: missing")
+	}
 	if err := ValidatePoolConfig(st.GetConfig()); err != nil {
 		return nil, err
 	}
@@ -122,6 +127,9 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	}
 	for i, b := range st.Balances {
 		field := fmt.Sprintf("balances[%d]", i)
+		if b == nil {
+			return nil, invalidf("%s: missing", field)
+		}
 		if err := ValidateID(field+".account_id", b.AccountId); err != nil {
 			return nil, err
 		}
@@ -151,6 +159,12 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	}
 	for i, t := range st.Tombstones {
 		field := fmt.Sprintf("tombstones[%d]", i)
+		if t == nil {
+			return nil, invalidf("%s: missing", field)
+		}
+		if s.requests[RequestID(t.RequestId)] != nil {
+			return nil, invalidf("%s: request %q is still known", field, t.RequestId)
+		}
 		if err := ValidateID(field+".request_id", t.RequestId); err != nil {
 			return nil, err
 		}
@@ -166,6 +180,9 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	}
 	for i, e := range st.Pending {
 		field := fmt.Sprintf("pending[%d]", i)
+		if e == nil {
+			return nil, invalidf("%s: missing", field)
+		}
 		if err := ValidateID(field+".worker_id", e.WorkerId); err != nil {
 			return nil, err
 		}
@@ -187,6 +204,9 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	}
 	for i, e := range st.TaskErrors {
 		field := fmt.Sprintf("task_errors[%d]", i)
+		if e == nil {
+			return nil, invalidf("%s: missing", field)
+		}
 		if err := ValidateID(field+".task_id", e.TaskId); err != nil {
 			return nil, err
 		}
@@ -249,6 +269,9 @@ func (s *Scheduler) loadWorker(field string, pw *statev1.Worker) error {
 		}
 		if err := checkTime(field+".running.level_since", rt.LevelSinceUnixNanos); err != nil {
 			return err
+		}
+		if rt.LevelSinceUnixNanos > s.now {
+			return invalidf("%s.running.level_since: after the clock", field)
 		}
 	}
 	var cost Vector

@@ -273,6 +273,9 @@ func (s *Scheduler) notifyRunning(rid RequestID, wid WorkerID, t int64, fromCall
 		return // stale for the worker: it was seen later doing something else
 	}
 	if r == nil {
+		if s.tombs.live(rid, t) {
+			return // r finished at or after t: the report is stale
+		}
 		if w != nil {
 			s.workerRule(w, rid, t, fromCallback)
 			s.forgetWorker(w)
@@ -361,11 +364,11 @@ func (s *Scheduler) notifyAbsent(rid RequestID, t int64, fromCallback bool) {
 // forgotten, r's cost refunded and r re-enqueued unless it is too old.
 func (s *Scheduler) unassign(r *request, w *worker) {
 	cost := w.costAt(s.now)
-	s.event(Event{Type: EventUnassigned, Time: s.now}, r, w, false)
 	if a := r.acct; a.cfg != nil {
 		a.balance = a.balance.Add(cost)
 		s.dirty.balance(a.id)
 	}
+	s.event(Event{Type: EventUnassigned, Time: s.now}, r, w, false)
 	s.stopTask(w)
 	s.forgetWorker(w)
 	if s.now-r.enqueue > s.cfg.maxQueueingAge {

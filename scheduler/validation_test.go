@@ -87,6 +87,27 @@ func TestBadInputIsRejected(t *testing.T) {
 	}
 }
 
+// TestFromProtoRejectsMissingElements: nil messages inside the lists (which
+// a decoder never produces, but a caller might) are errors, not panics.
+func TestFromProtoRejectsMissingElements(t *testing.T) {
+	for name, st := range map[string]*statev1.PoolState{
+		"nil state":                    nil,
+		"nil balance":                  {Balances: []*statev1.AccountBalance{nil}},
+		"nil worker":                   {Workers: []*statev1.Worker{nil}},
+		"nil request":                  {Waiting: []*statev1.Request{nil}},
+		"nil tombstone":                {Tombstones: []*statev1.Tombstone{nil}},
+		"nil pending":                  {Pending: []*statev1.PendingAssignment{nil}},
+		"nil task error":               {TaskErrors: []*statev1.TaskError{nil}},
+		"running request missing":      {LastUpdateUnixNanos: proto.Int64(1), Workers: []*statev1.Worker{{Id: "w", Running: &statev1.RunningTask{}}}},
+		"level change after the clock": {LastUpdateUnixNanos: proto.Int64(1), Workers: []*statev1.Worker{{Id: "w", Running: &statev1.RunningTask{Request: &statev1.Request{Id: "r"}, LevelSinceUnixNanos: 2}}}},
+		"tombstone of a known request": {Waiting: []*statev1.Request{{Id: "r"}}, Tombstones: []*statev1.Tombstone{{RequestId: "r"}}},
+	} {
+		if _, err := FromProto(st); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("%s: error %v, want ErrInvalidArgument", name, err)
+		}
+	}
+}
+
 // TestFromProtoNeverPanics feeds FromProto arbitrary, mostly invalid states:
 // it returns an error or a state whose round trip is lossless and whose
 // indexes are consistent.
