@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"math/bits"
 	"slices"
 	"strings"
 )
@@ -71,26 +72,36 @@ func (p *pass) preempt(l Priority) {
 		}
 		return strings.Compare(string(x.w.id), string(y.w.id))
 	})
-	costs := make([]Vector, len(vs))
 	p.step++
 	stepEpoch := p.epoch<<8 | p.step
-	var touched []*baseIndex
-	ws := make([]*worker, len(vs))
+	vset := &victimSet{costs: make([]Vector, len(vs)), ws: make([]*worker, len(vs))}
 	for i, v := range vs {
 		v.w.victimIdx = i
-		costs[i] = v.c
-		ws[i] = v.w
+		vset.costs[i] = v.c
+		vset.ws[i] = v.w
 	}
-	for i, elig := range s.eligible(ws) {
+	vset.words = (len(vs) + 63) / 64
+	vset.taken = make([]uint64, vset.words)
+	var touched []*baseIndex
+	// The eligibility walk leaves its per-label bitsets over the victims in
+	// place for the provision-match queries of this step.
+	for i, elig := range s.eligibleKeep(vset.ws) {
 		for _, bi := range elig {
 			if bi.victimEpoch != stepEpoch {
 				bi.victimEpoch = stepEpoch
-				bi.anyVictims = victimList{ws: bi.anyVictims.ws[:0]}
+				if cap(bi.victimBits) >= vset.words {
+					bi.victimBits = bi.victimBits[:vset.words]
+					clear(bi.victimBits)
+				} else {
+					bi.victimBits = make([]uint64, vset.words)
+				}
+				bi.victimCur = 0
 				touched = append(touched, bi)
 			}
-			bi.anyVictims.ws = append(bi.anyVictims.ws, ws[i])
+			bi.victimBits[i/64] |= 1 << (i % 64)
 		}
 	}
+	defer s.elig.release()
 	// Units of accounts at level l with requests some victim could serve.
 	mh := iheap[*unit]{
 		less:   func(a, b *unit) bool { return a.head.before(b.head) },
@@ -132,7 +143,7 @@ func (p *pass) preempt(l Priority) {
 			sleep(u)
 			continue
 		}
-		v, refused := p.findVictim(u.bi, r.cls, a, l, costs)
+		v, refused := p.findVictim(vset, u.bi, r.cls, a, l)
 		if v == nil {
 			if refused {
 				p.block(r.cls)
@@ -141,7 +152,8 @@ func (p *pass) preempt(l Priority) {
 			continue
 		}
 		b := v.req.acct
-		p.preemptOne(v, r, l, costs[v.victimIdx])
+		vset.take(v.victimIdx)
+		p.preemptOne(v, r, l, vset.costs[v.victimIdx])
 		if u.head = u.next(); u.head != nil {
 			mh.Fix(u.idx)
 		} else {
@@ -172,76 +184,80 @@ func (p *pass) preempt(l Priority) {
 	for _, a := range sleepers {
 		a.dormant = nil
 	}
-	for _, bi := range touched {
-		clear(bi.anyVictims.ws)
-		bi.anyVictims = victimList{ws: bi.anyVictims.ws[:0]}
-		bi.provVictims = nil
-		bi.victimsByLabel = nil
-	}
+
 }
 
-// victimList is victims in victim order with a cursor past the taken prefix.
-type victimList struct {
-	ws  []*worker
-	pos int
+// victimSet is the victims of one preemption step, indexed in victim order
+// (cost, then worker id). Each base index touched holds a bitset of the
+// victims its requests are eligible for, and the eligibility scratch holds a
+// bitset per label, so that "the first victim not taken" and "the first
+// provision match not taken" are word scans from a cursor.
+type victimSet struct {
+	ws    []*worker
+	costs []Vector
+	taken []uint64
+	words int
 }
 
-// first returns the first victim not taken in this pass, or nil.
-func (vl *victimList) first(epoch uint64) *worker {
-	for vl.pos < len(vl.ws) && vl.ws[vl.pos].takenEpoch == epoch {
-		vl.pos++
-	}
-	if vl.pos < len(vl.ws) {
-		return vl.ws[vl.pos]
-	}
-	return nil
-}
+func (vs *victimSet) take(i int) { vs.taken[i/64] |= 1 << (i % 64) }
 
-// provVictims returns the victims of bi that are provision matches for
-// prov, built on first use in this step.
-func (p *pass) provVictims(bi *baseIndex, prov *labelSet) *victimList {
-	if len(prov.ids) == 0 {
-		return &bi.anyVictims
-	}
-	if vl := bi.provVictims[prov]; vl != nil {
-		return vl
-	}
-	if bi.provVictims == nil {
-		bi.provVictims = make(map[*labelSet]*victimList)
-		// Victims by label, so that each provisionable set filters only the
-		// victims carrying its first label.
-		bi.victimsByLabel = make(map[labelID][]*worker)
-		for _, v := range bi.anyVictims.ws {
-			for _, l := range v.ids {
-				bi.victimsByLabel[l] = append(bi.victimsByLabel[l], v)
-			}
+// firstFree returns the first victim of bi not taken at or after word j0,
+// advancing bi's cursor past fully taken words, or -1.
+func (vs *victimSet) firstFree(bi *baseIndex) int {
+	for j := bi.victimCur; j < vs.words; j++ {
+		if x := bi.victimBits[j] &^ vs.taken[j]; x != 0 {
+			bi.victimCur = j
+			return j*64 + bits.TrailingZeros64(x)
 		}
 	}
-	vl := &victimList{}
-	for _, v := range bi.victimsByLabel[prov.ids[0]] {
-		if len(prov.ids) == 1 || subsetOf(prov.ids, v.ids) {
-			vl.ws = append(vl.ws, v)
+	bi.victimCur = vs.words
+	return -1
+}
+
+// firstProvMatch returns the first victim of bi, not taken, from index from
+// on, that carries every label of prov, or -1.
+func (vs *victimSet) firstProvMatch(s *Scheduler, bi *baseIndex, prov *labelSet, from int) int {
+	var lbits [][]uint64
+	for _, l := range prov.ids {
+		b := s.elig.labelBits(l)
+		if b == nil {
+			return -1 // no victim carries l
+		}
+		lbits = append(lbits, b)
+	}
+	for j := from / 64; j < vs.words; j++ {
+		x := bi.victimBits[j] &^ vs.taken[j]
+		for _, b := range lbits {
+			x &= b[j]
+		}
+		if j == from/64 {
+			x &^= (1 << (from % 64)) - 1
+		}
+		if x != 0 {
+			return j*64 + bits.TrailingZeros64(x)
 		}
 	}
-	bi.provVictims[prov] = vl
-	return vl
+	return -1
 }
 
 // findVictim returns the victim the head request of class c (account a)
 // takes at level l, or nil and whether a limit refused an otherwise
-// suitable victim. Victims are sorted by cost, so the first affordable one
+// suitable victim. Victims are in cost order, so the first affordable one
 // not taken is the cheapest and, without limits, the first provision match
 // not taken is the cheapest provision match.
-func (p *pass) findVictim(bi *baseIndex, c *class, a *account, l Priority, costs []Vector) (*worker, bool) {
+func (p *pass) findVictim(vs *victimSet, bi *baseIndex, c *class, a *account, l Priority) (*worker, bool) {
+	first := vs.firstFree(bi)
+	if first < 0 || !vs.costs[first].Less(a.balance) {
+		return nil, false
+	}
 	if !a.limited() {
-		first := bi.anyVictims.first(p.epoch)
-		if first == nil || !costs[first.victimIdx].Less(a.balance) {
-			return nil, false
+		if len(c.prov.ids) == 0 {
+			return vs.ws[first], false
 		}
-		if v := p.provVictims(bi, c.prov).first(p.epoch); v != nil && costs[v.victimIdx].Less(a.balance) {
-			return v, false
+		if m := vs.firstProvMatch(p.s, bi, c.prov, first); m >= 0 && vs.costs[m].Less(a.balance) {
+			return vs.ws[m], false
 		}
-		return first, false
+		return vs.ws[first], false
 	}
 	fanOK := true
 	if a.maxFanout > 0 {
@@ -249,27 +265,30 @@ func (p *pass) findVictim(bi *baseIndex, c *class, a *account, l Priority, costs
 			fanOK = false
 		}
 	}
-	var first *worker
+	var firstOK *worker
 	refused := false
-	for _, v := range bi.anyVictims.ws[bi.anyVictims.pos:] {
-		if v.takenEpoch == p.epoch {
-			continue
-		}
-		if !costs[v.victimIdx].Less(a.balance) {
-			break // victims are sorted by cost
-		}
-		if !fanOK || !p.labelsAllow(a, v) {
-			refused = true
-			continue
-		}
-		if subsetOf(c.prov.ids, v.ids) {
-			return v, false
-		}
-		if first == nil {
-			first = v
+	for j := first / 64; j < vs.words; j++ {
+		x := bi.victimBits[j] &^ vs.taken[j]
+		for x != 0 {
+			i := j*64 + bits.TrailingZeros64(x)
+			x &= x - 1
+			if !vs.costs[i].Less(a.balance) {
+				return firstOK, refused && firstOK == nil
+			}
+			v := vs.ws[i]
+			if !fanOK || !p.labelsAllow(a, v) {
+				refused = true
+				continue
+			}
+			if subsetOf(c.prov.ids, v.ids) {
+				return v, false
+			}
+			if firstOK == nil {
+				firstOK = v
+			}
 		}
 	}
-	return first, refused && first == nil
+	return firstOK, refused && firstOK == nil
 }
 
 // preemptOne makes request r take worker v from its task at level l.
@@ -290,7 +309,6 @@ func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 	s.dropRequest(victim)
 	s.dequeue(r)
 	s.attach(v, r, l, cost)
-	v.takenEpoch = p.epoch
 	provReq := !subsetOf(r.prov.ids, v.ids)
 	s.event(Event{
 		Type: EventAssigned, Time: s.now, Level: l, ProvisionRequired: provReq,

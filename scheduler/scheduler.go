@@ -160,7 +160,6 @@ type worker struct {
 	idleIdx  int // index in the idle heap, -1 when running
 
 	// Per pass.
-	takenEpoch uint64
 	passElig   []*baseIndex
 	victimIdx  int
 }
@@ -293,9 +292,8 @@ type baseIndex struct {
 
 	// Per preemption step.
 	victimEpoch    uint64
-	anyVictims     victimList
-	provVictims    map[*labelSet]*victimList
-	victimsByLabel map[labelID][]*worker
+	victimBits  []uint64 // victims (by victimSet index) this base set is eligible for
+	victimCur   int      // words before this have no free victim
 }
 
 // acctBase is one account's classes of one base set, as a heap by head.

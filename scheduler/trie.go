@@ -123,6 +123,31 @@ type eligibility struct {
 }
 
 func (s *Scheduler) eligible(ws []*worker) [][]*baseIndex {
+	out := s.eligibleKeep(ws)
+	s.elig.release()
+	return out
+}
+
+// labelBits returns the bitset of the examined workers carrying l, or nil;
+// valid between eligibleKeep and release.
+func (e *eligibility) labelBits(l labelID) []uint64 {
+	if int(l) >= len(e.labelOff) || e.labelOff[l] == 0 {
+		return nil
+	}
+	off := int(e.labelOff[l])
+	return e.slab[(off-1)*e.words : off*e.words]
+}
+
+// release forgets the per-label bitsets of the last eligibleKeep.
+func (e *eligibility) release() {
+	for _, l := range e.used {
+		e.labelOff[l] = 0
+	}
+	e.used = e.used[:0]
+}
+
+// eligibleKeep is eligible, keeping the per-label bitsets until release.
+func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 	e := &s.elig
 	out := make([][]*baseIndex, len(ws))
 	if len(ws) == 0 {
@@ -151,10 +176,6 @@ func (s *Scheduler) eligible(ws []*worker) [][]*baseIndex {
 	}
 	e.pairs = e.pairs[:0]
 	s.eligWalk(&s.trie, all, 0, ws)
-	for _, l := range e.used {
-		e.labelOff[l] = 0
-	}
-	e.used = e.used[:0]
 	// Bucket the pairs by worker.
 	e.counts = slices.Grow(e.counts[:0], len(ws)+1)[:len(ws)+1]
 	clear(e.counts)
