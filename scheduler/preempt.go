@@ -103,9 +103,27 @@ func (p *pass) preempt(l Priority) {
 	}
 	defer s.elig.release()
 	// Units of accounts at level l with requests some victim could serve.
+	// An account that is not banned never gains balance during the step
+	// (refunds go to victims' accounts, which are banned), so one that
+	// cannot afford the cheapest victim now never will; and a unit of it
+	// that fails once fails for good. A banned account's units wait until
+	// its ban is lifted.
 	mh := iheap[*unit]{
 		less:   func(a, b *unit) bool { return a.head.before(b.head) },
 		setIdx: func(u *unit, i int) { u.idx = i },
+	}
+	var sleepers []*account
+	add := func(u *unit) {
+		if u.acct.runningBelow(l) > 0 {
+			if len(u.acct.dormant) == 0 {
+				sleepers = append(sleepers, u.acct)
+			}
+			u.acct.dormant = append(u.acct.dormant, u)
+			return
+		}
+		if u.head != nil {
+			mh.Push(u)
+		}
 	}
 	for _, bi := range touched {
 		for _, ab := range bi.accts {
@@ -113,42 +131,32 @@ func (p *pass) preempt(l Priority) {
 			if a.cfg == nil || a.level != l {
 				continue
 			}
+			if a.runningBelow(l) == 0 && !vset.costs[0].Less(a.balance) {
+				continue
+			}
 			if !a.limited() {
 				u := &unit{acct: a, bi: bi, ab: ab}
-				if u.head = u.next(); u.head != nil {
-					mh.Push(u)
-				}
+				u.head = u.next()
+				add(u)
 				continue
 			}
 			for _, c := range ab.heap.items {
 				if c.len() > 0 && !p.fullAtStart(c) {
-					mh.Push(&unit{acct: a, bi: bi, cls: c, head: c.head()})
+					add(&unit{acct: a, bi: bi, cls: c, head: c.head()})
 				}
 			}
 		}
-	}
-	var sleepers []*account
-	sleep := func(u *unit) {
-		mh.Remove(u.idx)
-		if len(u.acct.dormant) == 0 {
-			sleepers = append(sleepers, u.acct)
-		}
-		u.acct.dormant = append(u.acct.dormant, u)
 	}
 	for mh.Len() > 0 {
 		u := mh.Top()
 		r := u.head
 		a := u.acct
-		if a.runningBelow(l) > 0 { // banned
-			sleep(u)
-			continue
-		}
 		v, refused := p.findVictim(vset, u.bi, r.cls, a, l)
 		if v == nil {
 			if refused {
 				p.block(r.cls)
 			}
-			sleep(u)
+			mh.Remove(u.idx)
 			continue
 		}
 		b := v.req.acct
@@ -159,8 +167,9 @@ func (p *pass) preempt(l Priority) {
 		} else {
 			mh.Remove(u.idx)
 		}
-		// The victim's account was refunded and may have lost its ban.
-		if len(b.dormant) > 0 && (b.cfg != nil || b.runningBelow(l) == 0) {
+		// The victim's account may have lost its ban: its requests after r
+		// take part from now on.
+		if len(b.dormant) > 0 && b.runningBelow(l) == 0 {
 			woken := b.dormant
 			b.dormant = nil
 			for _, d := range woken {
