@@ -54,6 +54,13 @@ func (h *iheap[T]) Push(x T) {
 	h.up(len(h.items) - 1)
 }
 
+// Init establishes the heap order over items whose indexes are already set.
+func (h *iheap[T]) Init() {
+	for i := len(h.items)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
 // Fix restores the order after the element at i changed.
 func (h *iheap[T]) Fix(i int) {
 	if !h.down(i) {

@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"cmp"
+	"math"
 	"math/bits"
 	"slices"
 	"strings"
@@ -63,15 +65,7 @@ func (p *pass) preempt(l Priority) {
 	if len(vs) == 0 {
 		return
 	}
-	slices.SortFunc(vs, func(x, y victim) int {
-		if x.c.Less(y.c) {
-			return -1
-		}
-		if y.c.Less(x.c) {
-			return 1
-		}
-		return strings.Compare(string(x.w.id), string(y.w.id))
-	})
+	sortVictims(vs, func(i int) Vector { return vs[i].c }, func(i int) string { return string(vs[i].w.id) })
 	p.step++
 	stepEpoch := p.epoch<<8 | p.step
 	vset := &victimSet{costs: make([]Vector, len(vs)), ws: make([]*worker, len(vs))}
@@ -113,40 +107,47 @@ func (p *pass) preempt(l Priority) {
 		setIdx: func(u *unit, i int) { u.idx = i },
 	}
 	var sleepers []*account
-	add := func(u *unit) {
-		if u.acct.runningBelow(l) > 0 {
-			if len(u.acct.dormant) == 0 {
-				sleepers = append(sleepers, u.acct)
-			}
-			u.acct.dormant = append(u.acct.dormant, u)
-			return
-		}
-		if u.head != nil {
-			mh.Push(u)
-		}
+	var slab []unit
+	add := func(u unit) {
+		slab = append(slab, u)
 	}
 	for _, bi := range touched {
+		cheapest := vset.costs[vset.firstFree(bi)]
 		for _, ab := range bi.accts {
 			a := ab.acct
 			if a.cfg == nil || a.level != l {
 				continue
 			}
-			if a.runningBelow(l) == 0 && !vset.costs[0].Less(a.balance) {
-				continue
+			if a.runningBelow(l) == 0 && !cheapest.Less(a.balance) {
+				continue // cannot afford any victim of bi, now or later
 			}
 			if !a.limited() {
-				u := &unit{acct: a, bi: bi, ab: ab}
-				u.head = u.next()
-				add(u)
+				u := unit{acct: a, bi: bi, ab: ab}
+				if u.head = u.next(); u.head != nil {
+					add(u)
+				}
 				continue
 			}
 			for _, c := range ab.heap.items {
 				if c.len() > 0 && !p.fullAtStart(c) {
-					add(&unit{acct: a, bi: bi, cls: c, head: c.head()})
+					add(unit{acct: a, bi: bi, cls: c, head: c.head()})
 				}
 			}
 		}
 	}
+	for i := range slab {
+		u := &slab[i]
+		if u.acct.runningBelow(l) > 0 {
+			if len(u.acct.dormant) == 0 {
+				sleepers = append(sleepers, u.acct)
+			}
+			u.acct.dormant = append(u.acct.dormant, u)
+			continue
+		}
+		u.idx = len(mh.items)
+		mh.items = append(mh.items, u)
+	}
+	mh.Init()
 	for mh.Len() > 0 {
 		u := mh.Top()
 		r := u.head
@@ -327,4 +328,36 @@ func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 		Worker: v.id, Request: r.id, Priority: l, Time: Time(s.now),
 		Preempted: victim.id, ProvisionRequired: provReq,
 	})
+}
+
+// sortVictims sorts xs by (cost Less, worker id). Costs are finite and
+// non-negative, so the bits of each value order like the value; comparing
+// precomputed integer keys avoids re-deriving vectors in the comparator.
+func sortVictims[T any](xs []T, cost func(i int) Vector, id func(i int) string) {
+	type key struct {
+		k  [NumPaidLevels]uint64
+		id string
+		i  int32
+	}
+	keys := make([]key, len(xs))
+	for i := range xs {
+		c := cost(i)
+		keys[i].i, keys[i].id = int32(i), id(i)
+		for j := range c {
+			keys[i].k[j] = math.Float64bits(c[j] + 0) // +0 turns -0 into 0
+		}
+	}
+	slices.SortFunc(keys, func(a, b key) int {
+		for j := range a.k {
+			if a.k[j] != b.k[j] {
+				return cmp.Compare(a.k[j], b.k[j])
+			}
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	sorted := make([]T, len(xs))
+	for j, k := range keys {
+		sorted[j] = xs[k.i]
+	}
+	copy(xs, sorted)
 }
