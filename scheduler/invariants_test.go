@@ -113,8 +113,10 @@ func (s *Scheduler) checkIndexes() error {
 				return fmt.Errorf("account %s: label %s count %d, want %d", id, s.labels.names[l], n, labels[id][l])
 			}
 		}
-		if len(a.labelCount) != len(labels[id]) {
-			return fmt.Errorf("account %s: %d label counts, want %d", id, len(a.labelCount), len(labels[id]))
+		for l, n := range labels[id] {
+			if a.labelCount[l] != n {
+				return fmt.Errorf("account %s: label %s count %d, want %d", id, s.labels.names[l], a.labelCount[l], n)
+			}
 		}
 		for fan, g := range a.fanout {
 			if g.paid != paid[gk{id, fan.key}] {

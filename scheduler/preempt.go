@@ -227,7 +227,8 @@ func (vs *victimSet) firstFree(bi *baseIndex) int {
 // firstProvMatch returns the first victim of bi, not taken, from index from
 // on, that carries every label of prov, or -1.
 func (vs *victimSet) firstProvMatch(s *Scheduler, bi *baseIndex, prov *labelSet, from int) int {
-	var lbits [][]uint64
+	var buf [4][]uint64
+	lbits := buf[:0]
 	for _, l := range prov.ids {
 		b := s.elig.labelBits(l)
 		if b == nil {

@@ -41,6 +41,7 @@ func (s *Scheduler) RunOnce() []Assignment {
 	p.match(FreeBucket, false)
 	p.finish()
 	s.gc()
+	s.lastPassOut = len(p.out)
 	return p.out
 }
 
@@ -62,7 +63,7 @@ type limitedCand struct {
 
 func (s *Scheduler) startPass() *pass {
 	s.epoch++
-	p := &pass{s: s, epoch: s.epoch}
+	p := &pass{s: s, epoch: s.epoch, out: make([]Assignment, 0, s.lastPassOut)}
 	// Priorities per account, from the balances at the start (§2.2).
 	for _, a := range s.sortedAccounts() {
 		a.level = a.priority()

@@ -38,10 +38,11 @@ type Scheduler struct {
 
 	events eventBuf
 
-	epoch     uint64 // scheduling pass counter, for per-pass marks
-	gcClasses []*class
-	gcAccts   []*account
-	gcGroups  []groupRef // fanout groups whose paid count reached zero
+	epoch       uint64 // scheduling pass counter, for per-pass marks
+	lastPassOut int    // assignments of the last pass, to size the next
+	gcClasses   []*class
+	gcAccts     []*account
+	gcGroups    []groupRef // fanout groups whose paid count reached zero
 
 	dirty       dirtySet
 	dirtyConfig bool
@@ -61,7 +62,7 @@ type account struct {
 	balanceSeen bool // FromProto: duplicate detection
 
 	running    [NumPaidLevels + 1][]*worker // workers running this account's tasks, by level
-	labelCount map[labelID]int32            // running tasks on workers carrying each label
+	labelCount map[labelID]int32            // running tasks on workers carrying each label (zeros kept)
 	fanout     map[*labelSet]*fanoutGroup   // by fanout label set
 	waiting    int                          // waiting requests
 	refs       int                          // requests (waiting or running)
@@ -160,8 +161,8 @@ type worker struct {
 	idleIdx  int // index in the idle heap, -1 when running
 
 	// Per pass.
-	passElig   []*baseIndex
-	victimIdx  int
+	passElig  []*baseIndex
+	victimIdx int
 }
 
 func (w *worker) idleNow() bool { return w.req == nil }
@@ -291,7 +292,7 @@ type baseIndex struct {
 	node  *trieNode
 
 	// Per preemption step.
-	victimEpoch    uint64
+	victimEpoch uint64
 	victimBits  []uint64 // victims (by victimSet index) this base set is eligible for
 	victimCur   int      // words before this have no free victim
 }
@@ -660,9 +661,9 @@ func (s *Scheduler) detach(w *worker) *request {
 	a := r.acct
 	s.removeFromLevel(w)
 	for _, l := range w.ids {
-		if a.labelCount[l]--; a.labelCount[l] == 0 {
-			delete(a.labelCount, l)
-		}
+		// Zero counts stay: deleting and re-adding them churns the map, and
+		// a zero is right even after the label id is reused.
+		a.labelCount[l]--
 	}
 	if w.level < FreeBucket {
 		s.ungroup(r)
