@@ -51,9 +51,11 @@ func (s *Scheduler) checkIndexes() error {
 			labels[a.id] = map[labelID]int32{}
 		}
 		for _, l := range w.ids {
-			labels[a.id][l]++
+			if _, limited := a.limits[s.labels.keys[l]]; limited {
+				labels[a.id][l]++
+			}
 		}
-		if w.level < FreeBucket {
+		if w.level < FreeBucket && a.maxFanout > 0 {
 			paid[gk{a.id, r.fan.key}]++
 		}
 	}
@@ -118,9 +120,26 @@ func (s *Scheduler) checkIndexes() error {
 				return fmt.Errorf("account %s: label %s count %d, want %d", id, s.labels.names[l], a.labelCount[l], n)
 			}
 		}
+		if a.maxFanout <= 0 && len(a.fanout) > 0 {
+			return fmt.Errorf("account %s without max_fanout has fanout groups", id)
+		}
 		for fan, g := range a.fanout {
 			if g.paid != paid[gk{id, fan.key}] {
 				return fmt.Errorf("account %s: fanout %v = %d, want %d", id, fan.names, g.paid, paid[gk{id, fan.key}])
+			}
+		}
+		for k, n := range paid {
+			if k.a != id || n == 0 {
+				continue
+			}
+			found := false
+			for fan, g := range a.fanout {
+				if fan.key == k.fan && g.paid == n {
+					found = true
+				}
+			}
+			if !found {
+				return fmt.Errorf("account %s: fanout group with %d paid tasks missing", id, n)
 			}
 		}
 		if a.cfg != nil && !a.hasBalance {

@@ -62,8 +62,8 @@ type account struct {
 	balanceSeen bool // FromProto: duplicate detection
 
 	running    [NumPaidLevels + 1][]*worker // workers running this account's tasks, by level
-	labelCount map[labelID]int32            // running tasks on workers carrying each label (zeros kept)
-	fanout     map[*labelSet]*fanoutGroup   // by fanout label set
+	labelCount map[labelID]int32            // for labels whose key it limits: running tasks on workers carrying the label
+	fanout     map[*labelSet]*fanoutGroup   // with a max_fanout: paid-level tasks by fanout label set
 	waiting    int                          // waiting requests
 	refs       int                          // requests (waiting or running)
 
@@ -645,14 +645,48 @@ func (s *Scheduler) attach(w *worker, r *request, level Priority, cost Vector) {
 	a := r.acct
 	w.levelIdx = len(a.running[level])
 	a.running[level] = append(a.running[level], w)
-	for _, l := range w.ids {
-		a.labelCount[l]++
-	}
-	if level < FreeBucket {
+	s.countLabels(a, w, 1)
+	if level < FreeBucket && a.maxFanout > 0 {
 		s.groupOf(r).paid++
 	}
 	s.dirty.worker(w.id)
 	s.dirty.request(r.id)
+}
+
+// countLabels adds d to a's per-label counts for the labels of w whose key a
+// limits. Zero counts stay: deleting and re-adding them churns the map, and
+// a zero is right even after the label id is reused.
+func (s *Scheduler) countLabels(a *account, w *worker, d int32) {
+	if len(a.limits) == 0 {
+		return
+	}
+	keys := s.labels.keys
+	for _, l := range w.ids {
+		if _, ok := a.limits[keys[l]]; ok {
+			a.labelCount[l] += d
+		}
+	}
+}
+
+// recount rebuilds a's limit counters from its running tasks after its
+// limits changed: per-label counts for the keys it limits, fanout groups when
+// it has a max_fanout. This is the only place counters are computed by
+// scanning; it runs on a config change, never in a pass.
+func (s *Scheduler) recount(a *account) {
+	for fan, g := range a.fanout {
+		g.dead = true
+		s.sets.unref(fan)
+	}
+	a.fanout = make(map[*labelSet]*fanoutGroup)
+	a.labelCount = make(map[labelID]int32)
+	for l := range a.running {
+		for _, w := range a.running[l] {
+			s.countLabels(a, w, 1)
+			if Priority(l) < FreeBucket && a.maxFanout > 0 {
+				s.groupOf(w.req).paid++
+			}
+		}
+	}
 }
 
 // detach unlinks w's request and uncounts it.
@@ -660,12 +694,8 @@ func (s *Scheduler) detach(w *worker) *request {
 	r := w.req
 	a := r.acct
 	s.removeFromLevel(w)
-	for _, l := range w.ids {
-		// Zero counts stay: deleting and re-adding them churns the map, and
-		// a zero is right even after the label id is reused.
-		a.labelCount[l]--
-	}
-	if w.level < FreeBucket {
+	s.countLabels(a, w, -1)
+	if w.level < FreeBucket && a.maxFanout > 0 {
 		s.ungroup(r)
 	}
 	w.req, r.w = nil, nil
@@ -696,7 +726,7 @@ func (s *Scheduler) setLevel(w *worker, level Priority) {
 	w.level = level
 	w.levelIdx = len(a.running[level])
 	a.running[level] = append(a.running[level], w)
-	if wasPaid != isPaid {
+	if wasPaid != isPaid && a.maxFanout > 0 {
 		if isPaid {
 			s.groupOf(w.req).paid++
 		} else {

@@ -36,9 +36,26 @@ func (s *Scheduler) setAccountConfig(a *account, cfg *statev1.AccountConfig) {
 	for p := range a.cap {
 		a.cap[p] = float64(a.rate[p] * float64(cfg.MaxChargeSeconds))
 	}
+	old := a.limits
+	oldFanout := a.maxFanout
 	a.maxFanout = cfg.MaxFanout
 	a.disableFree = cfg.DisableFreeTasks
 	a.limits = cfg.PerLabelTaskLimits
+	if !sameKeys(old, a.limits) || (oldFanout > 0) != (a.maxFanout > 0) {
+		s.recount(a)
+	}
+}
+
+func sameKeys(a, b map[string]int32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // DeleteAccount removes an account's config and balance. Its waiting
@@ -49,8 +66,12 @@ func (s *Scheduler) DeleteAccount(id AccountID) error {
 	if a == nil || a.cfg == nil {
 		return fmt.Errorf("%w: account %q", ErrNotFound, id)
 	}
+	hadLimits := a.limited()
 	a.cfg, a.rate, a.cap, a.maxFanout, a.disableFree, a.limits = nil, Vector{}, Vector{}, 0, false, nil
 	a.balance, a.hasBalance = Vector{}, false
+	if hadLimits {
+		s.recount(a)
+	}
 	s.dirty.balance(id)
 	s.dirtyConfig = true
 	s.maybeDropAccount(a)
