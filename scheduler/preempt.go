@@ -12,8 +12,9 @@ import (
 // loop: all requests of one (account, base set) for an account without
 // limits, or one class for an account with limits. Within a unit, requests
 // are identical for the loop except for their FIFO place, so when the
-// earliest fails, the unit sleeps until its account's balance rises or its
-// ban is lifted (nothing else can make it succeed later in the step).
+// earliest fails, all fail. Units of banned accounts wait until the ban is
+// lifted; a unit of an unbanned account that fails is dropped, since its
+// account cannot gain balance or lose tasks below the level in the step.
 type unit struct {
 	acct   *account
 	bi     *baseIndex
