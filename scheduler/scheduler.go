@@ -38,9 +38,10 @@ type Scheduler struct {
 
 	events eventBuf
 
-	epoch       uint64 // scheduling pass counter, for per-pass marks
-	lastPassOut int    // assignments of the last pass, to size the next
-	gcClasses   []*class
+	epoch       uint64   // scheduling pass counter, for per-pass marks
+	lastPassOut int      // assignments of the last pass, to size the next
+	gcClasses   []*class // empty classes to reclaim, from gcHead on
+	gcHead      int
 	gcAccts     []*account
 	gcGroups    []groupRef // fanout groups whose paid count reached zero
 
@@ -497,9 +498,18 @@ func (s *Scheduler) classFor(a *account, base, prov *labelSet) *class {
 	return c
 }
 
+const gcClassBudget = 256
+
 // gc removes empty classes and the indexes and accounts they leave empty.
+//
+// Classes are reclaimed at most gcClassBudget per call, oldest first, so that
+// a pass that empties thousands of classes does not pay for reclaiming them
+// all at once; an empty class left for later is harmless (every reader skips
+// empty classes) and is reused if its requests come back first.
 func (s *Scheduler) gc() {
-	for _, c := range s.gcClasses {
+	n := min(len(s.gcClasses)-s.gcHead, gcClassBudget)
+	batch := s.gcClasses[s.gcHead : s.gcHead+n]
+	for _, c := range batch {
 		c.queued = false
 		if c.len() > 0 {
 			continue
@@ -533,8 +543,15 @@ func (s *Scheduler) gc() {
 		s.sets.unref(c.prov)
 		s.sets.unref(c.fan)
 	}
-	clear(s.gcClasses)
-	s.gcClasses = s.gcClasses[:0]
+	clear(batch)
+	s.gcHead += n
+	if s.gcHead == len(s.gcClasses) {
+		s.gcClasses, s.gcHead = s.gcClasses[:0], 0
+	} else if s.gcHead >= 1024 && 2*s.gcHead >= len(s.gcClasses) {
+		rest := copy(s.gcClasses, s.gcClasses[s.gcHead:])
+		clear(s.gcClasses[rest:])
+		s.gcClasses, s.gcHead = s.gcClasses[:rest], 0
+	}
 	for _, gr := range s.gcGroups {
 		if g := gr.acct.fanout[gr.fan]; g != nil && g.paid == 0 {
 			g.dead = true
