@@ -22,7 +22,14 @@ type unit struct {
 	cls    *class    // accounts with limits
 	cursor *request  // class units after a wake-up: only requests after this count
 	head   *request
+	hk     fifoKey // key of head
 	idx    int
+}
+
+// setHead makes r the unit's head and reports whether there is one.
+func (u *unit) setHead(r *request) bool {
+	u.head, u.hk = r, keyOf(r)
+	return r != nil
 }
 
 func (u *unit) next() *request {
@@ -104,7 +111,7 @@ func (p *pass) preempt(l Priority) {
 	// that fails once fails for good. A banned account's units wait until
 	// its ban is lifted.
 	mh := iheap[*unit]{
-		less:   func(a, b *unit) bool { return a.head.before(b.head) },
+		less:   func(a, b *unit) bool { return a.hk.before(b.hk) },
 		setIdx: func(u *unit, i int) { u.idx = i },
 	}
 	var sleepers []*account
@@ -124,14 +131,14 @@ func (p *pass) preempt(l Priority) {
 			}
 			if !a.limited() {
 				u := unit{acct: a, bi: bi, ab: ab}
-				if u.head = u.next(); u.head != nil {
+				if u.setHead(u.next()) {
 					add(u)
 				}
 				continue
 			}
 			for _, c := range ab.heap.items {
 				if c.len() > 0 && !p.fullAtStart(c) {
-					add(unit{acct: a, bi: bi, cls: c, head: c.head()})
+					add(unit{acct: a, bi: bi, cls: c, head: c.head(), hk: c.hk})
 				}
 			}
 		}
@@ -164,7 +171,7 @@ func (p *pass) preempt(l Priority) {
 		b := v.req.acct
 		vset.take(v.victimIdx)
 		p.preemptOne(v, r, l, vset.costs[v.victimIdx])
-		if u.head = u.next(); u.head != nil {
+		if u.setHead(u.next()) {
 			mh.Fix(u.idx)
 		} else {
 			mh.Remove(u.idx)
@@ -177,7 +184,7 @@ func (p *pass) preempt(l Priority) {
 			for _, d := range woken {
 				if d.cls != nil {
 					d.cursor = r
-					if d.head = d.next(); d.head != nil {
+					if d.setHead(d.next()) {
 						mh.Push(d)
 					}
 					continue
@@ -186,7 +193,7 @@ func (p *pass) preempt(l Priority) {
 				// each from its first request after r.
 				for _, c := range d.ab.heap.items {
 					if h := c.firstAfter(r); h != nil {
-						mh.Push(&unit{acct: d.acct, bi: d.bi, cls: c, cursor: r, head: h})
+						mh.Push(&unit{acct: d.acct, bi: d.bi, cls: c, cursor: r, head: h, hk: keyOf(h)})
 					}
 				}
 			}
@@ -339,17 +346,21 @@ func sortVictims[T any](xs []T, cost func(i int) Vector, id func(i int) string) 
 	type key struct {
 		k  [NumPaidLevels]uint64
 		id string
-		i  int32
 	}
 	keys := make([]key, len(xs))
 	for i := range xs {
 		c := cost(i)
-		keys[i].i, keys[i].id = int32(i), id(i)
+		keys[i].id = id(i)
 		for j := range c {
 			keys[i].k[j] = math.Float64bits(c[j] + 0) // +0 turns -0 into 0
 		}
 	}
-	slices.SortFunc(keys, func(a, b key) int {
+	idx := make([]int32, len(keys))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortFunc(idx, func(x, y int32) int {
+		a, b := &keys[x], &keys[y]
 		for j := range a.k {
 			if a.k[j] != b.k[j] {
 				return cmp.Compare(a.k[j], b.k[j])
@@ -358,8 +369,8 @@ func sortVictims[T any](xs []T, cost func(i int) Vector, id func(i int) string) 
 		return strings.Compare(a.id, b.id)
 	})
 	sorted := make([]T, len(xs))
-	for j, k := range keys {
-		sorted[j] = xs[k.i]
+	for j, i := range idx {
+		sorted[j] = xs[i]
 	}
 	copy(xs, sorted)
 }

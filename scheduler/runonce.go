@@ -205,7 +205,7 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 					if a.level != l || a.limited() || c.len() == 0 || (l == FreeBucket && a.disableFree) {
 						continue
 					}
-					if best == nil || size > bestSize || c.head().before(best.head()) {
+					if best == nil || size > bestSize || c.hk.before(best.hk) {
 						best, bestSize = c, size
 					}
 				}
@@ -228,7 +228,7 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 			if c.len() == 0 {
 				continue
 			}
-			if best == nil || size > bestSize || c.head().before(best.head()) {
+			if best == nil || size > bestSize || c.hk.before(best.hk) {
 				best, bestSize = c, size
 			}
 		}
@@ -245,7 +245,7 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 		return cmpFIFO(x.c.head(), y.c.head())
 	})
 	for _, lc := range p.cands {
-		if best != nil && (lc.size < bestSize || (lc.size == bestSize && best.head().before(lc.c.head()))) {
+		if best != nil && (lc.size < bestSize || (lc.size == bestSize && best.hk.before(lc.c.hk))) {
 			break
 		}
 		if p.allowed(lc.c, w, l) {

@@ -194,8 +194,9 @@ type class struct {
 	prov *labelSet
 	fan  *labelSet
 
-	q []*request // live part is q[h:], sorted FIFO
-	h int
+	q  []*request // live part is q[h:], sorted FIFO
+	h  int
+	hk fifoKey // key of the head
 
 	ab      *acctBase
 	heapIdx int
@@ -215,14 +216,34 @@ func (c *class) head() *request {
 	return nil
 }
 
-// headBefore orders classes by their heads; empty classes go last.
-func headBefore(a, b *class) bool {
-	ha, hb := a.head(), b.head()
-	if ha == nil || hb == nil {
-		return hb == nil && ha != nil
-	}
-	return ha.before(hb)
+// fifoKey is a request's place in FIFO order, copied into the structures
+// that compare heads often (class heaps, preemption units) so that a heap
+// operation reads its own nodes instead of chasing pointers to requests.
+type fifoKey struct {
+	enq   int64
+	id    RequestID
+	empty bool // no request: after every key
 }
+
+func keyOf(r *request) fifoKey {
+	if r == nil {
+		return fifoKey{empty: true}
+	}
+	return fifoKey{enq: r.enqueue, id: r.id}
+}
+
+func (a fifoKey) before(b fifoKey) bool {
+	if a.empty || b.empty {
+		return b.empty && !a.empty
+	}
+	if a.enq != b.enq {
+		return a.enq < b.enq
+	}
+	return a.id < b.id
+}
+
+// headBefore orders classes by their heads; empty classes go last.
+func headBefore(a, b *class) bool { return a.hk.before(b.hk) }
 
 func (c *class) insert(r *request) {
 	live := c.q[c.h:]
@@ -239,6 +260,7 @@ func (c *class) insert(r *request) {
 		}
 	}
 	r.cls = c
+	c.hk = keyOf(c.head())
 }
 
 func (c *class) remove(r *request) {
@@ -263,6 +285,7 @@ func (c *class) remove(r *request) {
 		c.q = c.q[:len(c.q)-1]
 	}
 	r.cls = nil
+	c.hk = keyOf(c.head())
 }
 
 // firstAfter returns the earliest request of c that comes after r in FIFO
@@ -490,7 +513,7 @@ func (s *Scheduler) classFor(a *account, base, prov *labelSet) *class {
 	}
 	c := &class{
 		acct: a, base: s.sets.ref(base), prov: s.sets.ref(prov), fan: s.sets.refUnion(base, prov),
-		ab: ab, pv: pv, pvIdx: len(pv.classes),
+		ab: ab, pv: pv, pvIdx: len(pv.classes), hk: fifoKey{empty: true},
 	}
 	pv.classes = append(pv.classes, c)
 	ab.heap.Push(c)
