@@ -111,7 +111,10 @@ func (s *Scheduler) TakeEvents() []Event {
 		}
 		out = append(out, b.cur...)
 	}
-	*b = eventBuf{}
+	// The next buffer starts at the size this one reached (within bounds),
+	// so that a pool with steady traffic fills one chunk per batch and
+	// TakeEvents hands it over without copying.
+	*b = eventBuf{next: min(max(len(out), eventChunk), 1<<16)}
 	if len(out) == 0 {
 		return nil
 	}
@@ -129,6 +132,7 @@ func (s *Scheduler) DiscardEvents() {
 type eventBuf struct {
 	full [][]Event
 	cur  []Event
+	next int // capacity of the next chunk (0: eventChunk)
 }
 
 const eventChunk = 256
@@ -138,7 +142,9 @@ func (b *eventBuf) add(e Event) {
 		if len(b.cur) > 0 {
 			b.full = append(b.full, b.cur)
 		}
-		b.cur = make([]Event, 0, eventChunk)
+		n := max(b.next, eventChunk)
+		b.next = min(2*n, 1<<16) // chunks grow, so a storm makes few of them
+		b.cur = make([]Event, 0, n)
 	}
 	b.cur = append(b.cur, e)
 }

@@ -118,28 +118,40 @@ func idsKey(ids []labelID) string {
 }
 
 // refNames interns a set given as (possibly unsorted, duplicated) names.
+// Looking up a set that exists allocates nothing when the names arrive
+// sorted and unique, as Swarming sends them.
 func (t *setTable) refNames(names []string) *labelSet {
 	if len(names) == 0 {
 		return t.empty
 	}
-	sorted := slices.Clone(names)
-	slices.Sort(sorted)
-	sorted = slices.Compact(sorted)
-	ids := make([]labelID, len(sorted))
-	for i, n := range sorted {
-		if id, ok := t.labels.ids[n]; ok {
-			ids[i] = id
-		} else {
-			ids[i] = -1
-		}
+	sorted := names
+	if !sortedUnique(names) {
+		sorted = slices.Clone(names)
+		slices.Sort(sorted)
+		sorted = slices.Compact(sorted)
 	}
-	slices.Sort(ids)
-	if ids[0] >= 0 {
+	var buf [16]labelID
+	ids := buf[:0]
+	known := true
+	for _, n := range sorted {
+		id, ok := t.labels.ids[n]
+		if !ok {
+			known = false
+			break
+		}
+		ids = append(ids, id)
+	}
+	if known {
+		slices.Sort(ids)
 		if s, ok := t.sets[idsKey(ids)]; ok {
 			s.refs++
 			return s
 		}
 	}
+	if len(sorted) == len(names) && &sorted[0] == &names[0] {
+		sorted = slices.Clone(names) // the set keeps its own copy
+	}
+	ids = make([]labelID, len(sorted))
 	for i, n := range sorted {
 		ids[i] = t.labels.ref(n)
 	}
@@ -148,6 +160,15 @@ func (t *setTable) refNames(names []string) *labelSet {
 	s.key = strings.Clone(idsKey(ids))
 	t.sets[s.key] = s
 	return s
+}
+
+func sortedUnique(names []string) bool {
+	for i := 1; i < len(names); i++ {
+		if names[i-1] >= names[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // refUnion interns the union of two sets.
