@@ -122,10 +122,7 @@ func (s *Scheduler) TakeEvents() []Event {
 }
 
 // DiscardEvents forgets recorded events without returning them.
-func (s *Scheduler) DiscardEvents() {
-	clear(s.events.cur)
-	s.events = eventBuf{cur: s.events.cur[:0]}
-}
+func (s *Scheduler) DiscardEvents() { s.events = eventBuf{} }
 
 // eventBuf collects events in chunks, so that a pass with thousands of
 // changes never copies its events to grow a buffer.
