@@ -856,6 +856,172 @@ func (x *PoolState) GetTaskErrors() []*TaskError {
 	return nil
 }
 
+// PoolDelta is the change one batch made to a pool's state: upserted and
+// deleted entities, the changed balances, the config when it changed, the
+// clock. Applying it to the state before the batch gives the state after it
+// without running any scheduler code. Every list is sorted by its id.
+type PoolDelta struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set when the pool's config (tunables or accounts) changed: the whole
+	// new config.
+	Config *PoolConfig `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	// Set when the clock changed.
+	LastUpdateUnixNanos *int64            `protobuf:"varint,2,opt,name=last_update_unix_nanos,json=lastUpdateUnixNanos,proto3,oneof" json:"last_update_unix_nanos,omitempty"`
+	Balances            []*AccountBalance `protobuf:"bytes,3,rep,name=balances,proto3" json:"balances,omitempty"`
+	DeletedBalances     []string          `protobuf:"bytes,4,rep,name=deleted_balances,json=deletedBalances,proto3" json:"deleted_balances,omitempty"`
+	// Upserted and deleted waiting requests. A request that started running
+	// is deleted here and appears inside its worker.
+	Waiting           []*Request           `protobuf:"bytes,5,rep,name=waiting,proto3" json:"waiting,omitempty"`
+	DeletedWaiting    []string             `protobuf:"bytes,6,rep,name=deleted_waiting,json=deletedWaiting,proto3" json:"deleted_waiting,omitempty"`
+	Workers           []*Worker            `protobuf:"bytes,7,rep,name=workers,proto3" json:"workers,omitempty"`
+	DeletedWorkers    []string             `protobuf:"bytes,8,rep,name=deleted_workers,json=deletedWorkers,proto3" json:"deleted_workers,omitempty"`
+	Tombstones        []*Tombstone         `protobuf:"bytes,9,rep,name=tombstones,proto3" json:"tombstones,omitempty"`
+	DeletedTombstones []string             `protobuf:"bytes,10,rep,name=deleted_tombstones,json=deletedTombstones,proto3" json:"deleted_tombstones,omitempty"`
+	Pending           []*PendingAssignment `protobuf:"bytes,11,rep,name=pending,proto3" json:"pending,omitempty"`
+	DeletedPending    []string             `protobuf:"bytes,12,rep,name=deleted_pending,json=deletedPending,proto3" json:"deleted_pending,omitempty"`
+	TaskErrors        []*TaskError         `protobuf:"bytes,13,rep,name=task_errors,json=taskErrors,proto3" json:"task_errors,omitempty"`
+	DeletedTaskErrors []string             `protobuf:"bytes,14,rep,name=deleted_task_errors,json=deletedTaskErrors,proto3" json:"deleted_task_errors,omitempty"`
+	// Set by Wipe: the state before this delta is discarded first.
+	Reset_        bool `protobuf:"varint,15,opt,name=reset,proto3" json:"reset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PoolDelta) Reset() {
+	*x = PoolDelta{}
+	mi := &file_qscheduler_state_v1_state_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolDelta) ProtoMessage() {}
+
+func (x *PoolDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_qscheduler_state_v1_state_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolDelta.ProtoReflect.Descriptor instead.
+func (*PoolDelta) Descriptor() ([]byte, []int) {
+	return file_qscheduler_state_v1_state_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PoolDelta) GetConfig() *PoolConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetLastUpdateUnixNanos() int64 {
+	if x != nil && x.LastUpdateUnixNanos != nil {
+		return *x.LastUpdateUnixNanos
+	}
+	return 0
+}
+
+func (x *PoolDelta) GetBalances() []*AccountBalance {
+	if x != nil {
+		return x.Balances
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetDeletedBalances() []string {
+	if x != nil {
+		return x.DeletedBalances
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetWaiting() []*Request {
+	if x != nil {
+		return x.Waiting
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetDeletedWaiting() []string {
+	if x != nil {
+		return x.DeletedWaiting
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetWorkers() []*Worker {
+	if x != nil {
+		return x.Workers
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetDeletedWorkers() []string {
+	if x != nil {
+		return x.DeletedWorkers
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetTombstones() []*Tombstone {
+	if x != nil {
+		return x.Tombstones
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetDeletedTombstones() []string {
+	if x != nil {
+		return x.DeletedTombstones
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetPending() []*PendingAssignment {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetDeletedPending() []string {
+	if x != nil {
+		return x.DeletedPending
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetTaskErrors() []*TaskError {
+	if x != nil {
+		return x.TaskErrors
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetDeletedTaskErrors() []string {
+	if x != nil {
+		return x.DeletedTaskErrors
+	}
+	return nil
+}
+
+func (x *PoolDelta) GetReset_() bool {
+	if x != nil {
+		return x.Reset_
+	}
+	return false
+}
+
 var File_qscheduler_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_qscheduler_state_v1_state_proto_rawDesc = "" +
@@ -943,6 +1109,27 @@ const file_qscheduler_state_v1_state_proto_rawDesc = "" +
 	"\apending\x18\a \x03(\v2&.qscheduler.state.v1.PendingAssignmentR\apending\x12?\n" +
 	"\vtask_errors\x18\b \x03(\v2\x1e.qscheduler.state.v1.TaskErrorR\n" +
 	"taskErrorsB\x19\n" +
+	"\x17_last_update_unix_nanos\"\xa7\x06\n" +
+	"\tPoolDelta\x127\n" +
+	"\x06config\x18\x01 \x01(\v2\x1f.qscheduler.state.v1.PoolConfigR\x06config\x128\n" +
+	"\x16last_update_unix_nanos\x18\x02 \x01(\x03H\x00R\x13lastUpdateUnixNanos\x88\x01\x01\x12?\n" +
+	"\bbalances\x18\x03 \x03(\v2#.qscheduler.state.v1.AccountBalanceR\bbalances\x12)\n" +
+	"\x10deleted_balances\x18\x04 \x03(\tR\x0fdeletedBalances\x126\n" +
+	"\awaiting\x18\x05 \x03(\v2\x1c.qscheduler.state.v1.RequestR\awaiting\x12'\n" +
+	"\x0fdeleted_waiting\x18\x06 \x03(\tR\x0edeletedWaiting\x125\n" +
+	"\aworkers\x18\a \x03(\v2\x1b.qscheduler.state.v1.WorkerR\aworkers\x12'\n" +
+	"\x0fdeleted_workers\x18\b \x03(\tR\x0edeletedWorkers\x12>\n" +
+	"\n" +
+	"tombstones\x18\t \x03(\v2\x1e.qscheduler.state.v1.TombstoneR\n" +
+	"tombstones\x12-\n" +
+	"\x12deleted_tombstones\x18\n" +
+	" \x03(\tR\x11deletedTombstones\x12@\n" +
+	"\apending\x18\v \x03(\v2&.qscheduler.state.v1.PendingAssignmentR\apending\x12'\n" +
+	"\x0fdeleted_pending\x18\f \x03(\tR\x0edeletedPending\x12?\n" +
+	"\vtask_errors\x18\r \x03(\v2\x1e.qscheduler.state.v1.TaskErrorR\n" +
+	"taskErrors\x12.\n" +
+	"\x13deleted_task_errors\x18\x0e \x03(\tR\x11deletedTaskErrors\x12\x14\n" +
+	"\x05reset\x18\x0f \x01(\bR\x05resetB\x19\n" +
 	"\x17_last_update_unix_nanosBVZTgithub.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1;statev1b\x06proto3"
 
 var (
@@ -957,7 +1144,7 @@ func file_qscheduler_state_v1_state_proto_rawDescGZIP() []byte {
 	return file_qscheduler_state_v1_state_proto_rawDescData
 }
 
-var file_qscheduler_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_qscheduler_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_qscheduler_state_v1_state_proto_goTypes = []any{
 	(*AccountConfig)(nil),     // 0: qscheduler.state.v1.AccountConfig
 	(*Balance)(nil),           // 1: qscheduler.state.v1.Balance
@@ -970,12 +1157,13 @@ var file_qscheduler_state_v1_state_proto_goTypes = []any{
 	(*PendingAssignment)(nil), // 8: qscheduler.state.v1.PendingAssignment
 	(*TaskError)(nil),         // 9: qscheduler.state.v1.TaskError
 	(*PoolState)(nil),         // 10: qscheduler.state.v1.PoolState
-	nil,                       // 11: qscheduler.state.v1.AccountConfig.PerLabelTaskLimitsEntry
-	nil,                       // 12: qscheduler.state.v1.PoolConfig.AccountConfigsEntry
+	(*PoolDelta)(nil),         // 11: qscheduler.state.v1.PoolDelta
+	nil,                       // 12: qscheduler.state.v1.AccountConfig.PerLabelTaskLimitsEntry
+	nil,                       // 13: qscheduler.state.v1.PoolConfig.AccountConfigsEntry
 }
 var file_qscheduler_state_v1_state_proto_depIdxs = []int32{
-	11, // 0: qscheduler.state.v1.AccountConfig.per_label_task_limits:type_name -> qscheduler.state.v1.AccountConfig.PerLabelTaskLimitsEntry
-	12, // 1: qscheduler.state.v1.PoolConfig.account_configs:type_name -> qscheduler.state.v1.PoolConfig.AccountConfigsEntry
+	12, // 0: qscheduler.state.v1.AccountConfig.per_label_task_limits:type_name -> qscheduler.state.v1.AccountConfig.PerLabelTaskLimitsEntry
+	13, // 1: qscheduler.state.v1.PoolConfig.account_configs:type_name -> qscheduler.state.v1.PoolConfig.AccountConfigsEntry
 	4,  // 2: qscheduler.state.v1.RunningTask.request:type_name -> qscheduler.state.v1.Request
 	5,  // 3: qscheduler.state.v1.Worker.running:type_name -> qscheduler.state.v1.RunningTask
 	2,  // 4: qscheduler.state.v1.PoolState.config:type_name -> qscheduler.state.v1.PoolConfig
@@ -985,12 +1173,19 @@ var file_qscheduler_state_v1_state_proto_depIdxs = []int32{
 	7,  // 8: qscheduler.state.v1.PoolState.tombstones:type_name -> qscheduler.state.v1.Tombstone
 	8,  // 9: qscheduler.state.v1.PoolState.pending:type_name -> qscheduler.state.v1.PendingAssignment
 	9,  // 10: qscheduler.state.v1.PoolState.task_errors:type_name -> qscheduler.state.v1.TaskError
-	0,  // 11: qscheduler.state.v1.PoolConfig.AccountConfigsEntry.value:type_name -> qscheduler.state.v1.AccountConfig
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	2,  // 11: qscheduler.state.v1.PoolDelta.config:type_name -> qscheduler.state.v1.PoolConfig
+	3,  // 12: qscheduler.state.v1.PoolDelta.balances:type_name -> qscheduler.state.v1.AccountBalance
+	4,  // 13: qscheduler.state.v1.PoolDelta.waiting:type_name -> qscheduler.state.v1.Request
+	6,  // 14: qscheduler.state.v1.PoolDelta.workers:type_name -> qscheduler.state.v1.Worker
+	7,  // 15: qscheduler.state.v1.PoolDelta.tombstones:type_name -> qscheduler.state.v1.Tombstone
+	8,  // 16: qscheduler.state.v1.PoolDelta.pending:type_name -> qscheduler.state.v1.PendingAssignment
+	9,  // 17: qscheduler.state.v1.PoolDelta.task_errors:type_name -> qscheduler.state.v1.TaskError
+	0,  // 18: qscheduler.state.v1.PoolConfig.AccountConfigsEntry.value:type_name -> qscheduler.state.v1.AccountConfig
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_qscheduler_state_v1_state_proto_init() }
@@ -1000,13 +1195,14 @@ func file_qscheduler_state_v1_state_proto_init() {
 	}
 	file_qscheduler_state_v1_state_proto_msgTypes[2].OneofWrappers = []any{}
 	file_qscheduler_state_v1_state_proto_msgTypes[10].OneofWrappers = []any{}
+	file_qscheduler_state_v1_state_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qscheduler_state_v1_state_proto_rawDesc), len(file_qscheduler_state_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
