@@ -189,6 +189,6 @@ func (s *Scheduler) SetTunables(c *statev1.PoolConfig) error {
 	s.tunablesProto = c
 	s.cfg = tunablesOf(c)
 	s.enforceMaxTombstones()
-	s.dirtyConfig = true
+	s.dirty.config = true
 	return nil
 }

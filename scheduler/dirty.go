@@ -6,6 +6,9 @@ package scheduler
 // that every mutation path is covered when it does.
 type dirtySet struct {
 	on         bool
+	config     bool // tunables or account configs
+	clock      bool
+	reset      bool // Wipe
 	requests   map[RequestID]struct{}
 	workers    map[WorkerID]struct{}
 	tombstones map[RequestID]struct{}

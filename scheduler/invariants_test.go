@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -205,6 +206,9 @@ func drawOp(t *rapid.T, clock *float64) invOp {
 		}
 		return invOp{fmt.Sprintf("assign %v at %v", bots, when), func(s *Scheduler) (any, error) { return s.AssignTasks(when, bots) }}
 	case 8:
+		if rapid.IntRange(0, 9).Draw(t, "wipe") == 0 {
+			return invOp{"wipe", func(s *Scheduler) (any, error) { s.Wipe(); return nil, nil }}
+		}
 		return invOp{"run", func(s *Scheduler) (any, error) { return decisions(s.RunOnce()), nil }}
 	default:
 		return invOp{fmt.Sprintf("tick %v", when), func(s *Scheduler) (any, error) { return nil, s.UpdateTime(when) }}
@@ -333,6 +337,7 @@ func TestInvariantsUnderRandomOperations(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		s.TrackChanges()
 		clock := 0.0
 		for step := range rapid.IntRange(1, 40).Draw(t, "steps") {
 			op := drawOp(t, &clock)
@@ -361,6 +366,11 @@ func TestInvariantsUnderRandomOperations(t *testing.T) {
 			}
 			if err := s.checkIndexes(); err != nil {
 				t.Fatalf("step %d %s: %v", step, op.name, err)
+			}
+			// The delta of the step, applied to the state before it, gives
+			// the state after it (what a store rebuilds from its log).
+			if diff := cmp.Diff(after, nodestore.ApplyDelta(before, s.TakeDelta()), protocmp.Transform()); diff != "" {
+				t.Fatalf("step %d %s: state rebuilt from the delta differs (-live +rebuilt):\n%s", step, op.name, diff)
 			}
 			seen := map[string]string{}
 			for _, r := range after.Waiting {

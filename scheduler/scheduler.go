@@ -46,7 +46,6 @@ type Scheduler struct {
 	gcGroups    []groupRef // fanout groups whose paid count reached zero
 
 	dirty       dirtySet
-	dirtyConfig bool
 }
 
 // account is everything known about one account id, configured or not.
@@ -387,7 +386,7 @@ func newEmpty() *Scheduler {
 func (s *Scheduler) setClock(t int64) {
 	if !s.hasClock {
 		s.hasClock, s.now = true, t
-		s.dirtyConfig = true
+		s.dirty.clock = true
 	}
 }
 

@@ -26,7 +26,7 @@ func (s *Scheduler) AddAccount(id AccountID, cfg *statev1.AccountConfig, balance
 	s.setAccountConfig(a, proto.CloneOf(cfg))
 	a.balance, a.hasBalance = bal, true
 	s.dirty.balance(id)
-	s.dirtyConfig = true
+	s.dirty.config = true
 	return nil
 }
 
@@ -73,7 +73,7 @@ func (s *Scheduler) DeleteAccount(id AccountID) error {
 		s.recount(a)
 	}
 	s.dirty.balance(id)
-	s.dirtyConfig = true
+	s.dirty.config = true
 	s.maybeDropAccount(a)
 	return nil
 }
@@ -151,7 +151,7 @@ func (s *Scheduler) updateTime(t int64) {
 		s.dirty.balance(a.id)
 	}
 	s.now = t
-	s.dirtyConfig = true
+	s.dirty.clock = true
 	for s.idle.Len() > 0 {
 		w := s.idle.Top()
 		if s.now-w.confirmed <= s.cfg.botExpiration {

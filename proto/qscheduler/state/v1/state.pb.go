@@ -882,7 +882,7 @@ type PoolDelta struct {
 	TaskErrors        []*TaskError         `protobuf:"bytes,13,rep,name=task_errors,json=taskErrors,proto3" json:"task_errors,omitempty"`
 	DeletedTaskErrors []string             `protobuf:"bytes,14,rep,name=deleted_task_errors,json=deletedTaskErrors,proto3" json:"deleted_task_errors,omitempty"`
 	// Set by Wipe: the state before this delta is discarded first.
-	Reset_        bool `protobuf:"varint,15,opt,name=reset,proto3" json:"reset,omitempty"`
+	Wipe          bool `protobuf:"varint,15,opt,name=wipe,proto3" json:"wipe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1015,9 +1015,9 @@ func (x *PoolDelta) GetDeletedTaskErrors() []string {
 	return nil
 }
 
-func (x *PoolDelta) GetReset_() bool {
+func (x *PoolDelta) GetWipe() bool {
 	if x != nil {
-		return x.Reset_
+		return x.Wipe
 	}
 	return false
 }
@@ -1109,7 +1109,7 @@ const file_qscheduler_state_v1_state_proto_rawDesc = "" +
 	"\apending\x18\a \x03(\v2&.qscheduler.state.v1.PendingAssignmentR\apending\x12?\n" +
 	"\vtask_errors\x18\b \x03(\v2\x1e.qscheduler.state.v1.TaskErrorR\n" +
 	"taskErrorsB\x19\n" +
-	"\x17_last_update_unix_nanos\"\xa7\x06\n" +
+	"\x17_last_update_unix_nanos\"\xa5\x06\n" +
 	"\tPoolDelta\x127\n" +
 	"\x06config\x18\x01 \x01(\v2\x1f.qscheduler.state.v1.PoolConfigR\x06config\x128\n" +
 	"\x16last_update_unix_nanos\x18\x02 \x01(\x03H\x00R\x13lastUpdateUnixNanos\x88\x01\x01\x12?\n" +
@@ -1128,8 +1128,8 @@ const file_qscheduler_state_v1_state_proto_rawDesc = "" +
 	"\x0fdeleted_pending\x18\f \x03(\tR\x0edeletedPending\x12?\n" +
 	"\vtask_errors\x18\r \x03(\v2\x1e.qscheduler.state.v1.TaskErrorR\n" +
 	"taskErrors\x12.\n" +
-	"\x13deleted_task_errors\x18\x0e \x03(\tR\x11deletedTaskErrors\x12\x14\n" +
-	"\x05reset\x18\x0f \x01(\bR\x05resetB\x19\n" +
+	"\x13deleted_task_errors\x18\x0e \x03(\tR\x11deletedTaskErrors\x12\x12\n" +
+	"\x04wipe\x18\x0f \x01(\bR\x04wipeB\x19\n" +
 	"\x17_last_update_unix_nanosBVZTgithub.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1;statev1b\x06proto3"
 
 var (
