@@ -13,14 +13,14 @@ import (
 // snapshot and log entries and to write new snapshots; applying needs no
 // scheduler code, so replicas of different versions agree on the result.
 type Shadow struct {
-	config    *statev1.PoolConfig
-	clock     *int64
-	balances  map[string]*statev1.AccountBalance
-	waiting   map[string]*statev1.Request
-	workers   map[string]*statev1.Worker
-	tombs     map[string]*statev1.Tombstone
-	pending   map[string]*statev1.PendingAssignment
-	errs      map[string]*statev1.TaskError
+	config   *statev1.PoolConfig
+	clock    *int64
+	balances map[string]*statev1.AccountBalance
+	waiting  map[string]*statev1.Request
+	workers  map[string]*statev1.Worker
+	tombs    map[string]*statev1.Tombstone
+	pending  map[string]*statev1.PendingAssignment
+	errs     map[string]*statev1.TaskError
 }
 
 // NewShadow returns a shadow of st (nil: an empty state). The shadow keeps

@@ -45,7 +45,7 @@ type Scheduler struct {
 	gcAccts     []*account
 	gcGroups    []groupRef // fanout groups whose paid count reached zero
 
-	dirty       dirtySet
+	dirty dirtySet
 }
 
 // account is everything known about one account id, configured or not.
