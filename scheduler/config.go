@@ -70,6 +70,33 @@ func tunablesOf(c *statev1.PoolConfig) tunables {
 	return t
 }
 
+// Tunables are a pool's effective tunables.
+type Tunables struct {
+	DisablePreemption  bool
+	BotExpiration      time.Duration
+	PromoteThreshold   float64
+	DemoteThreshold    float64
+	WorkerQueueTimeout time.Duration
+	MaxQueueingAge     time.Duration
+	TombstoneTTL       time.Duration
+	MaxTombstones      int
+}
+
+// EffectiveTunables returns the values a PoolConfig gives, defaults filled in.
+func EffectiveTunables(c *statev1.PoolConfig) Tunables {
+	t := tunablesOf(c)
+	return Tunables{
+		DisablePreemption:  t.disablePreemption,
+		BotExpiration:      time.Duration(t.botExpiration),
+		PromoteThreshold:   t.promoteThreshold,
+		DemoteThreshold:    t.demoteThreshold,
+		WorkerQueueTimeout: time.Duration(t.workerQueueTimeout),
+		MaxQueueingAge:     time.Duration(t.maxQueueingAge),
+		TombstoneTTL:       time.Duration(t.tombstoneTTL),
+		MaxTombstones:      t.maxTombstones,
+	}
+}
+
 // ValidateID checks an id: non-empty, at most MaxIDLength bytes, valid UTF-8.
 // field names the input in the error.
 func ValidateID(field, id string) error {

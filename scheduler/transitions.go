@@ -58,6 +58,21 @@ func sameKeys(a, b map[string]int32) bool {
 	return true
 }
 
+// UpdateAccount replaces a configured account's config and keeps its
+// balance (ModAccount without reset_balance).
+func (s *Scheduler) UpdateAccount(id AccountID, cfg *statev1.AccountConfig) error {
+	a := s.accounts[id]
+	if a == nil || a.cfg == nil {
+		return fmt.Errorf("%w: account %q", ErrNotFound, id)
+	}
+	if err := ValidateAccountConfig("config", cfg); err != nil {
+		return err
+	}
+	s.setAccountConfig(a, proto.CloneOf(cfg))
+	s.dirty.config = true
+	return nil
+}
+
 // DeleteAccount removes an account's config and balance. Its waiting
 // requests become FreeBucket requests; its running tasks move to FreeBucket
 // at the next pass.
@@ -161,6 +176,14 @@ func (s *Scheduler) updateTime(t int64) {
 	}
 	s.expireTombstones()
 	s.enforceMaxTombstones()
+}
+
+// Clock returns the scheduler clock and whether it is set.
+func (s *Scheduler) Clock() (time.Time, bool) {
+	if !s.hasClock {
+		return time.Time{}, false
+	}
+	return Time(s.now), true
 }
 
 // Task describes a request as Swarming reports it.

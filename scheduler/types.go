@@ -72,6 +72,11 @@ var (
 	ErrNotFound = errors.New("not found")
 )
 
+// NotFoundf returns an ErrNotFound error with a message.
+func NotFoundf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrNotFound, fmt.Sprintf(format, args...))
+}
+
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidArgument, fmt.Sprintf(format, args...))
 }
