@@ -1,0 +1,322 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/qscheduler-swarming/qscheduler-swarming/eventlog"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
+	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler"
+	"google.golang.org/protobuf/testing/protocmp"
+	"pgregory.net/rapid"
+)
+
+// faultyStore is the real memory store with two controls for tests: commits
+// can be held at a gate, and the next commit can be made to fail.
+type faultyStore struct {
+	nodestore.Store
+	gate     chan struct{} // when non-nil, each commit waits until it is closed
+	held     atomic.Int32
+	failNext atomic.Bool
+}
+
+var errInjected = errors.New("injected commit failure")
+
+func (f *faultyStore) Commit(ctx context.Context, pool string, expect int64, d *statev1.PoolDelta) (nodestore.CommitStats, error) {
+	if f.gate != nil {
+		f.held.Add(1)
+		<-f.gate
+		f.held.Add(-1)
+	}
+	if f.failNext.CompareAndSwap(true, false) {
+		return nodestore.CommitStats{}, errInjected
+	}
+	return f.Store.Commit(ctx, pool, expect, d)
+}
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func waiting(id string, sec int) scheduler.Notification {
+	return scheduler.Notification{Kind: scheduler.NotifyWaiting, Time: t0.Add(time.Duration(sec) * time.Second),
+		Task: scheduler.Task{ID: scheduler.RequestID(id), EnqueueTime: t0, BaseLabels: []string{"pool:x"}}}
+}
+
+func newPipeline(t *testing.T, store nodestore.Store, sink EventSink, opts Options) *Pipeline {
+	t.Helper()
+	p := New(store, sink, opts)
+	if err := p.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func waitFor(cond func() bool) {
+	for !cond() {
+		runtime.Gosched()
+	}
+}
+
+func numWaiting(t *testing.T, p *Pipeline, pool string) int {
+	t.Helper()
+	n := 0
+	if err := p.Read(context.Background(), pool, func(s *scheduler.Scheduler) error {
+		n = s.View(0).NumWaiting
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestGroupCommit: requests queued while a batch commits form the next
+// batch, answered together after one commit.
+func TestGroupCommit(t *testing.T) {
+	fs := &faultyStore{Store: memory.New(), gate: make(chan struct{})}
+	var mu sync.Mutex
+	var batches []BatchStats
+	p := newPipeline(t, fs, nil, Options{OnBatch: func(b BatchStats) { mu.Lock(); batches = append(batches, b); mu.Unlock() }})
+	ctx := context.Background()
+	if err := p.CreatePool(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { first <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("first", 1)}}) }()
+	waitFor(func() bool { return fs.held.Load() == 1 }) // the first batch is committing
+	const n = 50
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting(fmt.Sprintf("t%02d", i), 2)}}) }()
+	}
+	pl, _ := p.pool("p")
+	waitFor(func() bool { return len(pl.queue) == n })
+	close(fs.gate) // let every commit through
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(batches) != 2 || batches[0].Requests != 1 || batches[1].Requests != n {
+		t.Fatalf("batches %+v, want 2: the first request, then the %d queued meanwhile", batches, n)
+	}
+	if got := numWaiting(t, p, "p"); got != n+1 {
+		t.Errorf("%d waiting, want %d", got, n+1)
+	}
+	// Committed: the store has both batches.
+	st, gen, err := fs.Load(ctx, "p")
+	if err != nil || gen != 3 || len(st.Waiting) != n+1 {
+		t.Errorf("store at generation %d with %d waiting (%v), want 3 and %d", gen, len(st.Waiting), err, n+1)
+	}
+}
+
+// TestCommitBeforeReplyAndRollback: a failed commit fails every caller of
+// the batch and leaves the committed state; events appear only after a
+// successful commit.
+func TestCommitBeforeReplyAndRollback(t *testing.T) {
+	fs := &faultyStore{Store: memory.New()}
+	sink := &eventlog.Memory{}
+	p := newPipeline(t, fs, sink, Options{})
+	ctx := context.Background()
+	if err := p.CreatePool(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	fs.failNext.Store(true)
+	err := p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("lost", 1)}})
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("error %v, want ErrUnavailable", err)
+	}
+	if got := numWaiting(t, p, "p"); got != 0 {
+		t.Errorf("after a failed commit %d waiting, want the committed state (0)", got)
+	}
+	if rows := sink.Rows(); len(rows) != 0 {
+		t.Errorf("events of an uncommitted batch were emitted: %v", rows)
+	}
+	if err := p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("kept", 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := numWaiting(t, p, "p"); got != 1 {
+		t.Errorf("%d waiting, want 1", got)
+	}
+	if rows := sink.Rows(); len(rows) != 1 || rows[0].TaskId != "kept" {
+		t.Errorf("events %v, want the ENQUEUED of kept", rows)
+	}
+}
+
+// TestBackpressure: a full queue answers ResourceExhausted at once.
+func TestBackpressure(t *testing.T) {
+	fs := &faultyStore{Store: memory.New(), gate: make(chan struct{})}
+	p := newPipeline(t, fs, nil, Options{MaxQueue: 2})
+	ctx := context.Background()
+	if err := p.CreatePool(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan error, 3)
+	go func() { results <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("a", 1)}}) }()
+	waitFor(func() bool { return fs.held.Load() == 1 })
+	for _, id := range []string{"b", "c"} {
+		go func() { results <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting(id, 1)}}) }()
+	}
+	pl, _ := p.pool("p")
+	waitFor(func() bool { return len(pl.queue) == 2 })
+	err := p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("d", 1)}})
+	if !errors.Is(err, ErrOverloaded) {
+		t.Errorf("error %v, want ErrOverloaded", err)
+	}
+	close(fs.gate)
+	for range 3 {
+		if err := <-results; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestCallerGivingUpDoesNotHurtOthers: the batch runs under the pipeline's
+// context: a caller that cancels gets its context error, the others their
+// answers.
+func TestCallerGivingUpDoesNotHurtOthers(t *testing.T) {
+	fs := &faultyStore{Store: memory.New(), gate: make(chan struct{})}
+	p := newPipeline(t, fs, nil, Options{})
+	ctx := context.Background()
+	if err := p.CreatePool(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	impatient, cancel := context.WithCancel(ctx)
+	gaveUp := make(chan error, 1)
+	patient := make(chan error, 1)
+	go func() { gaveUp <- p.Notify(impatient, "p", NotifyInput{Items: []scheduler.Notification{waiting("a", 1)}}) }()
+	go func() { patient <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("b", 1)}}) }()
+	waitFor(func() bool { return fs.held.Load() == 1 })
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Errorf("impatient caller got %v, want context.Canceled", err)
+	}
+	close(fs.gate)
+	if err := <-patient; err != nil {
+		t.Errorf("patient caller got %v", err)
+	}
+}
+
+// TestTwoReplicas: two processes serve one pool; reads catch up with the
+// other's commits, and a batch that loses the compare-and-swap is replayed
+// on the caught-up state.
+func TestTwoReplicas(t *testing.T) {
+	store := memory.New()
+	ctx := context.Background()
+	a := newPipeline(t, store, nil, Options{})
+	if err := a.CreatePool(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	b := newPipeline(t, store, nil, Options{})
+	if err := a.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("from-a", 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := numWaiting(t, b, "p"); got != 1 {
+		t.Errorf("replica b sees %d waiting, want a's commit (1)", got)
+	}
+	if err := a.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("from-a-2", 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	// b is one generation behind: its commit conflicts and is replayed.
+	if err := b.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("from-b", 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string]*Pipeline{"a": a, "b": b} {
+		if got := numWaiting(t, p, "p"); got != 3 {
+			t.Errorf("replica %s sees %d waiting, want 3", name, got)
+		}
+	}
+}
+
+// TestRebuiltStateEqualsLive: after every batch of random requests, the
+// state the store rebuilds equals the pipeline's live state.
+func TestRebuiltStateEqualsLive(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		store := memory.New(memory.WithSnapshotEvery(5))
+		p := New(store, nil, Options{})
+		defer p.Close()
+		ctx := context.Background()
+		if err := p.CreatePool(ctx, "p"); err != nil {
+			rt.Fatal(err)
+		}
+		sec := 0
+		for step := range rapid.IntRange(1, 30).Draw(rt, "steps") {
+			sec += rapid.IntRange(0, 3).Draw(rt, "dt")
+			at := t0.Add(time.Duration(sec) * time.Second)
+			id := scheduler.RequestID(fmt.Sprintf("r%d", rapid.IntRange(0, 9).Draw(rt, "r")))
+			bot := scheduler.WorkerID(fmt.Sprintf("w%d", rapid.IntRange(0, 3).Draw(rt, "w")))
+			var err error
+			switch rapid.IntRange(0, 5).Draw(rt, "op") {
+			case 0:
+				err = p.Mutate(ctx, "p", func(s *scheduler.Scheduler) error {
+					return s.AddAccount("a", &statev1.AccountConfig{ChargeRate: []float32{1}, MaxChargeSeconds: 10}, nil)
+				})
+			case 1:
+				err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{{Kind: scheduler.NotifyWaiting, Time: at,
+					Task: scheduler.Task{ID: id, Account: "a", EnqueueTime: t0, BaseLabels: []string{"pool:x"}}}}})
+			case 2:
+				err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{{Kind: scheduler.NotifyRunning, Time: at, Task: scheduler.Task{ID: id}, Worker: bot}}})
+			case 3:
+				err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{{Kind: scheduler.NotifyAbsent, Time: at, Task: scheduler.Task{ID: id}}},
+					TaskErrors: []TaskError{{Task: "bad", Msg: "no"}}})
+			case 4:
+				_, err = p.Assign(ctx, "p", AssignInput{Time: at, Bots: []scheduler.IdleWorker{{ID: bot, Labels: []string{"pool:x"}}}})
+			case 5:
+				err = p.Mutate(ctx, "p", func(s *scheduler.Scheduler) error { s.Wipe(); return nil })
+			}
+			if err != nil {
+				rt.Fatalf("step %d: %v", step, err)
+			}
+			var live *statev1.PoolState
+			if err := p.Read(ctx, "p", func(s *scheduler.Scheduler) error { live = s.ToProto(); return nil }); err != nil {
+				rt.Fatal(err)
+			}
+			stored, _, err := store.Load(ctx, "p")
+			if err != nil {
+				rt.Fatal(err)
+			}
+			if diff := cmp.Diff(live, stored, protocmp.Transform()); diff != "" {
+				rt.Fatalf("step %d: stored state differs from the live one (-live +stored):\n%s", step, diff)
+			}
+		}
+	})
+}
+
+// TestPoolLifecycle: create, duplicate, delete, and requests to a deleted
+// pool.
+func TestPoolLifecycle(t *testing.T) {
+	store := memory.New()
+	p := newPipeline(t, store, nil, Options{})
+	ctx := context.Background()
+	if err := p.CreatePool(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CreatePool(ctx, "p"); !errors.Is(err, ErrPoolExists) {
+		t.Errorf("second CreatePool: %v, want ErrPoolExists", err)
+	}
+	if got := p.Pools(); !cmp.Equal(got, []string{"p"}) {
+		t.Errorf("Pools() = %v", got)
+	}
+	if err := p.DeletePool(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Notify(ctx, "p", NotifyInput{}); !errors.Is(err, ErrPoolNotFound) {
+		t.Errorf("Notify after delete: %v, want ErrPoolNotFound", err)
+	}
+	if ids, _ := store.ListPools(ctx); len(ids) != 0 {
+		t.Errorf("store still has %v", ids)
+	}
+}
