@@ -95,7 +95,9 @@ func TestGroupCommit(t *testing.T) {
 	const n = 50
 	errs := make(chan error, n)
 	for i := range n {
-		go func() { errs <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting(fmt.Sprintf("t%02d", i), 2)}}) }()
+		go func() {
+			errs <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting(fmt.Sprintf("t%02d", i), 2)}})
+		}()
 	}
 	pl, _ := p.pool("p")
 	waitFor(func() bool { return len(pl.queue) == n })
@@ -197,7 +199,9 @@ func TestCallerGivingUpDoesNotHurtOthers(t *testing.T) {
 	impatient, cancel := context.WithCancel(ctx)
 	gaveUp := make(chan error, 1)
 	patient := make(chan error, 1)
-	go func() { gaveUp <- p.Notify(impatient, "p", NotifyInput{Items: []scheduler.Notification{waiting("a", 1)}}) }()
+	go func() {
+		gaveUp <- p.Notify(impatient, "p", NotifyInput{Items: []scheduler.Notification{waiting("a", 1)}})
+	}()
 	go func() { patient <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("b", 1)}}) }()
 	waitFor(func() bool { return fs.held.Load() == 1 })
 	cancel()

@@ -1,0 +1,353 @@
+// Command qscheduler-swarming is the external scheduler service for
+// Swarming: native gRPC (ExternalScheduler, QSchedulerAdmin, QSchedulerView,
+// health, reflection) on one port and HTTP (pRPC for every service,
+// /healthz, /readyz) on another, over a durable store.
+//
+// With no flags it listens on 127.0.0.1:9090 (gRPC) and 127.0.0.1:8080
+// (HTTP), keeps its state in an embedded database under ./qscheduler-data
+// and writes events as JSON lines there. Every flag can also be set by an
+// environment variable QSCHEDULER_<FLAG> (dashes become underscores).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/eventlog"
+	"github.com/qscheduler-swarming/qscheduler-swarming/frontend"
+	"github.com/qscheduler-swarming/qscheduler-swarming/frontend/prpc"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/embedded"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
+	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
+	swarmingv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/swarming/v1"
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler"
+	"github.com/qscheduler-swarming/qscheduler-swarming/state"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+)
+
+// version is stamped at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "qscheduler-swarming:", err)
+		os.Exit(1)
+	}
+}
+
+// config is the parsed command line.
+type config struct {
+	grpcAddr, httpAddr string
+	store, eventLog    string
+	maxQueue, maxBatch int
+	batchWindow        time.Duration
+	shutdownGrace      time.Duration
+	logFormat          string
+	logLevel           string
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("qscheduler-swarming", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.grpcAddr, "grpc-addr", "127.0.0.1:9090", "native gRPC listen address")
+	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (pRPC, /healthz, /readyz)")
+	fs.StringVar(&c.store, "store", "embedded:qscheduler-data", "state store: embedded:<dir> | memory")
+	fs.StringVar(&c.eventLog, "eventlog", "jsonl:qscheduler-data/events.jsonl", "event log: jsonl:<path> | none")
+	fs.IntVar(&c.maxQueue, "max-queue", 10000, "requests queued per pool before callers get ResourceExhausted")
+	fs.IntVar(&c.maxBatch, "max-batch", 5000, "most requests in one batch")
+	fs.DurationVar(&c.batchWindow, "batch-window", 0, "optional wait before a batch starts, to gather more requests")
+	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "how long SIGTERM waits for requests to drain")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text | json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug | info | warn | error")
+	// Environment variables give defaults; flags on the command line win.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "QSCHEDULER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" {
+			if err := f.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s=%q: %v", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return c, nil
+}
+
+func newLogger(c *config, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not text or json", c.logFormat)
+}
+
+func openStore(spec string, log *slog.Logger) (nodestore.Store, error) {
+	kind, arg, _ := strings.Cut(spec, ":")
+	switch kind {
+	case "embedded":
+		if arg == "" {
+			return nil, fmt.Errorf("--store: embedded needs a folder (embedded:<dir>)")
+		}
+		return embedded.Open(arg, embedded.Options{CodeVersion: version, Logger: log})
+	case "memory":
+		return memory.New(), nil
+	}
+	return nil, fmt.Errorf("--store: %q is not embedded:<dir> or memory (datastore comes later)", spec)
+}
+
+// sink is an event sink that can be flushed and closed.
+type sink interface {
+	state.EventSink
+	Close() error
+}
+
+type noSink struct{}
+
+func (noSink) Emit(string, []scheduler.Event) {}
+func (noSink) Close() error                   { return nil }
+
+func openEventLog(spec, instance string, log *slog.Logger) (sink, error) {
+	kind, arg, _ := strings.Cut(spec, ":")
+	switch kind {
+	case "none":
+		return noSink{}, nil
+	case "jsonl":
+		if arg == "" {
+			return nil, fmt.Errorf("--eventlog: jsonl needs a path (jsonl:<path>)")
+		}
+		return eventlog.OpenJSONL(arg, instance, 0, log)
+	}
+	return nil, fmt.Errorf("--eventlog: %q is not jsonl:<path> or none (bigquery comes later)", spec)
+}
+
+func revision() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
+
+// run starts the service and blocks until ctx is done, then shuts down.
+// listening, if set, is told the actual listen addresses (tests listen on
+// port 0).
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, listening func(grpcAddr, httpAddr string)) error {
+	c, err := parseFlags(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c, stderr)
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	store, err := openStore(c.store, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	host, _ := os.Hostname()
+	events, err := openEventLog(c.eventLog, fmt.Sprintf("%s-%d-%d", host, os.Getpid(), started.UnixNano()), log)
+	if err != nil {
+		return err
+	}
+	defer events.Close()
+
+	pipeline := state.New(store, events, state.Options{
+		MaxQueue: c.maxQueue, MaxBatch: c.maxBatch, Window: c.batchWindow, Logger: log,
+	})
+	grpcLis, err := net.Listen("tcp", c.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("--grpc-addr: %w", err)
+	}
+	httpLis, err := net.Listen("tcp", c.httpAddr)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("--http-addr: %w", err)
+	}
+
+	interceptors := []grpc.UnaryServerInterceptor{recoverer(log), logger(log)}
+	gs := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(interceptors...),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(32<<20),
+		grpc.MaxSendMsgSize(64<<20),
+	)
+	ps := prpc.NewServer(prpc.WithUnaryInterceptors(interceptors...))
+	sw, admin, view := &frontend.Swarming{P: pipeline}, &frontend.Admin{P: pipeline}, &frontend.View{P: pipeline}
+	for _, r := range []grpc.ServiceRegistrar{gs, ps} {
+		swarmingv1.RegisterExternalSchedulerServer(r, sw)
+		qschedulerv1.RegisterQSchedulerAdminServer(r, admin)
+		qschedulerv1.RegisterQSchedulerViewServer(r, view)
+	}
+	hs := health.NewServer()
+	services := []string{
+		swarmingv1.ExternalScheduler_ServiceDesc.ServiceName,
+		qschedulerv1.QSchedulerAdmin_ServiceDesc.ServiceName,
+		qschedulerv1.QSchedulerView_ServiceDesc.ServiceName,
+	}
+	setHealth := func(st healthpb.HealthCheckResponse_ServingStatus) {
+		hs.SetServingStatus("", st)
+		for _, s := range services {
+			hs.SetServingStatus(s, st)
+		}
+	}
+	setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	var ready atomic.Bool
+	mux := http.NewServeMux()
+	mux.Handle("/prpc/", ps)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"status": "ok", "version": version, "revision": revision(),
+			"uptime_seconds": int64(time.Since(started).Seconds()), "started": started.UTC().Format(time.RFC3339),
+		})
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "loading pools", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := store.ListPools(ctx); err != nil {
+			http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(grpcLis) }()
+	go func() { errc <- hsrv.Serve(httpLis) }()
+	log.Info("serving", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "store", c.store, "eventlog", c.eventLog, "version", version)
+	if listening != nil {
+		listening(grpcLis.Addr().String(), httpLis.Addr().String())
+	}
+
+	// Load pools while already answering /healthz (alive) and /readyz (503).
+	if err := pipeline.Load(ctx); err != nil {
+		gs.Stop()
+		hsrv.Close()
+		return fmt.Errorf("loading state: %w", err)
+	}
+	ready.Store(true)
+	setHealth(healthpb.HealthCheckResponse_SERVING)
+	log.Info("ready", "pools", len(pipeline.Pools()), "load_seconds", time.Since(started).Seconds())
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		log.Error("server failed", "err", err)
+	}
+	// Shutdown: not serving, stop accepting, drain the batchers, flush.
+	log.Info("shutting down")
+	ready.Store(false)
+	setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownGrace)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(done)
+	}()
+	_ = hsrv.Shutdown(sctx)
+	select {
+	case <-done:
+	case <-sctx.Done():
+		gs.Stop()
+	}
+	pipeline.Close()
+	if err := events.Close(); err != nil {
+		log.Error("closing the event log", "err", err)
+	}
+	if err := store.Close(); err != nil && !errors.Is(err, nodestore.ErrClosed) {
+		log.Error("closing the store", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// recoverer turns a handler panic into Internal instead of a crash.
+func recoverer(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error("handler panicked", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+				err = status.Errorf(codes.Internal, "internal error in %s", info.FullMethod)
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
+
+// logger logs failed calls (at Warn for server-side codes) and all calls at
+// Debug; never one line per task at Info.
+func logger(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		t0 := time.Now()
+		resp, err := handler(ctx, req)
+		code := status.Code(err)
+		level := slog.LevelDebug
+		switch code {
+		case codes.Internal, codes.Unavailable, codes.DataLoss, codes.Unknown:
+			level = slog.LevelWarn
+		}
+		log.Log(ctx, level, "rpc", "method", info.FullMethod, "code", code.String(), "duration", time.Since(t0), "transport", transport(ctx), "err", err)
+		return resp, err
+	}
+}
+
+func transport(ctx context.Context) string {
+	if prpc.FromPRPC(ctx) {
+		return "prpc"
+	}
+	return "grpc"
+}

@@ -1,0 +1,100 @@
+package embedded
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// BenchmarkCommit measures commits of 100 new requests each to the
+// 100,000-request lab pool: latency (ns/op, p50, p99), what the log entry
+// takes (log-bytes/op) and what bbolt allocated for the transaction's dirty
+// pages (page-bytes/op, about what it writes besides the meta page), then the
+// time and size of a snapshot and a Load of the final state.
+//
+// snapshot_running commits while snapshots of the pool run back to back in
+// the background.
+//
+//	go test ./nodestore/embedded -run '^$' -bench Commit -benchtime 500x
+func BenchmarkCommit(b *testing.B) {
+	b.Run("idle", func(b *testing.B) { benchCommit(b, false) })
+	b.Run("snapshot_running", func(b *testing.B) { benchCommit(b, true) })
+}
+
+func benchCommit(b *testing.B, snapshots bool) {
+	ctx := b.Context()
+	l := getLab(b)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := open(b, b.TempDir(), Options{SnapshotEvery: 1 << 30, SnapshotBytes: 1 << 50, MaintainEvery: -1})
+	if err := s.CreatePool(ctx, "lab", l.state()); err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan int)
+	if snapshots {
+		go func() {
+			n := 0
+			for {
+				select {
+				case <-stop:
+					done <- n
+					return
+				default:
+				}
+				if err := s.SnapshotNow(ctx, "lab"); err != nil {
+					b.Error(err)
+				}
+				n++
+			}
+		}()
+	}
+	lat := make([]time.Duration, 0, b.N)
+	var logBytes int
+	gen := int64(1)
+	st0 := s.db.Stats()
+	pages0 := st0.TxStats.GetPageAlloc()
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		d := l.delta(b, 100)
+		b.StartTimer()
+		t0 := time.Now()
+		cs, err := s.Commit(ctx, "lab", gen, d)
+		lat = append(lat, time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		gen = cs.Generation
+		logBytes += cs.LogBytes
+	}
+	b.StopTimer()
+	st1 := s.db.Stats()
+	pages := st1.TxStats.GetPageAlloc() - pages0
+	if snapshots {
+		close(stop)
+		b.ReportMetric(float64(<-done), "snapshots")
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(logBytes)/float64(b.N), "log-bytes/op")
+	b.ReportMetric(float64(pages)/float64(b.N), "page-bytes/op")
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-µs")
+	if snapshots {
+		return
+	}
+	t0 := time.Now()
+	if err := s.SnapshotNow(ctx, "lab"); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "snapshot-ms")
+	b.ReportMetric(float64(s.Stats().SnapshotBytes), "snapshot-bytes")
+	t0 = time.Now()
+	st, _, err := s.Load(ctx, "lab")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "load-ms")
+	b.ReportMetric(float64(len(st.Waiting)), "waiting")
+}

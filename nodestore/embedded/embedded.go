@@ -1,0 +1,581 @@
+// Package embedded is the default nodestore.Store: a bbolt file,
+// <dir>/pools.db, so that a single process keeps its pools across restarts
+// with no setup.
+//
+// Per pool the file holds a small head record (generation, current snapshot,
+// shard count, creation time), the current snapshot split into compressed
+// shards, and an append-only log of the deltas committed since (see
+// layout.go). A commit is one bbolt transaction that checks the head's
+// generation, appends the entry and advances the generation; bbolt syncs the
+// file before Commit returns, so a commit that returned nil survives a crash.
+// It writes the entry and the head only, in proportion to the delta.
+//
+// A background goroutine snapshots a pool once its log since the last
+// snapshot holds Options.SnapshotEvery entries or Options.SnapshotBytes
+// bytes: it reads the snapshot and the log from the file in a short read
+// transaction, rebuilds the state outside any transaction, writes the shards
+// one transaction each, and installs the snapshot with a transaction that
+// moves the head's snapshot pointer without changing its generation. Shards
+// of replaced snapshots and log entries covered by a snapshot are deleted only
+// once that snapshot has been installed for Options.GCLag.
+package embedded
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
+	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// FileName is the database file's name inside the directory given to Open.
+const FileName = "pools.db"
+
+// Defaults of Options.
+const (
+	DefaultSnapshotEvery = 1000
+	DefaultSnapshotBytes = 8 << 20
+	DefaultShardBytes    = 900_000
+	DefaultGCLag         = 10 * time.Minute
+	DefaultMaintainEvery = time.Minute
+	DefaultLockTimeout   = time.Second
+)
+
+// MinShardBytes is the smallest Options.ShardBytes accepted.
+const MinShardBytes = 1024
+
+// Options configure a Store. The zero value gives the defaults.
+type Options struct {
+	// CodeVersion is recorded in every log entry and snapshot (at most 256
+	// bytes), to tell which build wrote what.
+	CodeVersion string
+	// A pool is snapshotted once its log since the last snapshot holds
+	// SnapshotEvery entries (default 1000) or SnapshotBytes bytes (default
+	// 8 MiB).
+	SnapshotEvery int
+	SnapshotBytes int64
+	// ShardBytes bounds every stored value: snapshot shards and the parts of
+	// a log entry (default 900 KB, at least MinShardBytes).
+	ShardBytes int
+	// GCLag is how long a snapshot must have been installed before the log
+	// entries it covers and the snapshot it replaced are deleted (default
+	// 10 minutes), measured with Now.
+	GCLag time.Duration
+	// MaintainEvery is how often the background goroutine checks every pool
+	// for a due snapshot (e.g. one that failed before) and collects garbage
+	// (default 1 minute; negative: never, only after snapshots).
+	MaintainEvery time.Duration
+	// LockTimeout is how long Open waits for the file lock another store
+	// holds before failing (default 1 s).
+	LockTimeout time.Duration
+	// Now is the clock of GC decisions and recorded times (default time.Now).
+	Now func() time.Time
+	// OnSnapshot, if set, is called after each snapshot is installed with
+	// the pool, the generation it holds and its size in bytes (compressed).
+	OnSnapshot func(pool string, gen int64, bytes int)
+	// Logger receives background errors (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Store is the embedded nodestore.Store. It is safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	opts Options
+
+	// closeMu is held shared by every operation and exclusively by Close.
+	closeMu sync.RWMutex
+	closed  bool
+
+	// snapMu serializes snapshots and collections: a pending snapshot
+	// record seen by a collection is then known to be abandoned.
+	snapMu sync.Mutex
+
+	bgCancel context.CancelFunc
+	bgDone   chan struct{}
+	wake     chan struct{}
+	trigMu   sync.Mutex
+	due      map[string]struct{} // pools whose log crossed a threshold
+
+	stats struct {
+		commits, logBytes, snapshots, snapshotBytes, collectedLogs, collectedShards atomic.Int64
+	}
+
+	// testHookBeforeInstall, if set, runs after a snapshot's shards are
+	// written and before it is installed.
+	testHookBeforeInstall func()
+}
+
+var (
+	_ nodestore.Store         = (*Store)(nil)
+	_ nodestore.StatsReporter = (*Store)(nil)
+)
+
+// Open opens (creating them if needed) dir and the store in it. It fails
+// after Options.LockTimeout if another store has the file open.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.SnapshotEvery <= 0 {
+		opts.SnapshotEvery = DefaultSnapshotEvery
+	}
+	if opts.SnapshotBytes <= 0 {
+		opts.SnapshotBytes = DefaultSnapshotBytes
+	}
+	if opts.ShardBytes == 0 {
+		opts.ShardBytes = DefaultShardBytes
+	}
+	if opts.ShardBytes < MinShardBytes {
+		return nil, fmt.Errorf("embedded: ShardBytes %d is less than %d", opts.ShardBytes, MinShardBytes)
+	}
+	if len(opts.CodeVersion) > maxCodeVersion {
+		return nil, fmt.Errorf("embedded: CodeVersion of %d bytes, more than %d", len(opts.CodeVersion), maxCodeVersion)
+	}
+	if opts.GCLag <= 0 {
+		opts.GCLag = DefaultGCLag
+	}
+	if opts.MaintainEvery == 0 {
+		opts.MaintainEvery = DefaultMaintainEvery
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = DefaultLockTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: opts.LockTimeout,
+		// The free list is rebuilt when the file is opened instead of being
+		// rewritten by every commit; durability is unaffected.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("embedded: %s is in use by another store (gave up after %v): %w", path, opts.LockTimeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded: opening %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketPools); err != nil {
+			return err
+		}
+		switch v := meta.Get(keyFormat); {
+		case v == nil:
+			return meta.Put(keyFormat, []byte{layoutVersion})
+		case len(v) != 1 || v[0] != layoutVersion:
+			return fmt.Errorf("layout version %v, this code reads %d", v, layoutVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("embedded: initializing %s: %w", path, err)
+	}
+	s := &Store{db: db, opts: opts, bgDone: make(chan struct{}), wake: make(chan struct{}, 1), due: map[string]struct{}{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.bgCancel = cancel
+	go s.background(ctx)
+	return s, nil
+}
+
+// Close implements nodestore.Store: it stops the background work, waits for
+// it and closes the file. Closing twice is allowed.
+func (s *Store) Close() error {
+	s.bgCancel()
+	<-s.bgDone
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.db.Close()
+}
+
+// begin starts an operation; end must follow.
+func (s *Store) begin(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return nodestore.ErrClosed
+	}
+	return nil
+}
+
+func (s *Store) end() { s.closeMu.RUnlock() }
+
+func poolBucket(tx *bolt.Tx, pool string) (*bolt.Bucket, error) {
+	b := tx.Bucket(bucketPools).Bucket([]byte(pool))
+	if b == nil {
+		return nil, fmt.Errorf("%w: %q", nodestore.ErrNotFound, pool)
+	}
+	return b, nil
+}
+
+func readHead(b *bolt.Bucket) (head, error) {
+	return decodeHead(b.Get(keyHead))
+}
+
+// CreatePool implements nodestore.Store. The state is stored in the
+// canonical form Load returns (every list sorted by id).
+func (s *Store) CreatePool(ctx context.Context, pool string, st *statev1.PoolState) error {
+	if err := nodestore.CheckPoolID(pool); err != nil {
+		return err
+	}
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	defer s.end()
+	bl, err := s.newBlob(nodestore.NewShadow(st).State(), 1)
+	if err != nil {
+		return err
+	}
+	hdr, shards := bl.snapshotShards(s.opts.ShardBytes)
+	now := s.opts.Now().UnixNano()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		pools := tx.Bucket(bucketPools)
+		if pools.Bucket([]byte(pool)) != nil {
+			return fmt.Errorf("%w: %q", nodestore.ErrAlreadyExists, pool)
+		}
+		pb, err := pools.CreateBucket([]byte(pool))
+		if err != nil {
+			return err
+		}
+		for _, name := range [][]byte{bucketSnaps, bucketShards, bucketLog} {
+			if _, err := pb.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		inc, err := meta.NextSequence()
+		if err != nil {
+			return err
+		}
+		id, err := meta.NextSequence()
+		if err != nil {
+			return err
+		}
+		rec := snapRec{state: snapInstalled, installed: now, hdr: hdr}
+		if err := pb.Bucket(bucketSnaps).Put(u64(id), rec.encode()); err != nil {
+			return err
+		}
+		for i, sh := range shards {
+			if err := pb.Bucket(bucketShards).Put(shardKey(id, i), sh); err != nil {
+				return err
+			}
+		}
+		h := head{gen: 1, snapID: id, snapGen: 1, shards: uint32(len(shards)), created: now, incarnation: inc}
+		return pb.Put(keyHead, h.encode())
+	})
+}
+
+// DeletePool implements nodestore.Store.
+func (s *Store) DeletePool(ctx context.Context, pool string) error {
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	defer s.end()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketPools).DeleteBucket([]byte(pool))
+		if errors.Is(err, bolterrors.ErrBucketNotFound) || errors.Is(err, bolterrors.ErrBucketNameRequired) {
+			return fmt.Errorf("%w: %q", nodestore.ErrNotFound, pool)
+		}
+		return err
+	})
+}
+
+// ListPools implements nodestore.Store. bbolt orders keys bytewise, which
+// is Go's string order.
+func (s *Store) ListPools(ctx context.Context) ([]string, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.end()
+	var ids []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPools).ForEachBucket(func(k []byte) error {
+			ids = append(ids, string(k))
+			return nil
+		})
+	})
+	return ids, err
+}
+
+// stored is what a read transaction copies out of the file, to be decoded
+// after it ends.
+type stored struct {
+	head    head
+	snap    snapRec
+	shards  [][]byte
+	entries []storedEntry
+}
+
+type storedEntry struct {
+	gen   int64
+	parts [][]byte
+}
+
+// readSnapshot copies the head's snapshot out of pb.
+func readSnapshot(pb *bolt.Bucket, h head) (snapRec, [][]byte, error) {
+	v := pb.Bucket(bucketSnaps).Get(u64(h.snapID))
+	if v == nil {
+		return snapRec{}, nil, fmt.Errorf("%w: snapshot %d of generation %d missing", nodestore.ErrCorrupt, h.snapID, h.snapGen)
+	}
+	rec, err := decodeSnapRec(v)
+	if err != nil {
+		return snapRec{}, nil, err
+	}
+	if rec.blob.gen != h.snapGen || rec.blob.parts != h.shards {
+		return snapRec{}, nil, fmt.Errorf("%w: snapshot %d holds generation %d in %d shards, head says %d in %d", nodestore.ErrCorrupt, h.snapID, rec.blob.gen, rec.blob.parts, h.snapGen, h.shards)
+	}
+	shards := make([][]byte, rec.blob.parts)
+	sb := pb.Bucket(bucketShards)
+	for i := range shards {
+		v := sb.Get(shardKey(h.snapID, i))
+		if v == nil {
+			return snapRec{}, nil, fmt.Errorf("%w: shard %d of snapshot %d missing", nodestore.ErrCorrupt, i, h.snapID)
+		}
+		shards[i] = bytes.Clone(v)
+	}
+	return rec, shards, nil
+}
+
+// readEntries copies the log entries of generations after+1..to out of pb.
+func readEntries(pb *bolt.Bucket, after, to int64) ([]storedEntry, error) {
+	var out []storedEntry
+	c := pb.Bucket(bucketLog).Cursor()
+	next := after + 1
+	for k, v := c.Seek(logKey(next, 0)); k != nil; k, v = c.Next() {
+		gen, part, ok := parseLogKey(k)
+		if !ok {
+			return nil, fmt.Errorf("%w: log key %x", nodestore.ErrCorrupt, k)
+		}
+		if gen > to {
+			break
+		}
+		switch {
+		case part == 0 && gen == next:
+			out = append(out, storedEntry{gen: gen})
+			next++
+		case part > 0 && len(out) > 0 && gen == next-1 && part == len(out[len(out)-1].parts):
+		default:
+			return nil, fmt.Errorf("%w: log part %d of generation %d out of sequence (expected generation %d)", nodestore.ErrCorrupt, part, gen, next)
+		}
+		e := &out[len(out)-1]
+		e.parts = append(e.parts, bytes.Clone(v))
+	}
+	if next != to+1 {
+		return nil, fmt.Errorf("%w: log entries %d..%d missing", nodestore.ErrCorrupt, next, to)
+	}
+	return out, nil
+}
+
+func decodeEntries(entries []storedEntry) ([]*statev1.PoolDelta, error) {
+	out := make([]*statev1.PoolDelta, len(entries))
+	for i, e := range entries {
+		d, err := decodeEntry(e.gen, e.parts)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = d
+	}
+	return out, nil
+}
+
+// readState copies the head, snapshot and later log entries in one read
+// transaction.
+func (s *Store) readState(pool string) (stored, error) {
+	var r stored
+	err := s.db.View(func(tx *bolt.Tx) error {
+		pb, err := poolBucket(tx, pool)
+		if err != nil {
+			return err
+		}
+		if r.head, err = readHead(pb); err != nil {
+			return err
+		}
+		if r.snap, r.shards, err = readSnapshot(pb, r.head); err != nil {
+			return err
+		}
+		r.entries, err = readEntries(pb, r.head.snapGen, r.head.gen)
+		return err
+	})
+	return r, err
+}
+
+// build decodes what readState copied into the state at r.head.gen.
+func (r *stored) build(pool string) (*statev1.PoolState, error) {
+	st, err := decodeSnapshot(&r.snap, r.shards)
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: %w", pool, err)
+	}
+	ds, err := decodeEntries(r.entries)
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: %w", pool, err)
+	}
+	sh := nodestore.NewShadow(st)
+	for _, d := range ds {
+		sh.Apply(d)
+	}
+	return sh.State(), nil
+}
+
+// Load implements nodestore.Store. One read transaction sees a consistent
+// head, snapshot and log; decoding happens after it.
+func (s *Store) Load(ctx context.Context, pool string) (*statev1.PoolState, int64, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, 0, err
+	}
+	defer s.end()
+	r, err := s.readState(pool)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := r.build(pool)
+	if err != nil {
+		return nil, 0, err
+	}
+	return st, r.head.gen, nil
+}
+
+// ReadLog implements nodestore.Store. Asking for the entries after a
+// generation the pool has not reached (after a DeletePool and CreatePool,
+// say) or below 1 also gives ErrLogTruncated: the caller reloads.
+func (s *Store) ReadLog(ctx context.Context, pool string, after int64) ([]*statev1.PoolDelta, int64, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, 0, err
+	}
+	defer s.end()
+	var h head
+	var entries []storedEntry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		pb, err := poolBucket(tx, pool)
+		if err != nil {
+			return err
+		}
+		if h, err = readHead(pb); err != nil {
+			return err
+		}
+		oldest := h.gen + 1 // the oldest generation kept in the log
+		if k, _ := pb.Bucket(bucketLog).Cursor().First(); k != nil {
+			gen, _, ok := parseLogKey(k)
+			if !ok {
+				return fmt.Errorf("%w: log key %x", nodestore.ErrCorrupt, k)
+			}
+			oldest = gen
+		}
+		if after > h.gen || after < oldest-1 {
+			return fmt.Errorf("%w: pool %q keeps generations %d..%d, asked for those after %d", nodestore.ErrLogTruncated, pool, oldest, h.gen, after)
+		}
+		entries, err = readEntries(pb, after, h.gen)
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	ds, err := decodeEntries(entries)
+	if err != nil {
+		return nil, 0, fmt.Errorf("pool %q: %w", pool, err)
+	}
+	return ds, h.gen, nil
+}
+
+// Commit implements nodestore.Store. The entry is encoded before the
+// transaction, which then only compares the generation and writes the entry
+// and the head.
+func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev1.PoolDelta) (nodestore.CommitStats, error) {
+	if err := s.begin(ctx); err != nil {
+		return nodestore.CommitStats{}, err
+	}
+	defer s.end()
+	if d == nil {
+		d = &statev1.PoolDelta{}
+	}
+	bl, err := s.newBlob(d, expect+1)
+	if err != nil {
+		return nodestore.CommitStats{}, err
+	}
+	parts := bl.entryParts(s.opts.ShardBytes)
+	n := size(parts)
+	var before, after head
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		pb, err := poolBucket(tx, pool)
+		if err != nil {
+			return err
+		}
+		if before, err = readHead(pb); err != nil {
+			return err
+		}
+		if before.gen != expect {
+			return fmt.Errorf("%w: pool %q is at generation %d, not %d", nodestore.ErrConflict, pool, before.gen, expect)
+		}
+		lb := pb.Bucket(bucketLog)
+		for i, p := range parts {
+			if err := lb.Put(logKey(expect+1, i), p); err != nil {
+				return err
+			}
+		}
+		after = before
+		after.gen++
+		after.logBytes += int64(n)
+		return pb.Put(keyHead, after.encode())
+	})
+	if err != nil {
+		return nodestore.CommitStats{}, err
+	}
+	s.stats.commits.Add(1)
+	s.stats.logBytes.Add(int64(n))
+	if s.crossed(before, after) {
+		s.markDue(pool)
+	}
+	return nodestore.CommitStats{Generation: after.gen, LogBytes: n}, nil
+}
+
+// due reports whether h's log since its snapshot passed a threshold.
+func (s *Store) isDue(h head) bool {
+	return h.gen-h.snapGen >= int64(s.opts.SnapshotEvery) || h.logBytes >= s.opts.SnapshotBytes
+}
+
+// crossed reports whether a commit took the log across a threshold, or a
+// multiple of one: a snapshot that failed is retried every threshold's worth
+// of commits (and by the periodic check), not after every commit.
+func (s *Store) crossed(before, after head) bool {
+	n := after.gen - after.snapGen
+	return n >= int64(s.opts.SnapshotEvery) && n%int64(s.opts.SnapshotEvery) == 0 ||
+		after.logBytes/s.opts.SnapshotBytes > before.logBytes/s.opts.SnapshotBytes
+}
+
+// Stats implements nodestore.StatsReporter. The state a pool is created
+// with is not counted as a snapshot.
+func (s *Store) Stats() nodestore.Stats {
+	return nodestore.Stats{
+		Commits:         s.stats.commits.Load(),
+		LogBytes:        s.stats.logBytes.Load(),
+		Snapshots:       s.stats.snapshots.Load(),
+		SnapshotBytes:   s.stats.snapshotBytes.Load(),
+		CollectedLogs:   s.stats.collectedLogs.Load(),
+		CollectedShards: s.stats.collectedShards.Load(),
+	}
+}
