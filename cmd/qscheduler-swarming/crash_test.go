@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -241,5 +243,36 @@ func verify(t *testing.T, c clients, pool string, round int, acked map[string]bo
 		if runningOn[task] != bot {
 			t.Errorf("round %d: task %s was handed to %s, after the restart it runs on %q", round, task, bot, runningOn[task])
 		}
+	}
+}
+
+// TestGracefulShutdown: SIGTERM drains and exits 0; what was acknowledged is
+// there after a restart, and the event log holds the batch's rows.
+func TestGracefulShutdown(t *testing.T) {
+	bin := buildServer(t)
+	dataDir := t.TempDir()
+	p := startProcess(t, bin, dataDir)
+	c := clients{swarming: swarmingv1.NewExternalSchedulerClient(p.conn), admin: qschedulerv1.NewQSchedulerAdminClient(p.conn), view: qschedulerv1.NewQSchedulerViewClient(p.conn)}
+	ctx := context.Background()
+	must(c.admin.CreateSchedulerPool(ctx, &qschedulerv1.CreateSchedulerPoolRequest{PoolId: "g"}))(t)
+	notify(t, c, "g", 1, pendingTask("kept", "", []string{"pool:lab"}))
+	p.conn.Close()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+	events, err := os.ReadFile(filepath.Join(dataDir, "events.jsonl"))
+	if err != nil || !strings.Contains(string(events), `"taskId":"kept"`) || !strings.Contains(string(events), `"TYPE_ENQUEUED"`) {
+		t.Errorf("event log after shutdown: %v\n%s", err, events)
+	}
+	p = startProcess(t, bin, dataDir)
+	defer p.kill(t)
+	c = clients{view: qschedulerv1.NewQSchedulerViewClient(p.conn)}
+	ip := must(c.view.InspectPool(ctx, &qschedulerv1.InspectPoolRequest{PoolId: "g"}))(t)
+	if ip.NumWaitingTasks != 1 || ip.WaitingTasks[0].Id != "kept" {
+		t.Errorf("after restart %v, want the acknowledged task waiting", ip)
 	}
 }
