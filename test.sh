@@ -2,4 +2,6 @@
 # Runs every test of the module. CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")"
-exec go test -count=1 ./... "$@"
+go test -count=1 ./... "$@"
+# The concurrent parts again under the race detector.
+go test -count=1 -race ./state/... ./frontend/... ./nodestore/... ./eventlog/... "$@"
