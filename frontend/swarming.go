@@ -26,6 +26,9 @@ func (h *Swarming) AssignTasks(ctx context.Context, req *swarmingv1.AssignTasksR
 	if err := req.Time.CheckValid(); err != nil {
 		return nil, invalid("time: %v", err)
 	}
+	if err := scheduler.ValidateTime("time", req.Time.AsTime()); err != nil {
+		return nil, toStatus(err)
+	}
 	in := state.AssignInput{Time: req.Time.AsTime()}
 	for i, b := range req.IdleBots {
 		if err := scheduler.ValidateID(fmt.Sprintf("idle_bots[%d].bot_id", i), b.GetBotId()); err != nil {

@@ -27,6 +27,9 @@ func translateNotify(req *swarmingv1.NotifyTasksRequest) (state.NotifyInput, err
 		if err := item.Time.CheckValid(); err != nil {
 			return in, invalid("%s.time: %v", field, err)
 		}
+		if err := scheduler.ValidateTime(field+".time", item.Time.AsTime()); err != nil {
+			return in, toStatus(err)
+		}
 		if item.Task == nil {
 			return in, invalid("%s.task: not set", field)
 		}
@@ -85,6 +88,9 @@ func translateItem(item *swarmingv1.NotifyTasksItem) (scheduler.Notification, st
 	}
 	if err := t.EnqueuedTime.CheckValid(); err != nil {
 		return n, "enqueued_time: " + err.Error()
+	}
+	if err := scheduler.ValidateTime("enqueued_time", t.EnqueuedTime.AsTime()); err != nil {
+		return n, err.Error()
 	}
 	n.Task.Account = account
 	n.Task.EnqueueTime = t.EnqueuedTime.AsTime()

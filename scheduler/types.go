@@ -119,6 +119,13 @@ func nanos(field string, t time.Time) (int64, error) {
 	return t.UnixNano(), nil
 }
 
+// ValidateTime checks that t can be given to the scheduler: set, and between
+// 1824 and 2116. field names the input in the error.
+func ValidateTime(field string, t time.Time) error {
+	_, err := nanos(field, t)
+	return err
+}
+
 // seconds returns the elapsed time from a to b in seconds.
 func seconds(a, b int64) float64 {
 	return float64(b-a) / 1e9

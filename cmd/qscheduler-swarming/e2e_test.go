@@ -416,6 +416,10 @@ func TestErrorCodes(t *testing.T) {
 					_, err := c.swarming.AssignTasks(ctx, &swarmingv1.AssignTasksRequest{SchedulerId: pool})
 					return err
 				}, codes.InvalidArgument, "time"},
+				{"AssignTasks with a time the scheduler cannot hold", func() error {
+					_, err := c.swarming.AssignTasks(ctx, &swarmingv1.AssignTasksRequest{SchedulerId: pool, Time: timestamppb.New(time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC))})
+					return err
+				}, codes.InvalidArgument, "time"},
 				{"AssignTasks with an empty bot id", func() error {
 					_, err := c.swarming.AssignTasks(ctx, &swarmingv1.AssignTasksRequest{SchedulerId: pool, Time: at(0), IdleBots: []*swarmingv1.IdleBot{{BotId: "b"}, {}}})
 					return err
