@@ -40,6 +40,9 @@ func (h *View) ListAccounts(ctx context.Context, req *qschedulerv1.ListAccountsR
 
 // ListSchedulerPools returns every pool id, sorted.
 func (h *View) ListSchedulerPools(ctx context.Context, req *qschedulerv1.ListSchedulerPoolsRequest) (*qschedulerv1.ListSchedulerPoolsResponse, error) {
+	if !h.P.Ready() {
+		return nil, toStatus(state.ErrLoading)
+	}
 	return &qschedulerv1.ListSchedulerPoolsResponse{PoolIds: h.P.Pools()}, nil
 }
 

@@ -1,10 +1,8 @@
 package scheduler
 
 import (
-	"cmp"
 	"math"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -328,33 +326,29 @@ func (s *Scheduler) Cancellations() []Cancellation {
 // max(1, ceil(1% of n)) waiting and max(1, ceil(5% of m)) running tasks
 // confirmed longest ago (ties by id), waiting ones first.
 func (s *Scheduler) Callbacks() []RequestID {
-	var waiting, running []*request
+	waiting := make([]confirmedKey, 0, s.nWaiting)
+	running := make([]confirmedKey, 0, len(s.requests)-s.nWaiting)
 	for _, r := range s.requests {
 		if r.cls != nil {
-			waiting = append(waiting, r)
+			waiting = append(waiting, confirmedKey{t: r.confirmed, id: string(r.id)})
 		} else {
-			running = append(running, r)
+			running = append(running, confirmedKey{t: r.w.latestConfirmed(), id: string(r.id)})
 		}
 	}
-	pick := func(rs []*request, frac float64, key func(*request) int64) []RequestID {
-		if len(rs) == 0 {
-			return nil
+	var out []RequestID
+	for _, part := range []struct {
+		keys []confirmedKey
+		frac float64
+	}{{waiting, 0.01}, {running, 0.05}} {
+		if len(part.keys) == 0 {
+			continue
 		}
-		k := max(1, int(math.Ceil(frac*float64(len(rs)))))
-		slices.SortFunc(rs, func(a, b *request) int {
-			if c := cmp.Compare(key(a), key(b)); c != 0 {
-				return c
-			}
-			return strings.Compare(string(a.id), string(b.id))
-		})
-		out := make([]RequestID, k)
-		for i := range out {
-			out[i] = rs[i].id
+		k := max(1, int(math.Ceil(part.frac*float64(len(part.keys)))))
+		for _, key := range smallestK(part.keys, k) {
+			out = append(out, RequestID(key.id))
 		}
-		return out
 	}
-	out := pick(waiting, 0.01, func(r *request) int64 { return r.confirmed })
-	return append(out, pick(running, 0.05, func(r *request) int64 { return r.w.latestConfirmed() })...)
+	return out
 }
 
 func sortedKeysW[V any](m map[WorkerID]V) []WorkerID {

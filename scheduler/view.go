@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"cmp"
-	"container/heap"
 	"slices"
 	"strings"
 	"time"
@@ -76,21 +75,7 @@ func (s *Scheduler) View(maxItems int) PoolView {
 		}
 		return time.Duration(s.now - confirmed)
 	}
-	type item struct {
-		confirmed int64
-		id        string
-		r         *request
-		w         *worker
-	}
-	older := func(a, b item) bool {
-		if a.confirmed != b.confirmed {
-			return a.confirmed < b.confirmed
-		}
-		return a.id < b.id
-	}
-	running := newTopK(maxItems, older)
-	waiting := newTopK(maxItems, older)
-	idle := newTopK(maxItems, older)
+	var running, waiting, idle []confirmedKey
 	for _, a := range s.accounts {
 		if a.hasBalance {
 			v.Balances[a.id] = a.balance
@@ -100,27 +85,33 @@ func (s *Scheduler) View(maxItems int) PoolView {
 	for _, r := range s.requests {
 		if r.cls != nil {
 			v.NumWaiting++
-			waiting.add(item{r.confirmed, string(r.id), r, nil})
+			if maxItems > 0 {
+				waiting = append(waiting, confirmedKey{t: r.confirmed, id: string(r.id), r: r})
+			}
 		}
 	}
 	for _, w := range s.workers {
 		if w.req == nil {
 			v.NumIdle++
-			idle.add(item{w.confirmed, string(w.id), nil, w})
+			if maxItems > 0 {
+				idle = append(idle, confirmedKey{t: w.confirmed, id: string(w.id), w: w})
+			}
 			continue
 		}
 		v.NumRunning++
 		v.RunningByLevel[w.level]++
-		running.add(item{w.latestConfirmed(), string(w.req.id), w.req, w})
+		if maxItems > 0 {
+			running = append(running, confirmedKey{t: w.latestConfirmed(), id: string(w.req.id), r: w.req, w: w})
+		}
 	}
-	for _, it := range running.sorted() {
-		v.Running = append(v.Running, RunningView{ID: it.r.id, Worker: it.w.id, Priority: it.w.level, Account: it.r.acct.id, Age: age(it.confirmed)})
+	for _, it := range smallestK(running, maxItems) {
+		v.Running = append(v.Running, RunningView{ID: it.r.id, Worker: it.w.id, Priority: it.w.level, Account: it.r.acct.id, Age: age(it.t)})
 	}
-	for _, it := range waiting.sorted() {
-		v.Waiting = append(v.Waiting, WaitingView{ID: it.r.id, Account: it.r.acct.id, Age: age(it.confirmed)})
+	for _, it := range smallestK(waiting, maxItems) {
+		v.Waiting = append(v.Waiting, WaitingView{ID: it.r.id, Account: it.r.acct.id, Age: age(it.t)})
 	}
-	for _, it := range idle.sorted() {
-		v.Idle = append(v.Idle, IdleView{ID: it.w.id, Labels: it.w.names, Age: age(it.confirmed)})
+	for _, it := range smallestK(idle, maxItems) {
+		v.Idle = append(v.Idle, IdleView{ID: it.w.id, Labels: it.w.names, Age: age(it.t)})
 	}
 	for _, a := range s.sortedAccounts() {
 		if a.maxFanout > 0 {
@@ -140,53 +131,4 @@ func (s *Scheduler) View(maxItems int) PoolView {
 		return cmp.Or(cmp.Compare(x.Account, y.Account), cmp.Compare(x.Kind, y.Kind), cmp.Compare(x.Key, y.Key))
 	})
 	return v
-}
-
-// topK keeps the k least items under less.
-type topK[T any] struct {
-	k     int
-	less  func(a, b T) bool
-	items []T // a max-heap under less
-}
-
-func newTopK[T any](k int, less func(a, b T) bool) *topK[T] {
-	return &topK[T]{k: k, less: less}
-}
-
-func (t *topK[T]) Len() int           { return len(t.items) }
-func (t *topK[T]) Less(i, j int) bool { return t.less(t.items[j], t.items[i]) }
-func (t *topK[T]) Swap(i, j int)      { t.items[i], t.items[j] = t.items[j], t.items[i] }
-func (t *topK[T]) Push(x any)         { t.items = append(t.items, x.(T)) }
-func (t *topK[T]) Pop() any {
-	x := t.items[len(t.items)-1]
-	t.items = t.items[:len(t.items)-1]
-	return x
-}
-
-func (t *topK[T]) add(x T) {
-	if t.k <= 0 {
-		return
-	}
-	if len(t.items) < t.k {
-		heap.Push(t, x)
-		return
-	}
-	if t.less(x, t.items[0]) {
-		t.items[0] = x
-		heap.Fix(t, 0)
-	}
-}
-
-func (t *topK[T]) sorted() []T {
-	out := slices.Clone(t.items)
-	slices.SortFunc(out, func(a, b T) int {
-		if t.less(a, b) {
-			return -1
-		}
-		if t.less(b, a) {
-			return 1
-		}
-		return 0
-	})
-	return out
 }

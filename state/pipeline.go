@@ -110,6 +110,7 @@ type Pipeline struct {
 
 	mu     sync.Mutex
 	pools  map[string]*pool
+	loaded bool // Load finished: a pool not in pools does not exist
 	closed bool
 }
 
@@ -136,8 +137,22 @@ func (p *Pipeline) Load(ctx context.Context) error {
 		p.mu.Unlock()
 		p.start(pl)
 	}
+	p.mu.Lock()
+	p.loaded = true
+	p.mu.Unlock()
 	return nil
 }
+
+// Ready reports whether every pool is loaded.
+func (p *Pipeline) Ready() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.loaded && !p.closed
+}
+
+// ErrLoading is returned (wrapping ErrUnavailable) for a pool asked for
+// before the pipeline finished loading: it may exist, Swarming should retry.
+var ErrLoading = fmt.Errorf("%w: pools are still loading", ErrUnavailable)
 
 func (p *Pipeline) loadPool(ctx context.Context, id string) (*pool, error) {
 	st, gen, err := p.store.Load(ctx, id)
@@ -209,6 +224,9 @@ func (p *Pipeline) pool(id string) (*pool, error) {
 	}
 	pl := p.pools[id]
 	if pl == nil {
+		if !p.loaded {
+			return nil, ErrLoading
+		}
 		return nil, fmt.Errorf("%w: %q", ErrPoolNotFound, id)
 	}
 	return pl, nil
@@ -232,6 +250,9 @@ func (p *Pipeline) CreatePool(ctx context.Context, id string) error {
 	defer p.mu.Unlock()
 	if p.closed {
 		return ErrUnavailable
+	}
+	if !p.loaded {
+		return ErrLoading
 	}
 	if p.pools[id] != nil {
 		return fmt.Errorf("%w: %q", ErrPoolExists, id)

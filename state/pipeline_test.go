@@ -253,6 +253,9 @@ func TestRebuiltStateEqualsLive(t *testing.T) {
 		p := New(store, nil, Options{})
 		defer p.Close()
 		ctx := context.Background()
+		if err := p.Load(ctx); err != nil {
+			rt.Fatal(err)
+		}
 		if err := p.CreatePool(ctx, "p"); err != nil {
 			rt.Fatal(err)
 		}
@@ -297,6 +300,36 @@ func TestRebuiltStateEqualsLive(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestLoadingIsUnavailable: before Load finishes, a pool that may exist is
+// Unavailable (retry), never NotFound (permanent).
+func TestLoadingIsUnavailable(t *testing.T) {
+	store := memory.New()
+	ctx := context.Background()
+	if err := store.CreatePool(ctx, "p", &statev1.PoolState{}); err != nil {
+		t.Fatal(err)
+	}
+	p := New(store, nil, Options{})
+	defer p.Close()
+	if err := p.Notify(ctx, "p", NotifyInput{}); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrPoolNotFound) {
+		t.Errorf("before Load: %v, want ErrUnavailable", err)
+	}
+	if err := p.CreatePool(ctx, "q"); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("CreatePool before Load: %v, want ErrUnavailable", err)
+	}
+	if p.Ready() {
+		t.Error("ready before Load")
+	}
+	if err := p.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Notify(ctx, "p", NotifyInput{}); err != nil {
+		t.Errorf("after Load: %v", err)
+	}
+	if err := p.Notify(ctx, "nope", NotifyInput{}); !errors.Is(err, ErrPoolNotFound) {
+		t.Errorf("unknown pool after Load: %v, want ErrPoolNotFound", err)
+	}
 }
 
 // TestPoolLifecycle: create, duplicate, delete, and requests to a deleted

@@ -43,7 +43,7 @@ const FileName = "pools.db"
 
 // Defaults of Options.
 const (
-	DefaultSnapshotEvery = 1000
+	DefaultSnapshotEvery = 20000
 	DefaultSnapshotBytes = 8 << 20
 	DefaultShardBytes    = 900_000
 	DefaultGCLag         = 10 * time.Minute
@@ -60,8 +60,12 @@ type Options struct {
 	// bytes), to tell which build wrote what.
 	CodeVersion string
 	// A pool is snapshotted once its log since the last snapshot holds
-	// SnapshotEvery entries (default 1000) or SnapshotBytes bytes (default
-	// 8 MiB).
+	// SnapshotEvery entries (default 20000) or SnapshotBytes bytes (default
+	// 8 MiB). The byte bound keeps what a snapshot writes in proportion to
+	// the log it replaces (at 100,000 waiting tasks a snapshot is about
+	// 2 MB, a batch's entry about 1.3 KB); snapshotting every few thousand
+	// small commits instead would write, and keep for GCLag, far more
+	// snapshot bytes than log bytes.
 	SnapshotEvery int
 	SnapshotBytes int64
 	// ShardBytes bounds every stored value: snapshot shards and the parts of

@@ -21,7 +21,7 @@ import (
 
 // Defaults, the same as the embedded store's.
 const (
-	DefaultSnapshotEvery = 1000
+	DefaultSnapshotEvery = 20000
 	DefaultSnapshotBytes = 8 << 20
 	DefaultGCLag         = 10 * time.Minute
 )
@@ -38,7 +38,7 @@ type config struct {
 }
 
 // WithSnapshotEvery snapshots a pool once its log since the last snapshot
-// holds n entries (default 1000).
+// holds n entries (default 20000).
 func WithSnapshotEvery(n int) Option { return func(c *config) { c.snapshotEvery = int64(n) } }
 
 // WithSnapshotBytes snapshots a pool once its log since the last snapshot
