@@ -305,6 +305,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		gs.Stop()
 	}
 	pipeline.Close()
+	if sr, ok := store.(nodestore.StatsReporter); ok {
+		st := sr.Stats()
+		log.Info("store stats", "commits", st.Commits, "log_bytes", st.LogBytes, "snapshots", st.Snapshots,
+			"snapshot_bytes", st.SnapshotBytes, "collected_logs", st.CollectedLogs, "collected_shards", st.CollectedShards)
+	}
 	if err := events.Close(); err != nil {
 		log.Error("closing the event log", "err", err)
 	}
