@@ -342,7 +342,10 @@ func logger(log *slog.Logger) grpc.UnaryServerInterceptor {
 		code := status.Code(err)
 		level := slog.LevelDebug
 		switch code {
-		case codes.Internal, codes.Unavailable, codes.DataLoss, codes.Unknown:
+		case codes.Internal, codes.DataLoss, codes.Unknown:
+			// Unavailable is not here: store failures are logged once per
+			// batch by the pipeline, and "still loading" answers would flood
+			// the log at every start.
 			level = slog.LevelWarn
 		}
 		log.Log(ctx, level, "rpc", "method", info.FullMethod, "code", code.String(), "duration", time.Since(t0), "transport", transport(ctx), "err", err)
