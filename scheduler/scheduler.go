@@ -31,6 +31,7 @@ type Scheduler struct {
 	idle     iheap[*worker] // idle workers by (confirmed, id)
 	classes  map[classKey]*class
 	trie     trieNode
+	trieGen  uint64 // changes whenever a base set enters or leaves the trie (never 0)
 
 	tombs tombstones
 	rec   reconciler
@@ -163,6 +164,9 @@ type worker struct {
 	// Per pass.
 	passElig  []*baseIndex
 	victimIdx int
+
+	elig    []*baseIndex // base sets this worker's labels contain, as of eligGen
+	eligGen uint64       // the trie generation elig was computed at (0: never)
 }
 
 func (w *worker) idleNow() bool { return w.req == nil }
@@ -359,6 +363,7 @@ func New(cfg *statev1.PoolConfig) (*Scheduler, error) {
 func newEmpty() *Scheduler {
 	labels := newLabelTable()
 	s := &Scheduler{
+		trieGen:       1,
 		tunablesProto: &statev1.PoolConfig{},
 		labels:        labels,
 		sets:          newSetTable(labels),
@@ -485,7 +490,7 @@ func (s *Scheduler) classFor(a *account, base, prov *labelSet) *class {
 	if bi == nil {
 		bi = &baseIndex{set: s.sets.ref(base)}
 		base.base = bi
-		s.trie.insert(bi)
+		s.trieInsert(bi)
 	}
 	var ab *acctBase
 	for _, x := range bi.accts {
@@ -557,7 +562,7 @@ func (s *Scheduler) gc() {
 			s.sets.unref(pv.prov)
 		}
 		if len(bi.accts) == 0 {
-			s.trie.remove(bi)
+			s.trieRemove(bi)
 			bi.set.base = nil
 			s.sets.unref(bi.set)
 		}
@@ -619,6 +624,7 @@ func (s *Scheduler) setWorkerLabels(w *worker, labels []string) {
 	}
 	slices.Sort(ids)
 	w.ids, w.names = ids, names
+	w.elig, w.eligGen = nil, 0
 	s.dirty.worker(w.id)
 }
 

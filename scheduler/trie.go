@@ -30,6 +30,16 @@ func (n *trieNode) child(l labelID) *trieNode {
 	return nil
 }
 
+func (s *Scheduler) trieInsert(bi *baseIndex) {
+	s.trie.insert(bi)
+	s.trieGen++
+}
+
+func (s *Scheduler) trieRemove(bi *baseIndex) {
+	s.trie.remove(bi)
+	s.trieGen++
+}
+
 func (n *trieNode) insert(bi *baseIndex) {
 	for _, l := range bi.set.ids {
 		k := n.child(l)
@@ -170,6 +180,22 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 			e.slab[int(off-1)*e.words+i/64] |= 1 << (i % 64)
 		}
 	}
+	// The trie rarely changes between passes (a new or vanished base set),
+	// and a worker's labels only change when it polls idle, so the result
+	// of the last walk is kept per worker and reused while both hold.
+	fresh := true
+	for _, w := range ws {
+		if w.eligGen != s.trieGen {
+			fresh = false
+			break
+		}
+	}
+	if fresh {
+		for i, w := range ws {
+			out[i] = w.elig
+		}
+		return out
+	}
 	all := make([]uint64, e.words)
 	for i := range ws {
 		all[i/64] |= 1 << (i % 64)
@@ -191,9 +217,10 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 		flat[pos[p.wi]] = p.bi
 		pos[p.wi]++
 	}
-	for i := range ws {
+	for i, w := range ws {
 		a, b := e.counts[i], e.counts[i+1]
 		out[i] = flat[a:b:b]
+		w.elig, w.eligGen = out[i], s.trieGen
 	}
 	clear(e.pairs)
 	return out
