@@ -132,14 +132,7 @@ type request struct {
 	w   *worker // while running
 }
 
-// before is the FIFO order: (enqueue time, id).
-func (r *request) before(o *request) bool {
-	if r.enqueue != o.enqueue {
-		return r.enqueue < o.enqueue
-	}
-	return r.id < o.id
-}
-
+// cmpFIFO is the FIFO order: (enqueue time, id).
 func cmpFIFO(a, b *request) int {
 	if c := cmp.Compare(a.enqueue, b.enqueue); c != 0 {
 		return c

@@ -129,7 +129,6 @@ type eligibility struct {
 	stack    [][]uint64
 	pairs    []eligPair
 	counts   []int32
-	flat     []*baseIndex
 }
 
 func (s *Scheduler) eligible(ws []*worker) [][]*baseIndex {

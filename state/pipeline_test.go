@@ -138,7 +138,7 @@ func TestCommitBeforeReplyAndRollback(t *testing.T) {
 	}
 	fs.failNext.Store(true)
 	err := p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("lost", 1)}})
-	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrUnavailable) {
+	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("error %v, want ErrUnavailable", err)
 	}
 	if got := numWaiting(t, p, "p"); got != 0 {

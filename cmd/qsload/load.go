@@ -54,7 +54,7 @@ func (c *Config) target() string {
 // shortens the reconnection backoff (startup measurements).
 func dial(c *Config, httpAddr, grpcAddr string, fastRetry bool) (*clients, error) {
 	var cc grpc.ClientConnInterface
-	closeFn := func() {}
+	var closeFn func()
 	switch c.Transport {
 	case "grpc":
 		opts := []grpc.DialOption{
@@ -485,10 +485,9 @@ func (s *sim) assign(ctx context.Context, j assignJob) {
 }
 
 type statusAct struct {
-	kind  uint8 // 1 confirm, 2 complete, 3 kill
-	q     queued
-	step  int
-	items int
+	kind uint8 // 1 confirm, 2 complete, 3 kill
+	q    queued
+	step int
 }
 
 // statusTick sends everything due: RUNNING confirmations, COMPLETED for

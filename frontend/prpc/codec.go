@@ -157,7 +157,7 @@ func parseAccept(values []string) (Encoding, error) {
 		return EncodingBinary, nil
 	}
 	if !found {
-		return 0, fmt.Errorf("Accept %q names no supported encoding (binary, json, text)", strings.Join(values, ", "))
+		return 0, fmt.Errorf("the Accept header %q names no supported encoding (binary, json, text)", strings.Join(values, ", "))
 	}
 	return best, nil
 }
