@@ -107,37 +107,46 @@ func (p *Pipeline) run(pl *pool) {
 		if !ok {
 			return
 		}
-		batch := []*op{first}
-		if w := p.opts.Window; w > 0 {
-			timer := time.NewTimer(w)
-		window:
-			for len(batch) < p.opts.MaxBatch {
-				select {
-				case o, ok := <-pl.queue:
-					if !ok {
-						break window
-					}
-					batch = append(batch, o)
-				case <-timer.C:
-					break window
-				}
-			}
-			timer.Stop()
-		}
-	drain:
-		for len(batch) < p.opts.MaxBatch {
+		p.runBatch(pl, p.collect(pl, first))
+	}
+}
+
+// collect gathers the batch started by first: everything already queued
+// (group commit), and during the optional window whatever arrives, up to
+// MaxBatch.
+func (p *Pipeline) collect(pl *pool, first *op) []*op {
+	batch := []*op{first}
+	var window <-chan time.Time
+	if w := p.opts.Window; w > 0 {
+		timer := time.NewTimer(w)
+		defer timer.Stop()
+		window = timer.C
+	}
+	for len(batch) < p.opts.MaxBatch {
+		if window == nil { // take only what is queued
 			select {
 			case o, ok := <-pl.queue:
 				if !ok {
-					break drain
+					return batch
 				}
 				batch = append(batch, o)
+				continue
 			default:
-				break drain
+				return batch
 			}
 		}
-		p.runBatch(pl, batch)
+		select {
+		case o, ok := <-pl.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, o)
+		case <-window:
+			window = nil
+		}
 	}
+	return batch
+
 }
 
 func (p *Pipeline) runBatch(pl *pool, batch []*op) {
@@ -195,6 +204,19 @@ func (p *Pipeline) runBatch(pl *pool, batch []*op) {
 	}
 }
 
+// validAssign checks what the scheduler would reject for the whole union.
+func validAssign(in AssignInput) error {
+	if err := scheduler.ValidateTime("time", in.Time); err != nil {
+		return err
+	}
+	for i, b := range in.Bots {
+		if err := scheduler.ValidateID(fmt.Sprintf("idle_bots[%d].bot_id", i), string(b.ID)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // apply runs a batch on s: notifications and mutations in arrival order,
 // then every AssignTasks as one reconciler call, or a pass at the clock.
 func (p *Pipeline) apply(s *scheduler.Scheduler, batch []*op) (assigns, passes int) {
@@ -220,7 +242,10 @@ func (p *Pipeline) apply(s *scheduler.Scheduler, batch []*op) (assigns, passes i
 		case opMutate:
 			o.err = o.mutate(s)
 		case opAssign:
-			assignOps = append(assignOps, o)
+			// One malformed call must not fail the union of the batch.
+			if o.err = validAssign(o.assign); o.err == nil {
+				assignOps = append(assignOps, o)
+			}
 		}
 	}
 	if len(assignOps) == 0 {
@@ -249,7 +274,7 @@ func (p *Pipeline) apply(s *scheduler.Scheduler, batch []*op) (assigns, passes i
 		}
 	}
 	out, err := s.AssignTasks(latest, bots)
-	if err != nil {
+	if err != nil { // cannot happen: every op was validated
 		for _, o := range assignOps {
 			o.err = err
 		}

@@ -357,3 +357,43 @@ func TestPoolLifecycle(t *testing.T) {
 		t.Errorf("store still has %v", ids)
 	}
 }
+
+// TestBadAssignDoesNotFailItsBatch: AssignTasks calls of one batch share
+// one pass; a malformed one gets its own error and the others their
+// answers.
+func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
+	fs := &faultyStore{Store: memory.New(), gate: make(chan struct{})}
+	p := newPipeline(t, fs, nil, Options{})
+	ctx := context.Background()
+	if err := p.CreatePool(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { first <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("task", 1)}}) }()
+	waitFor(func() bool { return fs.held.Load() == 1 })
+	type result struct {
+		out []scheduler.TaskAssignment
+		err error
+	}
+	good, bad := make(chan result, 1), make(chan result, 1)
+	go func() {
+		out, err := p.Assign(ctx, "p", AssignInput{Time: t0.Add(2 * time.Second), Bots: []scheduler.IdleWorker{{ID: "bot", Labels: []string{"pool:x"}}}})
+		good <- result{out, err}
+	}()
+	go func() {
+		out, err := p.Assign(ctx, "p", AssignInput{Time: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), Bots: []scheduler.IdleWorker{{ID: "other"}}})
+		bad <- result{out, err}
+	}()
+	pl, _ := p.pool("p")
+	waitFor(func() bool { return len(pl.queue) == 2 })
+	close(fs.gate)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if r := <-bad; !errors.Is(r.err, scheduler.ErrInvalidArgument) {
+		t.Errorf("malformed call: %v, want ErrInvalidArgument", r.err)
+	}
+	if r := <-good; r.err != nil || len(r.out) != 1 || r.out[0].Task != "task" {
+		t.Errorf("good call of the same batch: %v %v, want task assigned to bot", r.out, r.err)
+	}
+}
