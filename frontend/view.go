@@ -54,13 +54,13 @@ func (h *View) InspectPool(ctx context.Context, req *qschedulerv1.InspectPoolReq
 	if req.MaxItems < 0 {
 		return nil, invalid("max_items: %d is negative", req.MaxItems)
 	}
-	max := int(req.MaxItems)
-	if max == 0 {
-		max = DefaultMaxItems
+	maxItems := int(req.MaxItems)
+	if maxItems == 0 {
+		maxItems = DefaultMaxItems
 	}
 	resp := &qschedulerv1.InspectPoolResponse{}
 	err := h.P.Read(ctx, req.PoolId, func(s *scheduler.Scheduler) error {
-		v := s.View(max)
+		v := s.View(maxItems)
 		t := s.Tunables()
 		resp.NumWaitingTasks, resp.NumRunningTasks, resp.NumIdleBots = int32(v.NumWaiting), int32(v.NumRunning), int32(v.NumIdle)
 		resp.AccountBalances = map[string]*statev1.Balance{}

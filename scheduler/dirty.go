@@ -1,9 +1,8 @@
 package scheduler
 
 // dirtySet records which entities changed, so that a commit can write in
-// proportion to what changed (SERVICE.md §4). It is off (on == false) until
-// the service's incremental store asks for it; the marks are placed now so
-// that every mutation path is covered when it does.
+// proportion to what changed (SERVICE.md §4). The entity marks are kept only
+// after TrackChanges (on); TakeDelta turns them into a PoolDelta.
 type dirtySet struct {
 	on         bool
 	config     bool // tunables or account configs

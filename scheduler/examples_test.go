@@ -5,6 +5,7 @@ package scheduler
 // specification and are never regenerated.
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -182,7 +183,7 @@ func TestRunOnceProvisionMatchAmongMany(t *testing.T) {
 	must(t, err)
 	must(t, s.AddAccount("a1", acctCfg(10, 1), []float32{2}))
 	for i := range 500 {
-		must(t, s.AddRequest(Task{ID: RequestID("a" + itoa(1000+i)), Account: "a1", EnqueueTime: at(0), ProvisionableLabels: []string{"a"}}, at(0), false))
+		must(t, s.AddRequest(Task{ID: RequestID("a" + strconv.Itoa(1000+i)), Account: "a1", EnqueueTime: at(0), ProvisionableLabels: []string{"a"}}, at(0), false))
 	}
 	must(t, s.AddRequest(Task{ID: "b", Account: "a1", EnqueueTime: at(1), ProvisionableLabels: []string{"b"}}, at(1), false))
 	must(t, s.MarkIdle("w", []string{"b", "c"}, at(1), false))
@@ -202,8 +203,8 @@ func TestRunOnceRareLabel(t *testing.T) {
 			must(t, err)
 			must(t, s.AddAccount("a1", acctCfg(10, 1), []float32{2}))
 			for i := range 10 {
-				must(t, s.MarkIdle(WorkerID("m-common"+itoa(i)), []string{"Common"}, at(0), false))
-				must(t, s.AddRequest(Task{ID: RequestID("common" + itoa(i)), Account: "a1", EnqueueTime: at(0), BaseLabels: []string{"Common"}}, at(0), false))
+				must(t, s.MarkIdle(WorkerID("m-common"+strconv.Itoa(i)), []string{"Common"}, at(0), false))
+				must(t, s.AddRequest(Task{ID: RequestID("common" + strconv.Itoa(i)), Account: "a1", EnqueueTime: at(0), BaseLabels: []string{"Common"}}, at(0), false))
 			}
 			must(t, s.MarkIdle(rareID, []string{"Common", "Rare"}, at(0), false))
 			must(t, s.AddRequest(Task{ID: "rare", Account: "a1", EnqueueTime: at(1), BaseLabels: []string{"Common", "Rare"}}, at(1), false))

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"math"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -140,7 +141,7 @@ func (s *Scheduler) AssignTasks(t time.Time, workers []IdleWorker) ([]TaskAssign
 		return nil, err
 	}
 	for i, w := range workers {
-		if err := ValidateID("idle_bots["+itoa(i)+"].bot_id", string(w.ID)); err != nil {
+		if err := ValidateID("idle_bots["+strconv.Itoa(i)+"].bot_id", string(w.ID)); err != nil {
 			return nil, err
 		}
 	}
@@ -358,20 +359,6 @@ func sortedKeysW[V any](m map[WorkerID]V) []WorkerID {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-func itoa(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	var b [20]byte
-	n := len(b)
-	for i > 0 {
-		n--
-		b[n] = byte('0' + i%10)
-		i /= 10
-	}
-	return string(b[n:])
 }
 
 // lacksAny reports whether some label of want is not in have.

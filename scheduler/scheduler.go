@@ -537,21 +537,12 @@ func (s *Scheduler) gc() {
 		delete(s.classes, classKey{c.acct, c.base, c.prov})
 		ab, pv, bi := c.ab, c.pv, c.ab.bi
 		ab.heap.Remove(c.heapIdx)
-		last := pv.classes[len(pv.classes)-1]
-		pv.classes[c.pvIdx], last.pvIdx = last, c.pvIdx
-		pv.classes[len(pv.classes)-1] = nil
-		pv.classes = pv.classes[:len(pv.classes)-1]
+		pv.classes = swapRemove(pv.classes, c.pvIdx, func(x *class, i int) { x.pvIdx = i })
 		if ab.heap.Len() == 0 {
-			lastAB := bi.accts[len(bi.accts)-1]
-			bi.accts[ab.idx], lastAB.idx = lastAB, ab.idx
-			bi.accts[len(bi.accts)-1] = nil
-			bi.accts = bi.accts[:len(bi.accts)-1]
+			bi.accts = swapRemove(bi.accts, ab.idx, func(x *acctBase, i int) { x.idx = i })
 		}
 		if len(pv.classes) == 0 {
-			lastPV := bi.provs[len(bi.provs)-1]
-			bi.provs[pv.idx], lastPV.idx = lastPV, pv.idx
-			bi.provs[len(bi.provs)-1] = nil
-			bi.provs = bi.provs[:len(bi.provs)-1]
+			bi.provs = swapRemove(bi.provs, pv.idx, func(x *provVariant, i int) { x.idx = i })
 			s.sets.unref(pv.prov)
 		}
 		if len(bi.accts) == 0 {
@@ -743,12 +734,26 @@ func (s *Scheduler) detach(w *worker) *request {
 	return r
 }
 
+// removeFromLevel is swapRemove written out: it runs on every task start,
+// stop and level change.
 func (s *Scheduler) removeFromLevel(w *worker) {
 	list := w.req.acct.running[w.level]
 	last := list[len(list)-1]
 	list[w.levelIdx], last.levelIdx = last, w.levelIdx
 	list[len(list)-1] = nil
 	w.req.acct.running[w.level] = list[:len(list)-1]
+}
+
+// swapRemove removes list[i] by moving the last element into its place;
+// setIdx records the moved element's new index.
+func swapRemove[T any](list []*T, i int, setIdx func(*T, int)) []*T {
+	n := len(list) - 1
+	if i != n {
+		list[i] = list[n]
+		setIdx(list[i], i)
+	}
+	list[n] = nil
+	return list[:n]
 }
 
 // setLevel moves a running task to another level, keeping its cost.
