@@ -93,13 +93,14 @@ type Event struct {
 }
 
 // TakeEvents returns the events recorded since the last call and forgets
-// them.
+// them. The caller owns the slice; ReuseEvents may hand it back.
 func (s *Scheduler) TakeEvents() []Event {
 	b := &s.events
 	var out []Event
 	switch len(b.full) {
 	case 0:
 		out = b.cur
+		b.cur = nil
 	default:
 		n := len(b.cur)
 		for _, c := range b.full {
@@ -110,29 +111,62 @@ func (s *Scheduler) TakeEvents() []Event {
 			out = append(out, c...)
 		}
 		out = append(out, b.cur...)
+		// The chunks were copied: the largest is kept for reuse.
+		b.keep(b.cur)
+		for _, c := range b.full {
+			b.keep(c)
+		}
+		b.cur = nil
 	}
 	// The next buffer starts at the size this one reached (within bounds),
 	// so that a pool with steady traffic fills one chunk per batch and
 	// TakeEvents hands it over without copying.
-	*b = eventBuf{next: min(max(len(out), eventChunk), 1<<16)}
+	clear(b.full)
+	b.full = b.full[:0]
+	b.next = min(max(len(out), eventChunk), 1<<16)
 	if len(out) == 0 {
 		return nil
 	}
 	return out
 }
 
+// ReuseEvents hands back a slice returned by TakeEvents that the caller no
+// longer uses (nor any copy of it), so that later events are recorded into
+// its memory instead of new memory: a pool whose batches are alike then
+// records events without allocating.
+func (s *Scheduler) ReuseEvents(evs []Event) { s.events.keep(evs) }
+
 // DiscardEvents forgets recorded events without returning them.
-func (s *Scheduler) DiscardEvents() { s.events = eventBuf{} }
+func (s *Scheduler) DiscardEvents() {
+	b := &s.events
+	for _, c := range b.full {
+		b.keep(c)
+	}
+	b.keep(b.cur)
+	clear(b.full)
+	b.full, b.cur = b.full[:0], nil
+}
 
 // eventBuf collects events in chunks, so that a pass with thousands of
 // changes never copies its events to grow a buffer.
 type eventBuf struct {
-	full [][]Event
-	cur  []Event
-	next int // capacity of the next chunk (0: eventChunk)
+	full  [][]Event
+	cur   []Event
+	next  int     // capacity of the next chunk (0: eventChunk)
+	spare []Event // memory to record into before allocating (length 0, cleared)
 }
 
 const eventChunk = 256
+
+// keep offers c's memory for reuse; the largest offer is kept. Its events
+// are cleared so that the buffer does not keep what they point to alive.
+func (b *eventBuf) keep(c []Event) {
+	if cap(c) <= cap(b.spare) {
+		return
+	}
+	clear(c)
+	b.spare = c[:0]
+}
 
 func (b *eventBuf) add(e Event) {
 	if len(b.cur) == cap(b.cur) {
@@ -141,7 +175,11 @@ func (b *eventBuf) add(e Event) {
 		}
 		n := max(b.next, eventChunk)
 		b.next = min(2*n, 1<<16) // chunks grow, so a storm makes few of them
-		b.cur = make([]Event, 0, n)
+		if cap(b.spare) >= n || (cap(b.spare) > 0 && len(b.full) == 0) {
+			b.cur, b.spare = b.spare, nil
+		} else {
+			b.cur = make([]Event, 0, n)
+		}
 	}
 	b.cur = append(b.cur, e)
 }

@@ -288,11 +288,16 @@ func (c *class) remove(r *request) {
 // order (all of them when r is nil).
 func (c *class) firstAfter(r *request) *request {
 	live := c.q[c.h:]
-	if r == nil {
-		if len(live) == 0 {
-			return nil
-		}
+	if len(live) == 0 {
+		return nil
+	}
+	// The ends first: the head's key is cached, and a request after the
+	// last needs one look.
+	if r == nil || keyOf(r).before(c.hk) {
 		return live[0]
+	}
+	if cmpFIFO(live[len(live)-1], r) <= 0 {
+		return nil
 	}
 	i, ok := slices.BinarySearchFunc(live, r, cmpFIFO)
 	if ok {

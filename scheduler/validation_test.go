@@ -2,7 +2,9 @@ package scheduler
 
 import (
 	"errors"
+	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -176,4 +178,58 @@ func TestFromProtoNeverPanics(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestReuseEvents: events recorded into handed-back memory are the events
+// of the later changes, whole, and the buffer never mixes batches.
+func TestReuseEvents(t *testing.T) {
+	s, err := New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddAccount("a", &statev1.AccountConfig{ChargeRate: []float32{1}, MaxChargeSeconds: 10}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1000, 0)
+	add := func(ids ...string) {
+		for _, id := range ids {
+			if err := s.AddRequest(Task{ID: RequestID(id), Account: "a", EnqueueTime: t0}, t0, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ids := func(evs []Event) []string {
+		var out []string
+		for _, e := range evs {
+			out = append(out, e.Type.String()+":"+string(e.Task))
+		}
+		return out
+	}
+	add("r1", "r2", "r3")
+	first := s.TakeEvents()
+	if got := ids(first); !slices.Equal(got, []string{"ENQUEUED:r1", "ENQUEUED:r2", "ENQUEUED:r3"}) {
+		t.Fatalf("first batch: %v", got)
+	}
+	s.ReuseEvents(first)
+	add("r4")
+	s.DiscardEvents()
+	add("r5", "r6")
+	second := s.TakeEvents()
+	if got := ids(second); !slices.Equal(got, []string{"ENQUEUED:r5", "ENQUEUED:r6"}) {
+		t.Fatalf("after reuse and discard: %v", got)
+	}
+	// More events than the reused memory holds: chunks, still in order.
+	s.ReuseEvents(second)
+	var want []string
+	for i := range 600 {
+		id := fmt.Sprintf("x%03d", i)
+		add(id)
+		want = append(want, "ENQUEUED:"+id)
+	}
+	if got := ids(s.TakeEvents()); !slices.Equal(got, want) {
+		t.Fatalf("600 events after reuse: got %d, first %v", len(got), got[:3])
+	}
+	if evs := s.TakeEvents(); evs != nil {
+		t.Fatalf("nothing recorded, got %v", ids(evs))
+	}
 }

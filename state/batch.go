@@ -156,6 +156,10 @@ func (p *Pipeline) runBatch(pl *pool, batch []*op) {
 	var events []scheduler.Event
 	committed := false
 	pl.mu.Lock()
+	if pl.spareEvents != nil {
+		pl.s.ReuseEvents(pl.spareEvents)
+		pl.spareEvents = nil
+	}
 	for attempt := 0; ; attempt++ {
 		t0 := time.Now()
 		stats.Assigns, stats.Passes = p.apply(pl.s, batch)
@@ -198,6 +202,7 @@ func (p *Pipeline) runBatch(pl *pool, batch []*op) {
 	if committed && len(events) > 0 && p.sink != nil {
 		p.sink.Emit(pl.id, events)
 	}
+	pl.spareEvents = events
 	stats.Events = len(events)
 	if p.opts.OnBatch != nil {
 		p.opts.OnBatch(stats)

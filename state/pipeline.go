@@ -42,7 +42,9 @@ var (
 )
 
 // EventSink receives the events of committed batches. Emit must not block
-// for long (sinks buffer and write in the background).
+// for long (sinks buffer and write in the background), and must not keep
+// the slice or its elements' slices after it returns: the pipeline reuses
+// its memory for later events.
 type EventSink interface {
 	Emit(pool string, events []scheduler.Event)
 }
@@ -203,6 +205,10 @@ type pool struct {
 	mu  sync.RWMutex // guards s and gen; readers see only committed state
 	s   *scheduler.Scheduler
 	gen int64
+
+	// spareEvents is the last batch's event slice, handed back to the
+	// scheduler at the next batch (only the batcher touches it).
+	spareEvents []scheduler.Event
 
 	deleted bool
 }

@@ -1,0 +1,52 @@
+package scheduler
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/benchdata"
+)
+
+// stormPasses are the heaviest passes of steady_lab with seed 1 (see
+// docs/performance.md).
+var stormPasses = []int{53, 122, 153, 154, 206, 244}
+
+// BenchmarkStormPass replays, in isolation, the heaviest passes of
+// steady_lab: the state before each is captured from one steady run, and
+// each iteration times one AssignTasks on a fresh copy of it, after a
+// collection, so that the figure is the pass's own cost.
+func BenchmarkStormPass(b *testing.B) {
+	benchCapture = map[int]*capturedPass{}
+	for _, p := range stormPasses {
+		benchCapture[p] = &capturedPass{}
+	}
+	benchSteady(b, benchdata.Lab(benchSeed, 5000, 100000), 0)
+	captured := benchCapture
+	benchCapture = nil
+	for _, pass := range stormPasses {
+		c := captured[pass]
+		if c.st == nil {
+			b.Fatalf("pass %d not captured", pass)
+		}
+		b.Run(fmt.Sprintf("pass%d", pass), func(b *testing.B) {
+			var events int
+			for range b.N {
+				b.StopTimer()
+				s, err := FromProto(c.st)
+				if err != nil {
+					b.Fatal(err)
+				}
+				runtime.GC()
+				b.StartTimer()
+				if _, err := s.AssignTasks(c.now, c.bots); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				events = len(s.TakeEvents())
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(events), "events")
+		})
+	}
+}
