@@ -356,3 +356,36 @@ func TestPreemptionBannedAccount(t *testing.T) {
 		t.Errorf("pass = %v, want nothing", got)
 	}
 }
+
+// §2.6 "balances and the banned set are updated after every preemption": a
+// refund can lift a ban and make a victim affordable that no account could
+// afford when the step began. a (balance {1}) preempts b's task vb (cost
+// {0.2}); b, no longer banned and refunded to {1.1}, preempts vc (cost
+// {1.05}), more than any balance at the start of the step.
+func TestPreemptionAfterRefundLiftsBan(t *testing.T) {
+	s := load(t, &statev1.PoolState{
+		Config: &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{
+			"a": acctCfg(1000), "b": acctCfg(1000), "c": acctCfg(1000),
+		}},
+		LastUpdateUnixNanos: proto.Int64(ns(0)),
+		Balances: []*statev1.AccountBalance{
+			{AccountId: "a", Value: vec64(1)},
+			{AccountId: "b", Value: vec64(0.9)},
+		},
+		Workers: []*statev1.Worker{
+			{Id: "wb", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("vb", "b", 1, vec64(0.2), ns(0))},
+			{Id: "wc", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("vc", "c", int32(FreeBucket), vec64(1.05), ns(0))},
+		},
+		Waiting: []*statev1.Request{
+			{Id: "ra", AccountId: "a", EnqueueTimeUnixNanos: ns(0), ConfirmedTimeUnixNanos: ns(0)},
+			{Id: "rb", AccountId: "b", EnqueueTimeUnixNanos: ns(0) + 1, ConfirmedTimeUnixNanos: ns(0)},
+		},
+	})
+	want := []Assignment{
+		{Worker: "wb", Request: "ra", Priority: 0, Preempted: "vb"},
+		{Worker: "wc", Request: "rb", Priority: 0, Preempted: "vc"},
+	}
+	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
+		t.Errorf("pass (-want +got):\n%s", diff)
+	}
+}

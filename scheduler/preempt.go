@@ -58,33 +58,70 @@ func (p *pass) preempt(l Priority) {
 	if !possible {
 		return
 	}
-	type victim struct {
-		w *worker
-		c Vector
+	// No account at l can ever afford a victim whose cost is not Less than
+	// the largest balance one may reach during the step: its balance plus
+	// the refunds of all its tasks below l (balances only otherwise fall).
+	// Such victims are left out.
+	var bound Vector
+	hasBound := false
+	for _, a := range accts {
+		if a.cfg == nil || a.level != l || a.waiting == 0 {
+			continue
+		}
+		m := a.balance
+		for pl := l + 1; pl <= FreeBucket; pl++ {
+			for _, w := range a.running[pl] {
+				m = m.Add(w.costAt(s.now))
+			}
+		}
+		if !hasBound || bound.Less(m) {
+			bound, hasBound = m, true
+		}
 	}
-	var vs []victim
+	// Every reachable balance is at most the bound in each component; the
+	// margin covers the rounding of summing in another order.
+	for i := range bound {
+		bound[i] += 1e-6 * (math.Abs(bound[i]) + 1)
+	}
+	sc := &s.pscratch
+	keys := sc.keys[:0]
 	for _, a := range accts {
 		for pl := l + 1; pl <= FreeBucket; pl++ {
 			for _, w := range a.running[pl] {
-				vs = append(vs, victim{w, w.costAt(s.now)})
+				if c := w.costAt(s.now); c.Less(bound) {
+					keys = append(keys, victimKey{w: w, c: c})
+				}
 			}
 		}
 	}
-	if len(vs) == 0 {
+	sc.keys = keys
+	if len(keys) == 0 {
 		return
 	}
-	sortVictims(vs, func(i int) Vector { return vs[i].c }, func(i int) string { return string(vs[i].w.id) })
+	sc.sortVictims()
+	keys = sc.keys
 	p.step++
 	stepEpoch := p.epoch<<8 | p.step
-	vset := &victimSet{costs: make([]Vector, len(vs)), ws: make([]*worker, len(vs))}
-	for i, v := range vs {
+	vset := &sc.vset
+	vset.costs = slices.Grow(vset.costs[:0], len(keys))[:len(keys)]
+	vset.ws = slices.Grow(vset.ws[:0], len(keys))[:len(keys)]
+	for i := range keys {
+		v := &keys[i]
 		v.w.victimIdx = i
 		vset.costs[i] = v.c
 		vset.ws[i] = v.w
 	}
-	vset.words = (len(vs) + 63) / 64
-	vset.taken = make([]uint64, vset.words)
-	var touched []*baseIndex
+	vset.words = (len(keys) + 63) / 64
+	vset.taken = slices.Grow(vset.taken[:0], vset.words)[:vset.words]
+	clear(vset.taken)
+	defer func() {
+		clear(sc.keys)
+		clear(sc.sorted)
+		clear(vset.ws)
+		clear(sc.touched)
+		clear(sc.slab)
+	}()
+	touched := sc.touched[:0]
 	// The eligibility walk leaves its per-label bitsets over the victims in
 	// place for the provision-match queries of this step.
 	for i, elig := range s.eligibleKeep(vset.ws) {
@@ -103,6 +140,7 @@ func (p *pass) preempt(l Priority) {
 			bi.victimBits[i/64] |= 1 << (i % 64)
 		}
 	}
+	sc.touched = touched
 	defer s.elig.release()
 	// Units of accounts at level l with requests some victim could serve.
 	// An account that is not banned never gains balance during the step
@@ -111,11 +149,12 @@ func (p *pass) preempt(l Priority) {
 	// that fails once fails for good. A banned account's units wait until
 	// its ban is lifted.
 	mh := iheap[*unit]{
+		items:  sc.heap[:0],
 		less:   func(a, b *unit) bool { return a.hk.before(b.hk) },
 		setIdx: func(u *unit, i int) { u.idx = i },
 	}
 	var sleepers []*account
-	var slab []unit
+	slab := sc.slab[:0]
 	add := func(u unit) {
 		slab = append(slab, u)
 	}
@@ -143,6 +182,7 @@ func (p *pass) preempt(l Priority) {
 			}
 		}
 	}
+	sc.slab = slab
 	for i := range slab {
 		u := &slab[i]
 		if u.acct.runningBelow(l) > 0 {
@@ -156,6 +196,10 @@ func (p *pass) preempt(l Priority) {
 		mh.items = append(mh.items, u)
 	}
 	mh.Init()
+	defer func() {
+		clear(mh.items[:cap(mh.items)])
+		sc.heap = mh.items[:0]
+	}()
 	for mh.Len() > 0 {
 		u := mh.Top()
 		r := u.head
@@ -339,38 +383,52 @@ func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 	})
 }
 
-// sortVictims sorts xs by (cost Less, worker id). Costs are finite and
-// non-negative, so the bits of each value order like the value; comparing
-// precomputed integer keys avoids re-deriving vectors in the comparator.
-func sortVictims[T any](xs []T, cost func(i int) Vector, id func(i int) string) {
-	type key struct {
-		k  [NumPaidLevels]uint64
-		id string
-	}
-	keys := make([]key, len(xs))
-	for i := range xs {
-		c := cost(i)
-		keys[i].id = id(i)
-		for j := range c {
-			keys[i].k[j] = math.Float64bits(c[j] + 0) // +0 turns -0 into 0
+// preemptScratch is the memory of a preemption step, kept for the next.
+type preemptScratch struct {
+	keys    []victimKey
+	sorted  []victimKey // the other buffer of sortVictims
+	idx     []int32
+	vset    victimSet
+	touched []*baseIndex
+	slab    []unit
+	heap    []*unit
+}
+
+// victimKey is a victim with its cost; k holds the cost's bits, which order
+// like the values (costs are finite and non-negative), so that comparing
+// victims never re-derives vectors.
+type victimKey struct {
+	k [NumPaidLevels]uint64
+	w *worker
+	c Vector
+}
+
+// sortVictims sorts sc.keys by (cost Less, worker id), through an index so
+// that the sort moves 4 bytes per swap.
+func (sc *preemptScratch) sortVictims() {
+	vs := sc.keys
+	for i := range vs {
+		for j, x := range vs[i].c {
+			vs[i].k[j] = math.Float64bits(x + 0) // +0 turns -0 into 0
 		}
 	}
-	idx := make([]int32, len(keys))
+	idx := slices.Grow(sc.idx[:0], len(vs))[:len(vs)]
 	for i := range idx {
 		idx[i] = int32(i)
 	}
 	slices.SortFunc(idx, func(x, y int32) int {
-		a, b := &keys[x], &keys[y]
+		a, b := &vs[x], &vs[y]
 		for j := range a.k {
 			if a.k[j] != b.k[j] {
 				return cmp.Compare(a.k[j], b.k[j])
 			}
 		}
-		return strings.Compare(a.id, b.id)
+		return strings.Compare(string(a.w.id), string(b.w.id))
 	})
-	sorted := make([]T, len(xs))
+	sorted := slices.Grow(sc.sorted[:0], len(vs))[:len(vs)]
 	for j, i := range idx {
-		sorted[j] = xs[i]
+		sorted[j] = vs[i]
 	}
-	copy(xs, sorted)
+	sc.idx = idx
+	sc.keys, sc.sorted = sorted, vs
 }

@@ -37,6 +37,8 @@ type Scheduler struct {
 	rec   reconciler
 	elig  eligibility // scratch of eligible()
 
+	pscratch preemptScratch
+
 	events eventBuf
 
 	epoch       uint64   // scheduling pass counter, for per-pass marks
