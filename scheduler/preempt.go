@@ -32,14 +32,19 @@ func (u *unit) setHead(r *request) bool {
 	return r != nil
 }
 
-func (u *unit) next() *request {
+// advance makes the unit's next request its head and reports whether
+// there is one. A unit of an (account, base set) takes the head of its
+// earliest class, whose key the class caches.
+func (u *unit) advance() bool {
 	if u.cls != nil {
-		return u.cls.firstAfter(u.cursor)
+		return u.setHead(u.cls.firstAfter(u.cursor))
 	}
 	if u.ab.heap.Len() == 0 {
-		return nil
+		return u.setHead(nil)
 	}
-	return u.ab.heap.Top().head()
+	c := u.ab.heap.Top()
+	u.head, u.hk = c.head(), c.hk
+	return u.head != nil
 }
 
 // preempt is step d at level l (§2.6 and design.md).
@@ -170,7 +175,7 @@ func (p *pass) preempt(l Priority) {
 			}
 			if !a.limited() {
 				u := unit{acct: a, bi: bi, ab: ab}
-				if u.setHead(u.next()) {
+				if u.advance() {
 					add(u)
 				}
 				continue
@@ -215,7 +220,7 @@ func (p *pass) preempt(l Priority) {
 		b := v.req.acct
 		vset.take(v.victimIdx)
 		p.preemptOne(v, r, l, vset.costs[v.victimIdx])
-		if u.setHead(u.next()) {
+		if u.advance() {
 			mh.Fix(u.idx)
 		} else {
 			mh.Remove(u.idx)
@@ -228,7 +233,7 @@ func (p *pass) preempt(l Priority) {
 			for _, d := range woken {
 				if d.cls != nil {
 					d.cursor = r
-					if d.setHead(d.next()) {
+					if d.advance() {
 						mh.Push(d)
 					}
 					continue
