@@ -1,11 +1,9 @@
 package scheduler
 
 import (
-	"cmp"
 	"math"
 	"math/bits"
 	"slices"
-	"strings"
 )
 
 // unit is a set of requests that succeed or fail together in the preemption
@@ -103,7 +101,8 @@ func (p *pass) preempt(l Priority) {
 	if len(keys) == 0 {
 		return
 	}
-	sc.sortVictims()
+	s.rankWorkers()
+	sc.sortVictims(len(s.workers))
 	keys = sc.keys
 	p.step++
 	stepEpoch := p.epoch<<8 | p.step
@@ -392,48 +391,77 @@ func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 type preemptScratch struct {
 	keys    []victimKey
 	sorted  []victimKey // the other buffer of sortVictims
-	idx     []int32
+	// sortVictims' scratch.
+	costIdx  map[Vector]int32
+	uniq     []Vector
+	ui       []int32
+	order    []int32
+	costRank []int32
+	byRank   []int32
+	sortKeys []uint64
 	vset    victimSet
 	touched []*baseIndex
 	slab    []unit
 	heap    []*unit
 }
 
-// victimKey is a victim with its cost; k holds the cost's bits, which order
-// like the values (costs are finite and non-negative), so that comparing
-// victims never re-derives vectors.
+// victimKey is a victim with its cost.
 type victimKey struct {
-	k [NumPaidLevels]uint64
 	w *worker
 	c Vector
 }
 
-// sortVictims sorts sc.keys by (cost Less, worker id), through an index so
-// that the sort moves 4 bytes per swap.
-func (sc *preemptScratch) sortVictims() {
+// sortVictims sorts sc.keys by (cost Less, worker id). Victims share few
+// distinct costs, so the distinct costs are sorted and each victim gets the
+// integer key (cost rank, worker rank): the sort then compares integers.
+// The workers must be ranked (rankWorkers).
+func (sc *preemptScratch) sortVictims(nWorkers int) {
 	vs := sc.keys
+	if sc.costIdx == nil {
+		sc.costIdx = make(map[Vector]int32)
+	}
+	clear(sc.costIdx)
+	uniq := sc.uniq[:0]
+	ui := slices.Grow(sc.ui[:0], len(vs))[:len(vs)]
 	for i := range vs {
-		for j, x := range vs[i].c {
-			vs[i].k[j] = math.Float64bits(x + 0) // +0 turns -0 into 0
+		c := vs[i].c
+		j, ok := sc.costIdx[c] // +0 and -0 are one key, as they are one cost
+		if !ok {
+			j = int32(len(uniq))
+			sc.costIdx[c] = j
+			uniq = append(uniq, c)
 		}
+		ui[i] = j
 	}
-	idx := slices.Grow(sc.idx[:0], len(vs))[:len(vs)]
-	for i := range idx {
-		idx[i] = int32(i)
+	order := slices.Grow(sc.order[:0], len(uniq))[:len(uniq)]
+	for i := range order {
+		order[i] = int32(i)
 	}
-	slices.SortFunc(idx, func(x, y int32) int {
-		a, b := &vs[x], &vs[y]
-		for j := range a.k {
-			if a.k[j] != b.k[j] {
-				return cmp.Compare(a.k[j], b.k[j])
-			}
+	slices.SortFunc(order, func(x, y int32) int {
+		if uniq[x].Less(uniq[y]) {
+			return -1
 		}
-		return strings.Compare(string(a.w.id), string(b.w.id))
+		if uniq[y].Less(uniq[x]) {
+			return 1
+		}
+		return 0
 	})
-	sorted := slices.Grow(sc.sorted[:0], len(vs))[:len(vs)]
-	for j, i := range idx {
-		sorted[j] = vs[i]
+	costRank := slices.Grow(sc.costRank[:0], len(uniq))[:len(uniq)]
+	for r, i := range order {
+		costRank[i] = int32(r)
 	}
-	sc.idx = idx
+	byRank := slices.Grow(sc.byRank[:0], nWorkers)[:nWorkers]
+	keys := slices.Grow(sc.sortKeys[:0], len(vs))[:len(vs)]
+	for i := range vs {
+		r := vs[i].w.rank
+		byRank[r] = int32(i)
+		keys[i] = uint64(costRank[ui[i]])<<32 | uint64(uint32(r))
+	}
+	slices.Sort(keys)
+	sorted := slices.Grow(sc.sorted[:0], len(vs))[:len(vs)]
+	for j, k := range keys {
+		sorted[j] = vs[byRank[uint32(k)]]
+	}
+	sc.uniq, sc.ui, sc.order, sc.costRank, sc.byRank, sc.sortKeys = uniq, ui, order, costRank, byRank, keys
 	sc.keys, sc.sorted = sorted, vs
 }

@@ -39,6 +39,10 @@ type Scheduler struct {
 
 	pscratch preemptScratch
 
+	workerGen   uint64 // changes whenever a worker is added or removed
+	rankedGen   uint64 // workerGen when worker ranks were last computed (0: never)
+	rankScratch []*worker
+
 	events eventBuf
 
 	epoch       uint64   // scheduling pass counter, for per-pass marks
@@ -159,6 +163,8 @@ type worker struct {
 	// Per pass.
 	passElig  []*baseIndex
 	victimIdx int
+
+	rank int32 // position in id order among all workers, as of Scheduler.rankedGen
 
 	elig    []*baseIndex // base sets this worker's labels contain, as of eligGen
 	eligGen uint64       // the trie generation elig was computed at (0: never)
@@ -591,6 +597,7 @@ func (s *Scheduler) newWorker(id WorkerID, labels []string, t int64) *worker {
 	w := &worker{id: id, confirmed: t, idleIdx: -1}
 	s.setWorkerLabels(w, labels)
 	s.workers[id] = w
+	s.workerGen++
 	s.idle.Push(w)
 	s.dirty.worker(id)
 	return w
@@ -630,6 +637,7 @@ func (s *Scheduler) forgetWorker(w *worker) {
 		s.labels.unref(l)
 	}
 	delete(s.workers, w.id)
+	s.workerGen++
 	s.dirty.worker(w.id)
 }
 
@@ -662,6 +670,26 @@ func (s *Scheduler) ungroup(r *request) {
 
 // startTask makes the idle worker w run r (not waiting) at level with the
 // given cost from now.
+// rankWorkers gives every worker its position in id order, so that sorts
+// that break ties by worker id compare integers. The ranks are recomputed
+// only after the set of workers changed.
+func (s *Scheduler) rankWorkers() {
+	if s.rankedGen == s.workerGen+1 {
+		return
+	}
+	ws := s.rankScratch[:0]
+	for _, w := range s.workers {
+		ws = append(ws, w)
+	}
+	slices.SortFunc(ws, func(a, b *worker) int { return strings.Compare(string(a.id), string(b.id)) })
+	for i, w := range ws {
+		w.rank = int32(i)
+	}
+	clear(ws)
+	s.rankScratch = ws[:0]
+	s.rankedGen = s.workerGen + 1
+}
+
 func (s *Scheduler) startTask(w *worker, r *request, level Priority, cost Vector) {
 	s.idle.Remove(w.idleIdx)
 	s.attach(w, r, level, cost)
