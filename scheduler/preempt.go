@@ -389,8 +389,8 @@ func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 
 // preemptScratch is the memory of a preemption step, kept for the next.
 type preemptScratch struct {
-	keys    []victimKey
-	sorted  []victimKey // the other buffer of sortVictims
+	keys   []victimKey
+	sorted []victimKey // the other buffer of sortVictims
 	// sortVictims' scratch.
 	costIdx  map[Vector]int32
 	uniq     []Vector
@@ -399,10 +399,10 @@ type preemptScratch struct {
 	costRank []int32
 	byRank   []int32
 	sortKeys []uint64
-	vset    victimSet
-	touched []*baseIndex
-	slab    []unit
-	heap    []*unit
+	vset     victimSet
+	touched  []*baseIndex
+	slab     []unit
+	heap     []*unit
 }
 
 // victimKey is a victim with its cost.
