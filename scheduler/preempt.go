@@ -102,7 +102,7 @@ func (p *pass) preempt(l Priority) {
 		return
 	}
 	s.rankWorkers()
-	sc.sortVictims(len(s.workers))
+	sc.sortVictims(len(s.rankOf))
 	keys = sc.keys
 	p.step++
 	stepEpoch := p.epoch<<8 | p.step

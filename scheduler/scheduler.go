@@ -39,8 +39,10 @@ type Scheduler struct {
 
 	pscratch preemptScratch
 
-	workerGen   uint64 // changes whenever a worker is added or removed
-	rankedGen   uint64 // workerGen when worker ranks were last computed (0: never)
+	// Worker ranks in id order (see rankWorkers): the rank of each id known
+	// at the last ranking, and whether a worker with another id appeared.
+	rankOf      map[WorkerID]int32
+	rankStale   bool
 	rankScratch []*worker
 
 	events eventBuf
@@ -164,7 +166,7 @@ type worker struct {
 	passElig  []*baseIndex
 	victimIdx int
 
-	rank int32 // position in id order among all workers, as of Scheduler.rankedGen
+	rank int32 // position in id order (Scheduler.rankWorkers)
 
 	elig    []*baseIndex // base sets this worker's labels contain, as of eligGen
 	eligGen uint64       // the trie generation elig was computed at (0: never)
@@ -597,7 +599,11 @@ func (s *Scheduler) newWorker(id WorkerID, labels []string, t int64) *worker {
 	w := &worker{id: id, confirmed: t, idleIdx: -1}
 	s.setWorkerLabels(w, labels)
 	s.workers[id] = w
-	s.workerGen++
+	if r, ok := s.rankOf[id]; ok {
+		w.rank = r
+	} else {
+		s.rankStale = true
+	}
 	s.idle.Push(w)
 	s.dirty.worker(id)
 	return w
@@ -637,7 +643,6 @@ func (s *Scheduler) forgetWorker(w *worker) {
 		s.labels.unref(l)
 	}
 	delete(s.workers, w.id)
-	s.workerGen++
 	s.dirty.worker(w.id)
 }
 
@@ -671,10 +676,12 @@ func (s *Scheduler) ungroup(r *request) {
 // startTask makes the idle worker w run r (not waiting) at level with the
 // given cost from now.
 // rankWorkers gives every worker its position in id order, so that sorts
-// that break ties by worker id compare integers. The ranks are recomputed
-// only after the set of workers changed.
+// that break ties by worker id compare integers. An id keeps its rank while
+// its worker is forgotten and recreated (bots do that at every task end), so
+// ranking again is needed only when an id unknown at the last ranking
+// appears; ranking again forgets the ids of absent workers.
 func (s *Scheduler) rankWorkers() {
-	if s.rankedGen == s.workerGen+1 {
+	if !s.rankStale && s.rankOf != nil {
 		return
 	}
 	ws := s.rankScratch[:0]
@@ -682,12 +689,17 @@ func (s *Scheduler) rankWorkers() {
 		ws = append(ws, w)
 	}
 	slices.SortFunc(ws, func(a, b *worker) int { return strings.Compare(string(a.id), string(b.id)) })
+	if s.rankOf == nil {
+		s.rankOf = make(map[WorkerID]int32, len(ws))
+	}
+	clear(s.rankOf)
 	for i, w := range ws {
 		w.rank = int32(i)
+		s.rankOf[w.id] = int32(i)
 	}
 	clear(ws)
 	s.rankScratch = ws[:0]
-	s.rankedGen = s.workerGen + 1
+	s.rankStale = false
 }
 
 func (s *Scheduler) startTask(w *worker, r *request, level Priority, cost Vector) {
