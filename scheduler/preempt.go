@@ -229,7 +229,13 @@ func (p *pass) preempt(l Priority) {
 		if len(b.dormant) > 0 && b.runningBelow(l) == 0 {
 			woken := b.dormant
 			b.dormant = nil
+			rk := keyOf(r)
 			for _, d := range woken {
+				// Unbanned, b gains nothing more in this step: a unit it
+				// cannot afford now never succeeds.
+				if f := vset.firstFree(d.bi); f < 0 || !vset.costs[f].Less(b.balance) {
+					continue
+				}
 				if d.cls != nil {
 					d.cursor = r
 					if d.advance() {
@@ -237,8 +243,16 @@ func (p *pass) preempt(l Priority) {
 					}
 					continue
 				}
-				// A woken (account, base set) continues class by class,
-				// each from its first request after r.
+				// A woken (account, base set) continues from its first
+				// request after r: as it was if all its classes' heads
+				// come after r, else class by class.
+				if !d.advance() {
+					continue
+				}
+				if rk.before(d.hk) {
+					mh.Push(d)
+					continue
+				}
 				for _, c := range d.ab.heap.items {
 					if h := c.firstAfter(r); h != nil {
 						mh.Push(&unit{acct: d.acct, bi: d.bi, cls: c, cursor: r, head: h, hk: keyOf(h)})
