@@ -389,3 +389,43 @@ func TestPreemptionAfterRefundLiftsBan(t *testing.T) {
 		t.Errorf("pass (-want +got):\n%s", diff)
 	}
 }
+
+// §2.6 loop "for each request still waiting in L[p], in list order": when a
+// preemption lifts b's ban, b's requests after the preemptor take part in
+// FIFO order across b's classes, and the one before it (passed over while b
+// was banned) does not. b's classes: image:x {rb0 at t0, rb2 at t2} and
+// image:y {rb1 at t3}; a's ra (t1) preempts b's vb, the cheapest victim.
+func TestPreemptionWokenAccountKeepsListOrder(t *testing.T) {
+	req := func(id, acct string, enq int64, prov ...string) *statev1.Request {
+		return &statev1.Request{Id: id, AccountId: acct, EnqueueTimeUnixNanos: ns(0) + enq, ConfirmedTimeUnixNanos: ns(0), ProvisionableLabels: prov}
+	}
+	s := load(t, &statev1.PoolState{
+		Config: &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{
+			"a": acctCfg(1000), "b": acctCfg(1000), "c": acctCfg(1000),
+		}},
+		LastUpdateUnixNanos: proto.Int64(ns(0)),
+		Balances: []*statev1.AccountBalance{
+			{AccountId: "a", Value: vec64(10)},
+			{AccountId: "b", Value: vec64(10)},
+		},
+		Workers: []*statev1.Worker{
+			{Id: "wb", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("vb", "b", 1, vec64(0.1), ns(0))},
+			{Id: "w1", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("v1", "c", int32(FreeBucket), vec64(0.2), ns(0))},
+			{Id: "w2", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("v2", "c", int32(FreeBucket), vec64(0.3), ns(0))},
+		},
+		Waiting: []*statev1.Request{
+			req("rb0", "b", 0, "image:x"),
+			req("ra", "a", 1),
+			req("rb2", "b", 2, "image:x"),
+			req("rb1", "b", 3, "image:y"),
+		},
+	})
+	want := []Assignment{
+		{Worker: "wb", Request: "ra", Priority: 0, Preempted: "vb"},
+		{Worker: "w1", Request: "rb2", Priority: 0, Preempted: "v1"},
+		{Worker: "w2", Request: "rb1", Priority: 0, Preempted: "v2"},
+	}
+	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
+		t.Errorf("pass (-want +got):\n%s", diff)
+	}
+}

@@ -18,10 +18,19 @@ type unit struct {
 	bi     *baseIndex
 	ab     *acctBase // accounts without limits
 	cls    *class    // accounts with limits
-	cursor *request  // class units after a wake-up: only requests after this count
-	head   *request
-	hk     fifoKey // key of head
-	idx    int
+	cursor *request  // after a wake-up: only requests after this count
+	// After a wake-up, an (account, base set) whose classes' heads are not
+	// all after cursor: each class's first request after cursor.
+	cands []wakeCand
+	head  *request
+	hk    fifoKey // key of head
+	idx   int
+}
+
+type wakeCand struct {
+	c  *class
+	h  *request // c's first request after the unit's cursor, or nil
+	hk fifoKey
 }
 
 // setHead makes r the unit's head and reports whether there is one.
@@ -36,6 +45,26 @@ func (u *unit) setHead(r *request) bool {
 func (u *unit) advance() bool {
 	if u.cls != nil {
 		return u.setHead(u.cls.firstAfter(u.cursor))
+	}
+	if u.cands != nil {
+		// The candidate taken last left its class: that class continues
+		// from its next request after the cursor.
+		best := -1
+		for i := range u.cands {
+			x := &u.cands[i]
+			if x.h != nil && x.h.cls != x.c {
+				x.h = x.c.firstAfter(u.cursor)
+				x.hk = keyOf(x.h)
+			}
+			if x.h != nil && (best < 0 || x.hk.before(u.cands[best].hk)) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return u.setHead(nil)
+		}
+		u.head, u.hk = u.cands[best].h, u.cands[best].hk
+		return true
 	}
 	if u.ab.heap.Len() == 0 {
 		return u.setHead(nil)
@@ -245,19 +274,25 @@ func (p *pass) preempt(l Priority) {
 				}
 				// A woken (account, base set) continues from its first
 				// request after r: as it was if all its classes' heads
-				// come after r, else class by class.
+				// come after r, else from each class's first request after
+				// r. It stays one unit: without limits, whether a victim
+				// is found does not depend on the class.
 				if !d.advance() {
 					continue
 				}
-				if rk.before(d.hk) {
-					mh.Push(d)
-					continue
-				}
-				for _, c := range d.ab.heap.items {
-					if h := c.firstAfter(r); h != nil {
-						mh.Push(&unit{acct: d.acct, bi: d.bi, cls: c, cursor: r, head: h, hk: keyOf(h)})
+				if !rk.before(d.hk) {
+					d.cursor = r
+					d.cands = make([]wakeCand, 0, len(d.ab.heap.items))
+					for _, c := range d.ab.heap.items {
+						if h := c.firstAfter(r); h != nil {
+							d.cands = append(d.cands, wakeCand{c, h, keyOf(h)})
+						}
+					}
+					if !d.advance() {
+						continue
 					}
 				}
+				mh.Push(d)
 			}
 		}
 	}
