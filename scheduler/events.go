@@ -168,7 +168,8 @@ func (b *eventBuf) keep(c []Event) {
 	b.spare = c[:0]
 }
 
-func (b *eventBuf) add(e Event) {
+// slot returns the place of the next event, at the end of the buffer.
+func (b *eventBuf) slot() *Event {
 	if len(b.cur) == cap(b.cur) {
 		if len(b.cur) > 0 {
 			b.full = append(b.full, b.cur)
@@ -181,25 +182,28 @@ func (b *eventBuf) add(e Event) {
 			b.cur = make([]Event, 0, n)
 		}
 	}
-	b.cur = append(b.cur, e)
+	b.cur = b.cur[:len(b.cur)+1]
+	return &b.cur[len(b.cur)-1]
 }
 
 func (s *Scheduler) event(e Event, r *request, w *worker, fromCallback bool) {
+	// The event is written once, in place: storms record thousands.
+	p := s.events.slot()
+	*p = e
 	if r != nil {
-		e.Task = r.id
-		e.Account = r.acct.id
-		e.AccountValid = r.acct.cfg != nil
-		e.Balance = r.acct.balance
-		e.BaseLabels = r.base.names
-		e.ProvisionableLabels = r.prov.names
+		p.Task = r.id
+		p.Account = r.acct.id
+		p.AccountValid = r.acct.cfg != nil
+		p.Balance = r.acct.balance
+		p.BaseLabels = r.base.names
+		p.ProvisionableLabels = r.prov.names
 		if r.w != nil {
-			e.Cost = r.w.costAt(s.now)
+			p.Cost = r.w.costAt(s.now)
 		}
 	}
 	if w != nil {
-		e.Worker = w.id
-		e.WorkerLabels = w.names
+		p.Worker = w.id
+		p.WorkerLabels = w.names
 	}
-	e.FromCallback = fromCallback
-	s.events.add(e)
+	p.FromCallback = fromCallback
 }
