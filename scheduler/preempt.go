@@ -24,7 +24,16 @@ type unit struct {
 	cands []wakeCand
 	head  *request
 	hk    fifoKey // key of head
-	idx   int
+	g     *unitGroup
+	idx   int // in g's heap
+}
+
+// unitGroup is the units of one base set in a preemption step.
+type unitGroup struct {
+	bi         *baseIndex
+	h          iheap[*unit]
+	start, end int // its units' range in the step's slab
+	idx        int // in the step's heap of groups, -1 when out of it
 }
 
 type wakeCand struct {
@@ -181,17 +190,16 @@ func (p *pass) preempt(l Priority) {
 	// cannot afford the cheapest victim now never will; and a unit of it
 	// that fails once fails for good. A banned account's units wait until
 	// its ban is lifted.
-	mh := iheap[*unit]{
-		items:  sc.heap[:0],
-		less:   func(a, b *unit) bool { return a.hk.before(b.hk) },
-		setIdx: func(u *unit, i int) { u.idx = i },
-	}
+	//
+	// The units wait in a heap per base set, and the base sets in a heap by
+	// their earliest unit, so that when a base set's victims are all taken,
+	// its units leave at once.
 	var sleepers []*account
 	slab := sc.slab[:0]
-	add := func(u unit) {
-		slab = append(slab, u)
-	}
-	for _, bi := range touched {
+	groups := slices.Grow(sc.groups[:0], len(touched))[:len(touched)]
+	for gi, bi := range touched {
+		g := &groups[gi]
+		*g = unitGroup{bi: bi, start: len(slab), idx: -1}
 		cheapest := vset.costs[vset.firstFree(bi)]
 		for _, ab := range bi.accts {
 			a := ab.acct
@@ -202,39 +210,77 @@ func (p *pass) preempt(l Priority) {
 				continue // cannot afford any victim of bi, now or later
 			}
 			if !a.limited() {
-				u := unit{acct: a, bi: bi, ab: ab}
+				u := unit{acct: a, bi: bi, ab: ab, g: g}
 				if u.advance() {
-					add(u)
+					slab = append(slab, u)
 				}
 				continue
 			}
 			for _, c := range ab.heap.items {
 				if c.len() > 0 && !p.fullAtStart(c) {
-					add(unit{acct: a, bi: bi, cls: c, head: c.head(), hk: c.hk})
+					slab = append(slab, unit{acct: a, bi: bi, cls: c, head: c.head(), hk: c.hk, g: g})
 				}
 			}
 		}
+		g.end = len(slab)
 	}
-	sc.slab = slab
-	for i := range slab {
-		u := &slab[i]
-		if u.acct.runningBelow(l) > 0 {
-			if len(u.acct.dormant) == 0 {
-				sleepers = append(sleepers, u.acct)
-			}
-			u.acct.dormant = append(u.acct.dormant, u)
-			continue
+	sc.slab, sc.groups = slab, groups
+	// Each group's heap starts in its own part of one slice (a unit woken
+	// later may grow it elsewhere).
+	uh := slices.Grow(sc.heap[:0], len(slab))[:len(slab)]
+	gh := iheap[*unitGroup]{
+		items:  sc.gheap[:0],
+		less:   func(a, b *unitGroup) bool { return a.h.items[0].hk.before(b.h.items[0].hk) },
+		setIdx: func(g *unitGroup, i int) { g.idx = i },
+	}
+	for gi := range groups {
+		g := &groups[gi]
+		g.h = iheap[*unit]{
+			items:  uh[g.start:g.start:g.end],
+			less:   func(a, b *unit) bool { return a.hk.before(b.hk) },
+			setIdx: func(u *unit, i int) { u.idx = i },
 		}
-		u.idx = len(mh.items)
-		mh.items = append(mh.items, u)
+		for i := g.start; i < g.end; i++ {
+			u := &slab[i]
+			if u.acct.runningBelow(l) > 0 {
+				if len(u.acct.dormant) == 0 {
+					sleepers = append(sleepers, u.acct)
+				}
+				u.acct.dormant = append(u.acct.dormant, u)
+				continue
+			}
+			u.idx = len(g.h.items)
+			g.h.items = append(g.h.items, u)
+		}
+		if g.h.Len() > 0 {
+			g.h.Init()
+			g.idx = len(gh.items)
+			gh.items = append(gh.items, g)
+		}
 	}
-	mh.Init()
+	gh.Init()
 	defer func() {
-		clear(mh.items[:cap(mh.items)])
-		sc.heap = mh.items[:0]
+		clear(uh[:cap(uh)])
+		sc.heap = uh[:0]
+		clear(gh.items[:cap(gh.items)])
+		sc.gheap = gh.items[:0]
+		clear(sc.groups)
 	}()
-	for mh.Len() > 0 {
-		u := mh.Top()
+	// settle puts g back in order after its heap changed.
+	settle := func(g *unitGroup) {
+		switch {
+		case g.h.Len() == 0 && g.idx >= 0:
+			gh.Remove(g.idx)
+			g.idx = -1
+		case g.h.Len() > 0 && g.idx < 0:
+			gh.Push(g)
+		case g.h.Len() > 0:
+			gh.Fix(g.idx)
+		}
+	}
+	for gh.Len() > 0 {
+		g := gh.Top()
+		u := g.h.Top()
 		r := u.head
 		a := u.acct
 		v, refused := p.findVictim(vset, u.bi, r.cls, a, l)
@@ -242,17 +288,27 @@ func (p *pass) preempt(l Priority) {
 			if refused {
 				p.block(r.cls)
 			}
-			mh.Remove(u.idx)
+			if vset.firstFree(g.bi) < 0 {
+				// Every victim of this base set is taken: none of its
+				// units can succeed.
+				gh.Remove(g.idx)
+				g.idx = -1
+				g.h.items = g.h.items[:0]
+				continue
+			}
+			g.h.Remove(u.idx)
+			settle(g)
 			continue
 		}
 		b := v.req.acct
 		vset.take(v.victimIdx)
 		p.preemptOne(v, r, l, vset.costs[v.victimIdx])
 		if u.advance() {
-			mh.Fix(u.idx)
+			g.h.Fix(u.idx)
 		} else {
-			mh.Remove(u.idx)
+			g.h.Remove(u.idx)
 		}
+		settle(g)
 		// The victim's account may have lost its ban: its requests after r
 		// take part from now on.
 		if len(b.dormant) > 0 && b.runningBelow(l) == 0 {
@@ -268,7 +324,8 @@ func (p *pass) preempt(l Priority) {
 				if d.cls != nil {
 					d.cursor = r
 					if d.advance() {
-						mh.Push(d)
+						d.g.h.Push(d)
+						settle(d.g)
 					}
 					continue
 				}
@@ -292,7 +349,8 @@ func (p *pass) preempt(l Priority) {
 						continue
 					}
 				}
-				mh.Push(d)
+				d.g.h.Push(d)
+				settle(d.g)
 			}
 		}
 	}
@@ -452,6 +510,8 @@ type preemptScratch struct {
 	touched  []*baseIndex
 	slab     []unit
 	heap     []*unit
+	groups   []unitGroup
+	gheap    []*unitGroup
 }
 
 // victimKey is a victim with its cost.
