@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"hash/maphash"
 	"fmt"
 	"slices"
 	"strings"
@@ -38,7 +39,7 @@ func (s *Scheduler) checkIndexes() error {
 			continue
 		}
 		r := w.req
-		if r.w != w || r.cls != nil || s.requests[r.id] != r {
+		if r.w != w || r.cls != nil || s.requests.get(r.id) != r {
 			return fmt.Errorf("running request %s inconsistent", r.id)
 		}
 		a := r.acct
@@ -65,10 +66,22 @@ func (s *Scheduler) checkIndexes() error {
 	}
 	waiting := 0
 	perAcct := map[AccountID]int{}
-	for id, r := range s.requests {
-		if r.id != id {
-			return fmt.Errorf("request %s filed under %s", r.id, id)
+	var reqs []*request
+	count := 0
+	for h, r := range s.requests.m {
+		for ; r != nil; r = r.hnext {
+			if r.hash != h || maphash.String(s.requests.seed, string(r.id)) != h {
+				return fmt.Errorf("request %s filed under hash %x", r.id, h)
+			}
+			reqs = append(reqs, r)
+			count++
 		}
+	}
+	if count != s.requests.len() {
+		return fmt.Errorf("request index holds %d requests, counts %d", count, s.requests.len())
+	}
+	for _, r := range reqs {
+		id := r.id
 		if r.cls == nil {
 			if r.w == nil {
 				return fmt.Errorf("request %s neither waiting nor running", id)

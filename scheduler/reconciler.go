@@ -328,14 +328,14 @@ func (s *Scheduler) Cancellations() []Cancellation {
 // confirmed longest ago (ties by id), waiting ones first.
 func (s *Scheduler) Callbacks() []RequestID {
 	waiting := make([]confirmedKey, 0, s.nWaiting)
-	running := make([]confirmedKey, 0, len(s.requests)-s.nWaiting)
-	for _, r := range s.requests {
+	running := make([]confirmedKey, 0, s.requests.len()-s.nWaiting)
+	s.requests.all(func(r *request) {
 		if r.cls != nil {
 			waiting = append(waiting, confirmedKey{t: r.confirmed, id: string(r.id)})
 		} else {
 			running = append(running, confirmedKey{t: r.w.latestConfirmed(), id: string(r.id)})
 		}
-	}
+	})
 	var out []RequestID
 	for _, part := range []struct {
 		keys []confirmedKey

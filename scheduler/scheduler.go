@@ -25,7 +25,7 @@ type Scheduler struct {
 	acctOrder      []*account // by id
 	acctOrderDirty bool
 
-	requests map[RequestID]*request // waiting and running
+	requests requestIndex // waiting and running
 	nWaiting int
 	workers  map[WorkerID]*worker
 	idle     iheap[*worker] // idle workers by (confirmed, id)
@@ -138,6 +138,9 @@ type request struct {
 
 	cls *class  // while waiting
 	w   *worker // while running
+
+	hash  uint64   // of id, in Scheduler.requests
+	hnext *request // next request with the same hash
 }
 
 // cmpFIFO is the FIFO order: (enqueue time, id).
@@ -376,7 +379,7 @@ func newEmpty() *Scheduler {
 		labels:        labels,
 		sets:          newSetTable(labels),
 		accounts:      make(map[AccountID]*account),
-		requests:      make(map[RequestID]*request),
+		requests:      newRequestIndex(),
 		workers:       make(map[WorkerID]*worker),
 		classes:       make(map[classKey]*class),
 	}
@@ -443,13 +446,13 @@ func (s *Scheduler) newRequest(id RequestID, acct AccountID, enqueue, confirmed 
 	r.base = s.sets.refNames(base)
 	r.prov = s.sets.refNames(prov)
 	r.fan = s.sets.refUnion(r.base, r.prov)
-	s.requests[id] = r
+	s.requests.put(r)
 	return r
 }
 
 // dropRequest removes a request that is neither waiting nor running.
 func (s *Scheduler) dropRequest(r *request) {
-	delete(s.requests, r.id)
+	s.requests.del(r)
 	s.sets.unref(r.base)
 	s.sets.unref(r.prov)
 	s.sets.unref(r.fan)

@@ -25,11 +25,11 @@ func (s *Scheduler) ToProto() *statev1.PoolState {
 	}
 	st.Waiting = make([]*statev1.Request, 0, s.nWaiting)
 	st.Workers = make([]*statev1.Worker, 0, len(s.workers))
-	for _, r := range s.requests {
+	s.requests.all(func(r *request) {
 		if r.cls != nil {
 			st.Waiting = append(st.Waiting, r.toProto())
 		}
-	}
+	})
 	slices.SortFunc(st.Waiting, func(a, b *statev1.Request) int { return strings.Compare(a.Id, b.Id) })
 	for _, w := range s.workers {
 		st.Workers = append(st.Workers, w.toProto())
@@ -162,7 +162,7 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 		if t == nil {
 			return nil, invalidf("%s: missing", field)
 		}
-		if s.requests[RequestID(t.RequestId)] != nil {
+		if s.requests.get(RequestID(t.RequestId)) != nil {
 			return nil, invalidf("%s: request %q is still known", field, t.RequestId)
 		}
 		if err := ValidateID(field+".request_id", t.RequestId); err != nil {
@@ -234,7 +234,7 @@ func (s *Scheduler) loadRequest(field string, r *statev1.Request) (*request, err
 			return nil, err
 		}
 	}
-	if s.requests[RequestID(r.Id)] != nil {
+	if s.requests.get(RequestID(r.Id)) != nil {
 		return nil, invalidf("%s: request %q appears twice", field, r.Id)
 	}
 	if err := checkTime(field+".enqueue_time", r.EnqueueTimeUnixNanos); err != nil {

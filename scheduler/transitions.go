@@ -221,7 +221,7 @@ func (s *Scheduler) AddRequest(task Task, t time.Time, fromCallback bool) error 
 
 func (s *Scheduler) addRequest(task Task, enq, t int64, fromCallback bool) {
 	s.setClock(t)
-	r := s.requests[task.ID]
+	r := s.requests.get(task.ID)
 	switch {
 	case r == nil:
 		if s.tombs.live(task.ID, t) {
@@ -302,7 +302,7 @@ func (s *Scheduler) NotifyTaskRunning(rid RequestID, wid WorkerID, t time.Time, 
 
 func (s *Scheduler) notifyRunning(rid RequestID, wid WorkerID, t int64, fromCallback bool) {
 	s.setClock(t)
-	r := s.requests[rid]
+	r := s.requests.get(rid)
 	w := s.workers[wid]
 	if r != nil && r.w == w && w != nil { // r on w
 		if t >= r.confirmed {
@@ -383,7 +383,7 @@ func (s *Scheduler) NotifyTaskAbsent(rid RequestID, t time.Time, fromCallback bo
 
 func (s *Scheduler) notifyAbsent(rid RequestID, t int64, fromCallback bool) {
 	s.setClock(t)
-	r := s.requests[rid]
+	r := s.requests.get(rid)
 	switch {
 	case r == nil:
 	case r.cls != nil:

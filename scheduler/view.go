@@ -82,14 +82,14 @@ func (s *Scheduler) View(maxItems int) PoolView {
 		}
 		v.WaitingByLevel[a.priority()] += a.waiting
 	}
-	for _, r := range s.requests {
+	s.requests.all(func(r *request) {
 		if r.cls != nil {
 			v.NumWaiting++
 			if maxItems > 0 {
 				waiting = append(waiting, confirmedKey{t: r.confirmed, id: string(r.id), r: r})
 			}
 		}
-	}
+	})
 	for _, w := range s.workers {
 		if w.req == nil {
 			v.NumIdle++
