@@ -1,8 +1,8 @@
 package scheduler
 
 import (
-	"hash/maphash"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"testing"
