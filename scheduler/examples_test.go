@@ -429,3 +429,37 @@ func TestPreemptionWokenAccountKeepsListOrder(t *testing.T) {
 		t.Errorf("pass (-want +got):\n%s", diff)
 	}
 }
+
+// §2.6 "take the one that is a provision match if any, then the cheapest":
+// a provision match one account cannot afford is still the match for the
+// next, richer account with the same labels. a (balance {0.3}) cannot
+// afford w2 (image:x, cost {0.5}) and takes the cheapest, w1; b then takes
+// w2, not the cheaper w3.
+func TestPreemptionProvisionMatchForRicherAccount(t *testing.T) {
+	s := load(t, &statev1.PoolState{
+		Config: &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{
+			"a": acctCfg(1000), "b": acctCfg(1000), "c": acctCfg(1000),
+		}},
+		LastUpdateUnixNanos: proto.Int64(ns(0)),
+		Balances: []*statev1.AccountBalance{
+			{AccountId: "a", Value: vec64(0.3)},
+			{AccountId: "b", Value: vec64(10)},
+		},
+		Workers: []*statev1.Worker{
+			{Id: "w1", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("v1", "c", int32(FreeBucket), vec64(0.1), ns(0))},
+			{Id: "w2", Labels: []string{"image:x"}, ConfirmedTimeUnixNanos: ns(0), Running: runningTask("v2", "c", int32(FreeBucket), vec64(0.5), ns(0))},
+			{Id: "w3", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("v3", "c", int32(FreeBucket), vec64(0.2), ns(0))},
+		},
+		Waiting: []*statev1.Request{
+			{Id: "ra", AccountId: "a", EnqueueTimeUnixNanos: ns(0), ConfirmedTimeUnixNanos: ns(0), ProvisionableLabels: []string{"image:x"}},
+			{Id: "rb", AccountId: "b", EnqueueTimeUnixNanos: ns(0) + 1, ConfirmedTimeUnixNanos: ns(0), ProvisionableLabels: []string{"image:x"}},
+		},
+	})
+	want := []Assignment{
+		{Worker: "w1", Request: "ra", Priority: 0, Preempted: "v1"},
+		{Worker: "w2", Request: "rb", Priority: 0, Preempted: "v2"},
+	}
+	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
+		t.Errorf("pass (-want +got):\n%s", diff)
+	}
+}

@@ -154,6 +154,7 @@ func (p *pass) preempt(l Priority) {
 		vset.ws[i] = v.w
 	}
 	vset.words = (len(keys) + 63) / 64
+	vset.epoch = stepEpoch
 	vset.taken = slices.Grow(vset.taken[:0], vset.words)[:vset.words]
 	clear(vset.taken)
 	defer func() {
@@ -370,6 +371,7 @@ type victimSet struct {
 	costs []Vector
 	taken []uint64
 	words int
+	epoch uint64 // of the step
 }
 
 func (vs *victimSet) take(i int) { vs.taken[i/64] |= 1 << (i % 64) }
@@ -389,7 +391,22 @@ func (vs *victimSet) firstFree(bi *baseIndex) int {
 
 // firstProvMatch returns the first victim of bi, not taken, from index from
 // on, that carries every label of prov, or -1.
-func (vs *victimSet) firstProvMatch(s *Scheduler, bi *baseIndex, prov *labelSet, from int) int {
+func (vs *victimSet) firstProvMatch(s *Scheduler, pv *provVariant, from int) int {
+	if pv.matchEpoch == vs.epoch && pv.matchFrom > from {
+		from = pv.matchFrom
+	}
+	m := vs.scanProvMatch(s, pv.bi, pv.prov, from)
+	pv.matchEpoch, pv.matchFrom = vs.epoch, m
+	if m < 0 {
+		pv.matchFrom = vs.words * 64
+	}
+	return m
+}
+
+func (vs *victimSet) scanProvMatch(s *Scheduler, bi *baseIndex, prov *labelSet, from int) int {
+	if from >= vs.words*64 {
+		return -1
+	}
 	var buf [4][]uint64
 	lbits := buf[:0]
 	for _, l := range prov.ids {
@@ -428,7 +445,7 @@ func (p *pass) findVictim(vs *victimSet, bi *baseIndex, c *class, a *account, l 
 		if len(c.prov.ids) == 0 {
 			return vs.ws[first], false
 		}
-		if m := vs.firstProvMatch(p.s, bi, c.prov, first); m >= 0 && vs.costs[m].Less(a.balance) {
+		if m := vs.firstProvMatch(p.s, c.pv, first); m >= 0 && vs.costs[m].Less(a.balance) {
 			return vs.ws[m], false
 		}
 		return vs.ws[first], false

@@ -350,6 +350,11 @@ type provVariant struct {
 	bi      *baseIndex
 	idx     int // in bi.provs
 	classes []*class
+
+	// Per preemption step: no victim before matchFrom is a free provision
+	// match (victims are only taken during a step, so this only grows).
+	matchEpoch uint64
+	matchFrom  int
 }
 
 // New returns an empty pool with the given configuration (nil: defaults, no
