@@ -158,10 +158,15 @@ type eventBuf struct {
 
 const eventChunk = 256
 
-// keep offers c's memory for reuse; the largest offer is kept. Its events
-// are cleared so that the buffer does not keep what they point to alive.
+// maxSpare bounds the memory kept for reuse (3 MiB): a batch that recorded
+// more (loading a pool's backlog) does not make the pool hold it for good.
+const maxSpare = 8192
+
+// keep offers c's memory for reuse; the largest offer up to maxSpare is
+// kept. Its events are cleared so that the buffer does not keep what they
+// point to alive.
 func (b *eventBuf) keep(c []Event) {
-	if cap(c) <= cap(b.spare) {
+	if cap(c) <= cap(b.spare) || cap(c) > maxSpare {
 		return
 	}
 	clear(c)
