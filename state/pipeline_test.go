@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -130,7 +131,7 @@ func TestGroupCommit(t *testing.T) {
 // successful commit.
 func TestCommitBeforeReplyAndRollback(t *testing.T) {
 	fs := &faultyStore{Store: memory.New()}
-	sink := &eventlog.Memory{}
+	sink := &signalSink{Memory: &eventlog.Memory{}, emitted: make(chan struct{}, 16)}
 	p := newPipeline(t, fs, sink, Options{})
 	ctx := context.Background()
 	if err := p.CreatePool(ctx, "p"); err != nil {
@@ -153,9 +154,27 @@ func TestCommitBeforeReplyAndRollback(t *testing.T) {
 	if got := numWaiting(t, p, "p"); got != 1 {
 		t.Errorf("%d waiting, want 1", got)
 	}
+	// Events are emitted after the callers are answered, in batch order: once
+	// the second batch's are out, the first's would have been.
+	select {
+	case <-sink.emitted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the committed batch's events were never emitted")
+	}
 	if rows := sink.Rows(); len(rows) != 1 || rows[0].TaskId != "kept" {
 		t.Errorf("events %v, want the ENQUEUED of kept", rows)
 	}
+}
+
+// signalSink is a Memory sink that signals each Emit.
+type signalSink struct {
+	*eventlog.Memory
+	emitted chan struct{}
+}
+
+func (s *signalSink) Emit(pool string, events []scheduler.Event) {
+	s.Memory.Emit(pool, events)
+	s.emitted <- struct{}{}
 }
 
 // TestBackpressure: a full queue answers ResourceExhausted at once.
@@ -395,5 +414,41 @@ func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
 	}
 	if r := <-good; r.err != nil || len(r.out) != 1 || r.out[0].Task != "task" {
 		t.Errorf("good call of the same batch: %v %v, want task assigned to bot", r.out, r.err)
+	}
+}
+
+// TestEventsOfSuccessiveBatches: each batch's events reach the sink whole
+// and in order, although later batches record into the memory of earlier
+// ones once those were emitted.
+func TestEventsOfSuccessiveBatches(t *testing.T) {
+	sink := &signalSink{Memory: &eventlog.Memory{}, emitted: make(chan struct{}, 16)}
+	p := newPipeline(t, memory.New(), sink, Options{})
+	ctx := context.Background()
+	if err := p.CreatePool(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 5 {
+		var items []scheduler.Notification
+		for j := range i + 1 {
+			id := fmt.Sprintf("t%d-%d", i, j)
+			items = append(items, waiting(id, 1))
+			want = append(want, id)
+		}
+		if err := p.Notify(ctx, "p", NotifyInput{Items: items}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-sink.emitted:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("batch %d's events were never emitted", i)
+		}
+	}
+	var got []string
+	for _, r := range sink.Rows() {
+		got = append(got, r.TaskId)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("emitted tasks %v, want %v", got, want)
 	}
 }
