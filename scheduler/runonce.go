@@ -336,26 +336,62 @@ func (p *pass) reprioritize(l Priority) {
 // byCost returns a copy of ws sorted by current cost, ascending or (desc)
 // descending, ties by ascending request id.
 func (p *pass) byCost(ws []*worker, desc bool) []*worker {
+	// Tasks share few distinct costs: each gets the rank of its cost among
+	// them, and its request id is read once, so that the sort compares
+	// integers and, on ties, id strings without going through the worker.
 	now := p.s.now
+	sc := &p.s.costScratch
+	if sc.idx == nil {
+		sc.idx = make(map[Vector]int32)
+	}
+	clear(sc.idx)
+	sc.uniq = sc.uniq[:0]
 	type wc struct {
-		w *worker
-		c Vector
+		rank int32
+		id   string
+		w    *worker
 	}
 	tmp := make([]wc, len(ws))
 	for i, w := range ws {
-		tmp[i] = wc{w, w.costAt(now)}
-	}
-	slices.SortFunc(tmp, func(x, y wc) int {
-		if desc {
-			x.c, y.c = y.c, x.c
+		c := w.costAt(now)
+		j, ok := sc.idx[c]
+		if !ok {
+			j = int32(len(sc.uniq))
+			sc.idx[c] = j
+			sc.uniq = append(sc.uniq, c)
 		}
-		if x.c.Less(y.c) {
+		tmp[i] = wc{j, string(w.req.id), w}
+	}
+	order := make([]int32, len(sc.uniq))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	uniq := sc.uniq
+	slices.SortFunc(order, func(x, y int32) int {
+		if uniq[x].Less(uniq[y]) {
 			return -1
 		}
-		if y.c.Less(x.c) {
+		if uniq[y].Less(uniq[x]) {
 			return 1
 		}
-		return strings.Compare(string(x.w.req.id), string(y.w.req.id))
+		return 0
+	})
+	rank := make([]int32, len(order))
+	for r, i := range order {
+		if desc {
+			rank[i] = int32(len(order) - 1 - r)
+		} else {
+			rank[i] = int32(r)
+		}
+	}
+	for i := range tmp {
+		tmp[i].rank = rank[tmp[i].rank]
+	}
+	slices.SortFunc(tmp, func(x, y wc) int {
+		if x.rank != y.rank {
+			return int(x.rank - y.rank)
+		}
+		return strings.Compare(x.id, y.id)
 	})
 	out := make([]*worker, len(ws))
 	for i := range tmp {

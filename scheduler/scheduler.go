@@ -37,7 +37,11 @@ type Scheduler struct {
 	rec   reconciler
 	elig  eligibility // scratch of eligible()
 
-	pscratch preemptScratch
+	pscratch    preemptScratch
+	costScratch struct { // of pass.byCost
+		idx  map[Vector]int32
+		uniq []Vector
+	}
 
 	// Worker ranks in id order (see rankWorkers): the rank of each id known
 	// at the last ranking, and whether a worker with another id appeared.
