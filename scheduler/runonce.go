@@ -333,8 +333,9 @@ func (p *pass) reprioritize(l Priority) {
 	}
 }
 
-// byCost returns a copy of ws sorted by current cost, ascending or (desc)
-// descending, ties by ascending request id.
+// byCost returns the workers of ws sorted by current cost, ascending or
+// (desc) descending, ties by ascending request id, in memory that the next
+// call reuses.
 func (p *pass) byCost(ws []*worker, desc bool) []*worker {
 	// Tasks share few distinct costs: each gets the rank of its cost among
 	// them, and its request id is read once, so that the sort compares
@@ -346,12 +347,7 @@ func (p *pass) byCost(ws []*worker, desc bool) []*worker {
 	}
 	clear(sc.idx)
 	sc.uniq = sc.uniq[:0]
-	type wc struct {
-		rank int32
-		id   string
-		w    *worker
-	}
-	tmp := make([]wc, len(ws))
+	tmp := slices.Grow(sc.tmp[:0], len(ws))[:len(ws)]
 	for i, w := range ws {
 		c := w.costAt(now)
 		j, ok := sc.idx[c]
@@ -360,9 +356,9 @@ func (p *pass) byCost(ws []*worker, desc bool) []*worker {
 			sc.idx[c] = j
 			sc.uniq = append(sc.uniq, c)
 		}
-		tmp[i] = wc{j, string(w.req.id), w}
+		tmp[i] = costKey{j, string(w.req.id), w}
 	}
-	order := make([]int32, len(sc.uniq))
+	order := slices.Grow(sc.order[:0], len(sc.uniq))[:len(sc.uniq)]
 	for i := range order {
 		order[i] = int32(i)
 	}
@@ -376,7 +372,7 @@ func (p *pass) byCost(ws []*worker, desc bool) []*worker {
 		}
 		return 0
 	})
-	rank := make([]int32, len(order))
+	rank := slices.Grow(sc.rank[:0], len(order))[:len(order)]
 	for r, i := range order {
 		if desc {
 			rank[i] = int32(len(order) - 1 - r)
@@ -387,15 +383,23 @@ func (p *pass) byCost(ws []*worker, desc bool) []*worker {
 	for i := range tmp {
 		tmp[i].rank = rank[tmp[i].rank]
 	}
-	slices.SortFunc(tmp, func(x, y wc) int {
+	slices.SortFunc(tmp, func(x, y costKey) int {
 		if x.rank != y.rank {
 			return int(x.rank - y.rank)
 		}
 		return strings.Compare(x.id, y.id)
 	})
-	out := make([]*worker, len(ws))
+	out := slices.Grow(sc.out[:0], len(ws))[:len(ws)]
 	for i := range tmp {
 		out[i] = tmp[i].w
 	}
+	clear(tmp)
+	sc.tmp, sc.order, sc.rank, sc.out = tmp, order, rank, out
 	return out
+}
+
+type costKey struct {
+	rank int32
+	id   string
+	w    *worker
 }
