@@ -516,11 +516,7 @@ type preemptScratch struct {
 	keys   []victimKey
 	sorted []victimKey // the other buffer of sortVictims
 	// sortVictims' scratch.
-	costIdx  map[Vector]int32
-	uniq     []Vector
-	ui       []int32
-	order    []int32
-	costRank []int32
+	costs    costRanker
 	byRank   []int32
 	sortKeys []uint64
 	vset     victimSet
@@ -537,57 +533,24 @@ type victimKey struct {
 	c Vector
 }
 
-// sortVictims sorts sc.keys by (cost Less, worker id). Victims share few
-// distinct costs, so the distinct costs are sorted and each victim gets the
-// integer key (cost rank, worker rank): the sort then compares integers.
-// The workers must be ranked (rankWorkers).
+// sortVictims sorts sc.keys by (cost Less, worker id) through one integer
+// per victim, (cost rank, worker rank). The workers must be ranked
+// (rankWorkers).
 func (sc *preemptScratch) sortVictims(nWorkers int) {
 	vs := sc.keys
-	if sc.costIdx == nil {
-		sc.costIdx = make(map[Vector]int32)
-	}
-	clear(sc.costIdx)
-	uniq := sc.uniq[:0]
-	ui := slices.Grow(sc.ui[:0], len(vs))[:len(vs)]
-	for i := range vs {
-		c := vs[i].c
-		j, ok := sc.costIdx[c] // +0 and -0 are one key, as they are one cost
-		if !ok {
-			j = int32(len(uniq))
-			sc.costIdx[c] = j
-			uniq = append(uniq, c)
-		}
-		ui[i] = j
-	}
-	order := slices.Grow(sc.order[:0], len(uniq))[:len(uniq)]
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(x, y int32) int {
-		if uniq[x].Less(uniq[y]) {
-			return -1
-		}
-		if uniq[y].Less(uniq[x]) {
-			return 1
-		}
-		return 0
-	})
-	costRank := slices.Grow(sc.costRank[:0], len(uniq))[:len(uniq)]
-	for r, i := range order {
-		costRank[i] = int32(r)
-	}
+	costRank := sc.costs.ranks(len(vs), func(i int) Vector { return vs[i].c }, false)
 	byRank := slices.Grow(sc.byRank[:0], nWorkers)[:nWorkers]
 	keys := slices.Grow(sc.sortKeys[:0], len(vs))[:len(vs)]
 	for i := range vs {
 		r := vs[i].w.rank
 		byRank[r] = int32(i)
-		keys[i] = uint64(costRank[ui[i]])<<32 | uint64(uint32(r))
+		keys[i] = uint64(costRank[i])<<32 | uint64(uint32(r))
 	}
 	slices.Sort(keys)
 	sorted := slices.Grow(sc.sorted[:0], len(vs))[:len(vs)]
 	for j, k := range keys {
 		sorted[j] = vs[byRank[uint32(k)]]
 	}
-	sc.uniq, sc.ui, sc.order, sc.costRank, sc.byRank, sc.sortKeys = uniq, ui, order, costRank, byRank, keys
+	sc.byRank, sc.sortKeys = byRank, keys
 	sc.keys, sc.sorted = sorted, vs
 }

@@ -337,51 +337,14 @@ func (p *pass) reprioritize(l Priority) {
 // (desc) descending, ties by ascending request id, in memory that the next
 // call reuses.
 func (p *pass) byCost(ws []*worker, desc bool) []*worker {
-	// Tasks share few distinct costs: each gets the rank of its cost among
-	// them, and its request id is read once, so that the sort compares
-	// integers and, on ties, id strings without going through the worker.
+	// The request id is read once, so that ties compare id strings without
+	// going through the worker.
 	now := p.s.now
 	sc := &p.s.costScratch
-	if sc.idx == nil {
-		sc.idx = make(map[Vector]int32)
-	}
-	clear(sc.idx)
-	sc.uniq = sc.uniq[:0]
+	ranks := sc.costs.ranks(len(ws), func(i int) Vector { return ws[i].costAt(now) }, desc)
 	tmp := slices.Grow(sc.tmp[:0], len(ws))[:len(ws)]
 	for i, w := range ws {
-		c := w.costAt(now)
-		j, ok := sc.idx[c]
-		if !ok {
-			j = int32(len(sc.uniq))
-			sc.idx[c] = j
-			sc.uniq = append(sc.uniq, c)
-		}
-		tmp[i] = costKey{j, string(w.req.id), w}
-	}
-	order := slices.Grow(sc.order[:0], len(sc.uniq))[:len(sc.uniq)]
-	for i := range order {
-		order[i] = int32(i)
-	}
-	uniq := sc.uniq
-	slices.SortFunc(order, func(x, y int32) int {
-		if uniq[x].Less(uniq[y]) {
-			return -1
-		}
-		if uniq[y].Less(uniq[x]) {
-			return 1
-		}
-		return 0
-	})
-	rank := slices.Grow(sc.rank[:0], len(order))[:len(order)]
-	for r, i := range order {
-		if desc {
-			rank[i] = int32(len(order) - 1 - r)
-		} else {
-			rank[i] = int32(r)
-		}
-	}
-	for i := range tmp {
-		tmp[i].rank = rank[tmp[i].rank]
+		tmp[i] = costKey{ranks[i], string(w.req.id), w}
 	}
 	slices.SortFunc(tmp, func(x, y costKey) int {
 		if x.rank != y.rank {
@@ -394,7 +357,7 @@ func (p *pass) byCost(ws []*worker, desc bool) []*worker {
 		out[i] = tmp[i].w
 	}
 	clear(tmp)
-	sc.tmp, sc.order, sc.rank, sc.out = tmp, order, rank, out
+	sc.tmp, sc.out = tmp, out
 	return out
 }
 

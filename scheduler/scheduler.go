@@ -39,11 +39,9 @@ type Scheduler struct {
 
 	pscratch    preemptScratch
 	costScratch struct { // of pass.byCost
-		idx         map[Vector]int32
-		uniq        []Vector
-		tmp         []costKey
-		order, rank []int32
-		out         []*worker
+		costs costRanker
+		tmp   []costKey
+		out   []*worker
 	}
 
 	// Worker ranks in id order (see rankWorkers): the rank of each id known
