@@ -292,9 +292,8 @@ func (p *pass) preempt(l Priority) {
 			if vset.firstFree(g.bi) < 0 {
 				// Every victim of this base set is taken: none of its
 				// units can succeed.
-				gh.Remove(g.idx)
-				g.idx = -1
 				g.h.items = g.h.items[:0]
+				settle(g)
 				continue
 			}
 			g.h.Remove(u.idx)
@@ -404,9 +403,6 @@ func (vs *victimSet) firstProvMatch(s *Scheduler, pv *provVariant, from int) int
 }
 
 func (vs *victimSet) scanProvMatch(s *Scheduler, bi *baseIndex, prov *labelSet, from int) int {
-	if from >= vs.words*64 {
-		return -1
-	}
 	var buf [4][]uint64
 	lbits := buf[:0]
 	for _, l := range prov.ids {
