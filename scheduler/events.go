@@ -111,18 +111,11 @@ func (s *Scheduler) TakeEvents() []Event {
 			out = append(out, c...)
 		}
 		out = append(out, b.cur...)
-		// The chunks were copied: the largest is kept for reuse.
-		b.keep(b.cur)
-		for _, c := range b.full {
-			b.keep(c)
-		}
-		b.cur = nil
+		b.recycle() // the chunks were copied
 	}
 	// The next buffer starts at the size this one reached (within bounds),
 	// so that a pool with steady traffic fills one chunk per batch and
 	// TakeEvents hands it over without copying.
-	clear(b.full)
-	b.full = b.full[:0]
 	b.next = min(max(len(out), eventChunk), 1<<16)
 	if len(out) == 0 {
 		return nil
@@ -137,15 +130,7 @@ func (s *Scheduler) TakeEvents() []Event {
 func (s *Scheduler) ReuseEvents(evs []Event) { s.events.keep(evs) }
 
 // DiscardEvents forgets recorded events without returning them.
-func (s *Scheduler) DiscardEvents() {
-	b := &s.events
-	for _, c := range b.full {
-		b.keep(c)
-	}
-	b.keep(b.cur)
-	clear(b.full)
-	b.full, b.cur = b.full[:0], nil
-}
+func (s *Scheduler) DiscardEvents() { s.events.recycle() }
 
 // eventBuf collects events in chunks, so that a pass with thousands of
 // changes never copies its events to grow a buffer.
@@ -174,6 +159,16 @@ func (b *eventBuf) keep(c []Event) {
 }
 
 // slot returns the place of the next event, at the end of the buffer.
+// recycle forgets the recorded events, keeping the largest chunk for reuse.
+func (b *eventBuf) recycle() {
+	for _, c := range b.full {
+		b.keep(c)
+	}
+	b.keep(b.cur)
+	clear(b.full)
+	b.full, b.cur = b.full[:0], nil
+}
+
 func (b *eventBuf) slot() *Event {
 	if len(b.cur) == cap(b.cur) {
 		if len(b.cur) > 0 {
