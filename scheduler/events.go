@@ -158,7 +158,6 @@ func (b *eventBuf) keep(c []Event) {
 	b.spare = c[:0]
 }
 
-// slot returns the place of the next event, at the end of the buffer.
 // recycle forgets the recorded events, keeping the largest chunk for reuse.
 func (b *eventBuf) recycle() {
 	for _, c := range b.full {
@@ -169,6 +168,7 @@ func (b *eventBuf) recycle() {
 	b.full, b.cur = b.full[:0], nil
 }
 
+// slot returns the place of the next event, at the end of the buffer.
 func (b *eventBuf) slot() *Event {
 	if len(b.cur) == cap(b.cur) {
 		if len(b.cur) > 0 {
