@@ -238,8 +238,17 @@ func poolBucket(tx *bolt.Tx, pool string) (*bolt.Bucket, error) {
 	return b, nil
 }
 
-func readHead(b *bolt.Bucket) (head, error) {
-	return decodeHead(b.Get(keyHead))
+// poolHead returns the pool's bucket and its head.
+func poolHead(tx *bolt.Tx, pool string) (*bolt.Bucket, head, error) {
+	pb, err := poolBucket(tx, pool)
+	if err != nil {
+		return nil, head{}, err
+	}
+	h, err := decodeHead(pb.Get(keyHead))
+	if err != nil {
+		return nil, head{}, err
+	}
+	return pb, h, nil
 }
 
 // CreatePool implements nodestore.Store. The state is stored in the
@@ -413,13 +422,11 @@ func decodeEntries(entries []storedEntry) ([]*statev1.PoolDelta, error) {
 func (s *Store) readState(pool string) (stored, error) {
 	var r stored
 	err := s.db.View(func(tx *bolt.Tx) error {
-		pb, err := poolBucket(tx, pool)
+		pb, h, err := poolHead(tx, pool)
 		if err != nil {
 			return err
 		}
-		if r.head, err = readHead(pb); err != nil {
-			return err
-		}
+		r.head = h
 		if r.snap, r.shards, err = readSnapshot(pb, r.head); err != nil {
 			return err
 		}
@@ -475,13 +482,11 @@ func (s *Store) ReadLog(ctx context.Context, pool string, after int64) ([]*state
 	var h head
 	var entries []storedEntry
 	err := s.db.View(func(tx *bolt.Tx) error {
-		pb, err := poolBucket(tx, pool)
+		pb, ph, err := poolHead(tx, pool)
 		if err != nil {
 			return err
 		}
-		if h, err = readHead(pb); err != nil {
-			return err
-		}
+		h = ph
 		oldest := h.gen + 1 // the oldest generation kept in the log
 		if k, _ := pb.Bucket(bucketLog).Cursor().First(); k != nil {
 			gen, _, ok := parseLogKey(k)
@@ -525,13 +530,11 @@ func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev
 	n := size(parts)
 	var before, after head
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		pb, err := poolBucket(tx, pool)
+		pb, ph, err := poolHead(tx, pool)
 		if err != nil {
 			return err
 		}
-		if before, err = readHead(pb); err != nil {
-			return err
-		}
+		before = ph
 		if before.gen != expect {
 			return fmt.Errorf("%w: pool %q is at generation %d, not %d", nodestore.ErrConflict, pool, before.gen, expect)
 		}

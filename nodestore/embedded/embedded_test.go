@@ -270,11 +270,8 @@ func headOf(t *testing.T, s *Store, pool string) head {
 	t.Helper()
 	var h head
 	err := s.db.View(func(tx *bolt.Tx) error {
-		pb, err := poolBucket(tx, pool)
-		if err != nil {
-			return err
-		}
-		h, err = readHead(pb)
+		var err error
+		_, h, err = poolHead(tx, pool)
 		return err
 	})
 	if err != nil {

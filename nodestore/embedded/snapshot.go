@@ -122,11 +122,7 @@ var errGone = fmt.Errorf("%w: pool deleted meanwhile", nodestore.ErrNotFound)
 
 // poolFor returns the pool's bucket if it still is the incarnation inc.
 func poolFor(tx *bolt.Tx, pool string, inc uint64) (*bolt.Bucket, head, error) {
-	pb, err := poolBucket(tx, pool)
-	if err != nil {
-		return nil, head{}, err
-	}
-	h, err := readHead(pb)
+	pb, h, err := poolHead(tx, pool)
 	if err != nil {
 		return nil, head{}, err
 	}
@@ -289,13 +285,11 @@ func (s *Store) collectPool(ctx context.Context, pool string) error {
 	dead := map[uint64]uint32{} // snapshots to delete → their shard count
 	var logKeys [][]byte        // log keys to delete
 	err := s.db.View(func(tx *bolt.Tx) error {
-		pb, err := poolBucket(tx, pool)
+		pb, ph, err := poolHead(tx, pool)
 		if err != nil {
 			return err
 		}
-		if h, err = readHead(pb); err != nil {
-			return err
-		}
+		h = ph
 		err = pb.Bucket(bucketSnaps).ForEach(func(k, v []byte) error {
 			rec, err := decodeSnapRec(v)
 			if err != nil {
