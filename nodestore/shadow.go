@@ -78,41 +78,21 @@ func (sh *Shadow) Apply(d *statev1.PoolDelta) {
 	if d.LastUpdateUnixNanos != nil {
 		sh.clock = proto.Int64(*d.LastUpdateUnixNanos)
 	}
-	for _, id := range d.DeletedBalances {
-		delete(sh.balances, id)
+	merge(sh.balances, d.DeletedBalances, d.Balances, (*statev1.AccountBalance).GetAccountId)
+	merge(sh.waiting, d.DeletedWaiting, d.Waiting, (*statev1.Request).GetId)
+	merge(sh.workers, d.DeletedWorkers, d.Workers, (*statev1.Worker).GetId)
+	merge(sh.tombs, d.DeletedTombstones, d.Tombstones, (*statev1.Tombstone).GetRequestId)
+	merge(sh.pending, d.DeletedPending, d.Pending, (*statev1.PendingAssignment).GetWorkerId)
+	merge(sh.errs, d.DeletedTaskErrors, d.TaskErrors, (*statev1.TaskError).GetTaskId)
+}
+
+// merge applies one kind of a delta: deletions by id, then upserts.
+func merge[T any](m map[string]T, deleted []string, set []T, id func(T) string) {
+	for _, k := range deleted {
+		delete(m, k)
 	}
-	for _, b := range d.Balances {
-		sh.balances[b.AccountId] = b
-	}
-	for _, id := range d.DeletedWaiting {
-		delete(sh.waiting, id)
-	}
-	for _, r := range d.Waiting {
-		sh.waiting[r.Id] = r
-	}
-	for _, id := range d.DeletedWorkers {
-		delete(sh.workers, id)
-	}
-	for _, w := range d.Workers {
-		sh.workers[w.Id] = w
-	}
-	for _, id := range d.DeletedTombstones {
-		delete(sh.tombs, id)
-	}
-	for _, t := range d.Tombstones {
-		sh.tombs[t.RequestId] = t
-	}
-	for _, id := range d.DeletedPending {
-		delete(sh.pending, id)
-	}
-	for _, e := range d.Pending {
-		sh.pending[e.WorkerId] = e
-	}
-	for _, id := range d.DeletedTaskErrors {
-		delete(sh.errs, id)
-	}
-	for _, e := range d.TaskErrors {
-		sh.errs[e.TaskId] = e
+	for _, x := range set {
+		m[id(x)] = x
 	}
 }
 
