@@ -3,6 +3,7 @@ package scheduler
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -87,6 +88,10 @@ func genState(t *rapid.T) *statev1.PoolState {
 		st.Balances = append(st.Balances, &statev1.AccountBalance{AccountId: id, Value: bal})
 	}
 	reqN := 0
+	// Request ids of unequal lengths, some the prefix of others ("r1",
+	// "r10"), and sometimes behind a long shared prefix, so that id order
+	// differs from creation order.
+	reqFmt := rapid.SampledFrom([]string{"r%d", "swarming-task-%d", "r%02d"}).Draw(t, "reqIDs")
 	newReq := func() *statev1.Request {
 		reqN++
 		accts, maxBase := acctIDs, 2
@@ -94,7 +99,7 @@ func genState(t *rapid.T) *statev1.PoolState {
 			accts, maxBase = acctIDs[2:], 1
 		}
 		return &statev1.Request{
-			Id:                     fmt.Sprintf("r%02d", reqN),
+			Id:                     fmt.Sprintf(reqFmt, reqN),
 			AccountId:              rapid.SampledFrom(accts).Draw(t, "account"),
 			EnqueueTimeUnixNanos:   propT - int64(rapid.IntRange(0, 3).Draw(t, "enqueue"))*1e9,
 			BaseLabels:             genLabels(t, "base", maxBase),
@@ -122,6 +127,8 @@ func genState(t *rapid.T) *statev1.PoolState {
 	for range rapid.IntRange(0, 10).Draw(t, "waiting") {
 		st.Waiting = append(st.Waiting, newReq())
 	}
+	// In the order ToProto writes.
+	slices.SortFunc(st.Waiting, func(a, b *statev1.Request) int { return strings.Compare(a.Id, b.Id) })
 	return st
 }
 

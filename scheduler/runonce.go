@@ -337,21 +337,28 @@ func (p *pass) reprioritize(l Priority) {
 // (desc) descending, ties by ascending request id, in memory that the next
 // call reuses.
 func (p *pass) byCost(ws []*worker, desc bool) []*worker {
-	// The request id is read once, so that ties compare id strings without
-	// going through the worker.
+	// Costs are compared as their ranks among the distinct costs. Tied
+	// request ids are compared first by the eight bytes that follow the
+	// prefix all of them share, read once, so that most comparisons do not
+	// go through the strings.
 	now := p.s.now
 	sc := &p.s.costScratch
 	ranks := sc.costs.ranks(len(ws), func(i int) Vector { return ws[i].costAt(now) }, desc)
 	tmp := slices.Grow(sc.tmp[:0], len(ws))[:len(ws)]
+	shared := -1
 	for i, w := range ws {
-		tmp[i] = costKey{ranks[i], string(w.req.id), w}
-	}
-	slices.SortFunc(tmp, func(x, y costKey) int {
-		if x.rank != y.rank {
-			return int(x.rank - y.rank)
+		id := string(w.req.id)
+		if shared < 0 {
+			shared = len(id)
+		} else {
+			shared = commonPrefix(id[:min(shared, len(id))], tmp[0].id)
 		}
-		return strings.Compare(x.id, y.id)
-	})
+		tmp[i] = costKey{rank: ranks[i], id: id, w: w}
+	}
+	for i := range tmp {
+		tmp[i].win = idWindow(tmp[i].id, shared)
+	}
+	slices.SortFunc(tmp, cmpCostKey)
 	out := slices.Grow(sc.out[:0], len(ws))[:len(ws)]
 	for i := range tmp {
 		out[i] = tmp[i].w
@@ -363,6 +370,49 @@ func (p *pass) byCost(ws []*worker, desc bool) []*worker {
 
 type costKey struct {
 	rank int32
+	win  uint64 // idWindow of id
 	id   string
 	w    *worker
+}
+
+// cmpCostKey orders by rank, then id (through the windows, which must be
+// taken at one offset before which all ids agree).
+func cmpCostKey(x, y costKey) int {
+	if x.rank != y.rank {
+		return int(x.rank - y.rank)
+	}
+	if x.win != y.win {
+		if x.win < y.win {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(x.id, y.id)
+}
+
+// commonPrefix is the length of the longest common prefix of a and b.
+func commonPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}
+
+// idWindow is the eight bytes of id from offset from, big-endian, padded
+// with zeros. Of two strings that agree before from, the one with the
+// smaller window sorts first; equal windows decide nothing. (A string that
+// ends inside the window is a prefix of any other with the same window
+// bytes up to its end, so the padding orders it first, as it should be.)
+func idWindow(id string, from int) uint64 {
+	var w uint64
+	for i := range 8 {
+		w <<= 8
+		if j := from + i; j < len(id) {
+			w |= uint64(id[j])
+		}
+	}
+	return w
 }
