@@ -1,57 +1,55 @@
 package scheduler
 
 import (
+	"cmp"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
 
-// The id windows of byCost must order ids exactly as strings.Compare does,
-// including ids that are prefixes of others, share long prefixes, or hold
-// zero bytes.
-func TestCostKeyOrdersIDsAsStrings(t *testing.T) {
+// byCost's integer keys must order workers exactly as (rank, request id)
+// with strings.Compare, for ids that are prefixes of others, share long
+// prefixes, or hold zero bytes, and however few id bytes fit in the key.
+func TestSortByRankAndID(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	alphabet := []byte{0, 'a', 'b', 0xff}
-	for range 2000 {
+	for trial := range 3000 {
 		prefix := strings.Repeat("task-", r.IntN(3))
-		var ids []string
-		for range 2 + r.IntN(6) {
+		seen := map[string]bool{}
+		var ws []*worker
+		var ranks []int32
+		for range 1 + r.IntN(40) {
 			b := []byte(prefix)
 			for range r.IntN(12) {
 				b = append(b, alphabet[r.IntN(len(alphabet))])
 			}
-			ids = append(ids, string(b))
-		}
-		shared := len(ids[0])
-		for _, id := range ids[1:] {
-			shared = commonPrefix(id[:min(shared, len(id))], ids[0])
-		}
-		for _, x := range ids {
-			if !strings.HasPrefix(x, ids[0][:shared]) {
-				t.Fatalf("%q does not start with the shared prefix %q", x, ids[0][:shared])
+			if seen[string(b)] {
+				continue // running request ids are distinct
 			}
-			for _, y := range ids {
-				kx := costKey{id: x, win: idWindow(x, shared)}
-				ky := costKey{id: y, win: idWindow(y, shared)}
-				if got, want := sign(cmpCostKey(kx, ky)), strings.Compare(x, y); got != want {
-					t.Fatalf("ids %q, %q (shared prefix %d): got %d, want %d", x, y, shared, got, want)
+			seen[string(b)] = true
+			ws = append(ws, &worker{req: &request{id: RequestID(b)}})
+			ranks = append(ranks, int32(r.IntN(1+trial%5)))
+		}
+		rankOf := map[*worker]int32{}
+		for i, w := range ws {
+			rankOf[w] = ranks[i]
+		}
+		want := slices.Clone(ws)
+		slices.SortFunc(want, func(x, y *worker) int {
+			return cmp.Or(cmp.Compare(rankOf[x], rankOf[y]), strings.Compare(string(x.req.id), string(y.req.id)))
+		})
+		for maxWin := range 9 {
+			out := make([]*worker, len(ws))
+			sortByRankAndID(ws, ranks, make([]uint64, len(ws)), out, maxWin)
+			if !slices.Equal(out, want) {
+				var got, exp []string
+				for i := range out {
+					got = append(got, string(out[i].req.id))
+					exp = append(exp, string(want[i].req.id))
 				}
+				t.Fatalf("maxWin %d: got %q, want %q (ranks %v)", maxWin, got, exp, ranks)
 			}
 		}
 	}
-	// The rank decides first.
-	if cmpCostKey(costKey{rank: 1, id: "a"}, costKey{rank: 2, id: "b"}) >= 0 ||
-		cmpCostKey(costKey{rank: 2, id: "a"}, costKey{rank: 1, id: "b"}) <= 0 {
-		t.Fatal("rank must decide before the id")
-	}
-}
-
-func sign(x int) int {
-	switch {
-	case x < 0:
-		return -1
-	case x > 0:
-		return 1
-	}
-	return 0
 }

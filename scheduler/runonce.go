@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"math"
+	"math/bits"
 	"slices"
 	"strings"
 	"time"
@@ -337,57 +338,58 @@ func (p *pass) reprioritize(l Priority) {
 // (desc) descending, ties by ascending request id, in memory that the next
 // call reuses.
 func (p *pass) byCost(ws []*worker, desc bool) []*worker {
-	// Costs are compared as their ranks among the distinct costs. Tied
-	// request ids are compared first by the eight bytes that follow the
-	// prefix all of them share, read once, so that most comparisons do not
-	// go through the strings.
 	now := p.s.now
 	sc := &p.s.costScratch
 	ranks := sc.costs.ranks(len(ws), func(i int) Vector { return ws[i].costAt(now) }, desc)
-	tmp := slices.Grow(sc.tmp[:0], len(ws))[:len(ws)]
-	shared := -1
+	sc.keys = slices.Grow(sc.keys[:0], len(ws))[:len(ws)]
+	sc.out = slices.Grow(sc.out[:0], len(ws))[:len(ws)]
+	sortByRankAndID(ws, ranks, sc.keys, sc.out, 8)
+	return sc.out
+}
+
+// sortByRankAndID writes to out the workers of ws ordered by rank, then by
+// request id, sorting keys (of len(ws)) as one integer per worker: its
+// rank, then up to maxWin bytes of its id after the prefix all the ids
+// share, then its index. Only workers whose rank and id bytes tie are then
+// compared by their id strings.
+func sortByRankAndID(ws []*worker, ranks []int32, keys []uint64, out []*worker, maxWin int) {
+	n := len(ws)
+	if n == 0 {
+		return
+	}
+	shared := len(ws[0].req.id)
+	var maxRank int32
 	for i, w := range ws {
-		id := string(w.req.id)
-		if shared < 0 {
-			shared = len(id)
-		} else {
-			shared = commonPrefix(id[:min(shared, len(id))], tmp[0].id)
+		if i > 0 {
+			id := string(w.req.id)
+			shared = commonPrefix(id[:min(shared, len(id))], string(ws[0].req.id))
 		}
-		tmp[i] = costKey{rank: ranks[i], id: id, w: w}
+		maxRank = max(maxRank, ranks[i])
 	}
-	for i := range tmp {
-		tmp[i].win = idWindow(tmp[i].id, shared)
+	ib := bits.Len(uint(n - 1))
+	winBytes := min(maxWin, (64-bits.Len32(uint32(maxRank))-ib)/8)
+	wb := 8 * winBytes
+	for i, w := range ws {
+		win := idWindow(string(w.req.id), shared) >> (64 - wb) // 0 when wb is 0
+		keys[i] = uint64(ranks[i])<<(wb+ib) | win<<ib | uint64(i)
 	}
-	slices.SortFunc(tmp, cmpCostKey)
-	out := slices.Grow(sc.out[:0], len(ws))[:len(ws)]
-	for i := range tmp {
-		out[i] = tmp[i].w
-	}
-	clear(tmp)
-	sc.tmp, sc.out = tmp, out
-	return out
-}
-
-type costKey struct {
-	rank int32
-	win  uint64 // idWindow of id
-	id   string
-	w    *worker
-}
-
-// cmpCostKey orders by rank, then id (through the windows, which must be
-// taken at one offset before which all ids agree).
-func cmpCostKey(x, y costKey) int {
-	if x.rank != y.rank {
-		return int(x.rank - y.rank)
-	}
-	if x.win != y.win {
-		if x.win < y.win {
-			return -1
+	slices.Sort(keys)
+	idx := uint64(1)<<ib - 1
+	for i := 0; i < n; {
+		j := i + 1
+		for j < n && keys[j]>>ib == keys[i]>>ib {
+			j++
 		}
-		return 1
+		if j-i > 1 {
+			slices.SortFunc(keys[i:j], func(x, y uint64) int {
+				return strings.Compare(string(ws[x&idx].req.id), string(ws[y&idx].req.id))
+			})
+		}
+		i = j
 	}
-	return strings.Compare(x.id, y.id)
+	for j, k := range keys {
+		out[j] = ws[k&idx]
+	}
 }
 
 // commonPrefix is the length of the longest common prefix of a and b.

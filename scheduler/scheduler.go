@@ -40,7 +40,7 @@ type Scheduler struct {
 	pscratch    preemptScratch
 	costScratch struct { // of pass.byCost
 		costs costRanker
-		tmp   []costKey
+		keys  []uint64
 		out   []*worker
 	}
 
