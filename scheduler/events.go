@@ -113,10 +113,6 @@ func (s *Scheduler) TakeEvents() []Event {
 		out = append(out, b.cur...)
 		b.recycle() // the chunks were copied
 	}
-	// The next buffer starts at the size this one reached (within bounds),
-	// so that a pool with steady traffic fills one chunk per batch and
-	// TakeEvents hands it over without copying.
-	b.next = min(max(len(out), eventChunk), 1<<16)
 	if len(out) == 0 {
 		return nil
 	}
@@ -133,32 +129,39 @@ func (s *Scheduler) ReuseEvents(evs []Event) { s.events.keep(evs) }
 func (s *Scheduler) DiscardEvents() { s.events.recycle() }
 
 // eventBuf collects events in chunks, so that a pass with thousands of
-// changes never copies its events to grow a buffer.
+// changes never copies its events to grow a buffer, and records into memory
+// handed back (free) before it allocates: a storm of thousands of events
+// then writes mostly into memory the last storm used, instead of zeroing
+// megabytes of new memory in the middle of a pass.
 type eventBuf struct {
-	full  [][]Event
-	cur   []Event
-	next  int     // capacity of the next chunk (0: eventChunk)
-	spare []Event // memory to record into before allocating (length 0, cleared)
+	full    [][]Event
+	cur     []Event
+	free    [][]Event // cleared, length 0
+	freeCap int       // the events free holds, at most maxSpare
 }
 
-const eventChunk = 256
+// eventChunk is the capacity of a newly allocated chunk (390 KB): a batch
+// of steady traffic fits in one, which TakeEvents hands over without
+// copying.
+const eventChunk = 1024
 
 // maxSpare bounds the memory kept for reuse (3 MiB): a batch that recorded
 // more (loading a pool's backlog) does not make the pool hold it for good.
 const maxSpare = 8192
 
-// keep offers c's memory for reuse; the largest offer up to maxSpare is
-// kept. Its events are cleared so that the buffer does not keep what they
-// point to alive.
+// keep offers c's memory for reuse while the free memory stays within
+// maxSpare. Its events are cleared so that the buffer does not keep what
+// they point to alive.
 func (b *eventBuf) keep(c []Event) {
-	if cap(c) <= cap(b.spare) || cap(c) > maxSpare {
+	if cap(c) == 0 || b.freeCap+cap(c) > maxSpare {
 		return
 	}
 	clear(c)
-	b.spare = c[:0]
+	b.free = append(b.free, c[:0])
+	b.freeCap += cap(c)
 }
 
-// recycle forgets the recorded events, keeping the largest chunk for reuse.
+// recycle forgets the recorded events, keeping their chunks for reuse.
 func (b *eventBuf) recycle() {
 	for _, c := range b.full {
 		b.keep(c)
@@ -174,16 +177,29 @@ func (b *eventBuf) slot() *Event {
 		if len(b.cur) > 0 {
 			b.full = append(b.full, b.cur)
 		}
-		n := max(b.next, eventChunk)
-		b.next = min(2*n, 1<<16) // chunks grow, so a storm makes few of them
-		if cap(b.spare) >= n || (cap(b.spare) > 0 && len(b.full) == 0) {
-			b.cur, b.spare = b.spare, nil
-		} else {
-			b.cur = make([]Event, 0, n)
-		}
+		b.cur = b.chunk()
 	}
 	b.cur = b.cur[:len(b.cur)+1]
 	return &b.cur[len(b.cur)-1]
+}
+
+// chunk returns the largest free chunk, or a new one.
+func (b *eventBuf) chunk() []Event {
+	if len(b.free) == 0 {
+		return make([]Event, 0, eventChunk)
+	}
+	best := 0
+	for i, c := range b.free {
+		if cap(c) > cap(b.free[best]) {
+			best = i
+		}
+	}
+	c := b.free[best]
+	last := len(b.free) - 1
+	b.free[best], b.free[last] = b.free[last], nil
+	b.free = b.free[:last]
+	b.freeCap -= cap(c)
+	return c
 }
 
 func (s *Scheduler) event(e Event, r *request, w *worker, fromCallback bool) {

@@ -233,3 +233,29 @@ func TestReuseEvents(t *testing.T) {
 		t.Fatalf("nothing recorded, got %v", ids(evs))
 	}
 }
+
+// A storm's event memory is kept for the next storm, within maxSpare: the
+// next storm of that size records without allocating.
+func TestEventMemoryReusedWithinBound(t *testing.T) {
+	var b eventBuf
+	for i := range 20000 {
+		b.slot().Time = int64(i)
+	}
+	b.recycle()
+	if b.freeCap > maxSpare || b.freeCap < maxSpare-eventChunk {
+		t.Fatalf("kept %d events' memory, want at most %d and at least %d", b.freeCap, maxSpare, maxSpare-eventChunk)
+	}
+	for _, c := range b.free {
+		if slices.ContainsFunc(c[:cap(c)], func(e Event) bool { return e.Time != 0 }) {
+			t.Fatal("kept memory was not cleared")
+		}
+	}
+	if allocs := testing.AllocsPerRun(5, func() {
+		for range maxSpare {
+			b.slot()
+		}
+		b.recycle()
+	}); allocs != 0 {
+		t.Fatalf("recording %d events into kept memory allocated %v times", maxSpare, allocs)
+	}
+}
