@@ -171,7 +171,8 @@ func (b *eventBuf) recycle() {
 	b.full, b.cur = b.full[:0], nil
 }
 
-// slot returns the place of the next event, at the end of the buffer.
+// slot returns the place of the next event, at the end of the buffer,
+// zeroed.
 func (b *eventBuf) slot() *Event {
 	if len(b.cur) == cap(b.cur) {
 		if len(b.cur) > 0 {
@@ -180,7 +181,9 @@ func (b *eventBuf) slot() *Event {
 		b.cur = b.chunk()
 	}
 	b.cur = b.cur[:len(b.cur)+1]
-	return &b.cur[len(b.cur)-1]
+	p := &b.cur[len(b.cur)-1]
+	*p = Event{} // in case memory handed back was not all cleared
+	return p
 }
 
 // chunk returns the largest free chunk, or a new one.
@@ -202,10 +205,13 @@ func (b *eventBuf) chunk() []Event {
 	return c
 }
 
-func (s *Scheduler) event(e Event, r *request, w *worker, fromCallback bool) {
-	// The event is written once, in place: storms record thousands.
+// event records an event of type typ at time t about r and w (either may
+// be nil) as they are now, and returns it for the caller to fill in the
+// fields of its type. It is written once, in place: storms record
+// thousands.
+func (s *Scheduler) event(typ EventType, t int64, r *request, w *worker, fromCallback bool) *Event {
 	p := s.events.slot()
-	*p = e
+	p.Type, p.Time = typ, t
 	if r != nil {
 		p.Task = r.id
 		p.Account = r.acct.id
@@ -222,4 +228,5 @@ func (s *Scheduler) event(e Event, r *request, w *worker, fromCallback bool) {
 		p.WorkerLabels = w.names
 	}
 	p.FromCallback = fromCallback
+	return p
 }

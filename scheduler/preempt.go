@@ -490,17 +490,16 @@ func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 	a.balance = a.balance.Sub(cost)
 	a.hasBalance = true
 	s.dirty.balance(a.id)
-	pe := Event{Type: EventPreempted, Time: s.now, Level: l, PreemptorTask: r.id}
-	s.event(pe, victim, v, false)
+	pe := s.event(EventPreempted, s.now, victim, v, false)
+	pe.Level, pe.PreemptorTask = l, r.id
 	s.detach(v)
 	s.dropRequest(victim)
 	s.dequeue(r)
 	s.attach(v, r, l, cost)
 	provReq := !subsetOf(r.prov.ids, v.ids)
-	s.event(Event{
-		Type: EventAssigned, Time: s.now, Level: l, ProvisionRequired: provReq,
-		Preempting: true, PreemptionCost: cost, PreemptedTask: victim.id,
-	}, r, v, false)
+	e := s.event(EventAssigned, s.now, r, v, false)
+	e.Level, e.ProvisionRequired = l, provReq
+	e.Preempting, e.PreemptionCost, e.PreemptedTask = true, cost, victim.id
 	p.out = append(p.out, Assignment{
 		Worker: v.id, Request: r.id, Priority: l, Time: Time(s.now),
 		Preempted: victim.id, ProvisionRequired: provReq,

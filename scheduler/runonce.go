@@ -264,14 +264,16 @@ func (p *pass) assign(w *worker, c *class, l Priority) {
 	s.dequeue(r)
 	s.startTask(w, r, l, Vector{})
 	provReq := !subsetOf(r.prov.ids, w.ids)
-	s.event(Event{Type: EventAssigned, Time: s.now, Level: l, ProvisionRequired: provReq}, r, w, false)
+	e := s.event(EventAssigned, s.now, r, w, false)
+	e.Level, e.ProvisionRequired = l, provReq
 	p.out = append(p.out, Assignment{Worker: w.id, Request: r.id, Priority: l, Time: Time(s.now), ProvisionRequired: provReq})
 }
 
 func (p *pass) reprioritized(w *worker, l Priority) {
 	old := w.level
 	p.s.setLevel(w, l)
-	p.s.event(Event{Type: EventReprioritized, Time: p.s.now, Level: l, OldLevel: old}, w.req, w, false)
+	e := p.s.event(EventReprioritized, p.s.now, w.req, w, false)
+	e.Level, e.OldLevel = l, old
 }
 
 // reprioritize is step c at level l (§2.5).

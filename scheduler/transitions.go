@@ -244,7 +244,7 @@ func (s *Scheduler) addRequest(task Task, enq, t int64, fromCallback bool) {
 	}
 	r = s.newRequest(task.ID, task.Account, enq, t, task.BaseLabels, task.ProvisionableLabels)
 	s.enqueue(r)
-	s.event(Event{Type: EventEnqueued, Time: t, Tags: task.Tags}, r, nil, fromCallback)
+	s.event(EventEnqueued, t, r, nil, fromCallback).Tags = task.Tags
 }
 
 // MarkIdle reports that worker id, with the given labels, was idle at t.
@@ -272,7 +272,7 @@ func (s *Scheduler) markIdle(id WorkerID, labels []string, t int64, fromCallback
 		return
 	}
 	if r := w.req; r != nil {
-		s.event(Event{Type: EventCompleted, Time: t, Reason: ReasonBotIdle}, r, w, fromCallback)
+		s.event(EventCompleted, t, r, w, fromCallback).Reason = ReasonBotIdle
 		s.stopTask(w)
 		s.dropRequest(r)
 		s.bury(r.id, t)
@@ -329,7 +329,8 @@ func (s *Scheduler) notifyRunning(rid RequestID, wid WorkerID, t int64, fromCall
 	level, cost := r.acct.priority(), Vector{}
 	if old := r.w; old != nil { // r on another worker
 		level, cost = old.level, old.costAt(s.now)
-		s.event(Event{Type: EventCompleted, Time: t, Reason: ReasonInconsistentBotForTask, OtherWorker: wid}, r, old, fromCallback)
+		e := s.event(EventCompleted, t, r, old, fromCallback)
+		e.Reason, e.OtherWorker = ReasonInconsistentBotForTask, wid
 		s.stopTask(old)
 		s.forgetWorker(old)
 	} else {
@@ -348,7 +349,8 @@ func (s *Scheduler) notifyRunning(rid RequestID, wid WorkerID, t int64, fromCall
 // whatever else it runs completes.
 func (s *Scheduler) workerRule(w *worker, rid RequestID, t int64, fromCallback bool) {
 	if r2 := w.req; r2 != nil {
-		s.event(Event{Type: EventCompleted, Time: t, Reason: ReasonInconsistentTaskForBot, OtherTask: rid}, r2, w, fromCallback)
+		e := s.event(EventCompleted, t, r2, w, fromCallback)
+		e.Reason, e.OtherTask = ReasonInconsistentTaskForBot, rid
 		s.stopTask(w)
 		s.dropRequest(r2)
 		s.bury(r2.id, t)
@@ -390,7 +392,7 @@ func (s *Scheduler) notifyAbsent(rid RequestID, t int64, fromCallback bool) {
 		if t < r.confirmed {
 			return
 		}
-		s.event(Event{Type: EventCompleted, Time: t, Reason: ReasonIdleTaskAbsent}, r, nil, fromCallback)
+		s.event(EventCompleted, t, r, nil, fromCallback).Reason = ReasonIdleTaskAbsent
 		s.dequeue(r)
 		s.dropRequest(r)
 	default:
@@ -398,7 +400,7 @@ func (s *Scheduler) notifyAbsent(rid RequestID, t int64, fromCallback bool) {
 		if t < r.confirmed || t < w.confirmed {
 			return
 		}
-		s.event(Event{Type: EventCompleted, Time: t, Reason: ReasonRunningTaskAbsent}, r, w, fromCallback)
+		s.event(EventCompleted, t, r, w, fromCallback).Reason = ReasonRunningTaskAbsent
 		s.forgetWorker(w)
 	}
 	s.bury(rid, t)
@@ -412,7 +414,7 @@ func (s *Scheduler) unassign(r *request, w *worker) {
 		a.balance = a.balance.Add(cost)
 		s.dirty.balance(a.id)
 	}
-	s.event(Event{Type: EventUnassigned, Time: s.now}, r, w, false)
+	s.event(EventUnassigned, s.now, r, w, false)
 	s.stopTask(w)
 	s.forgetWorker(w)
 	if s.now-r.enqueue > s.cfg.maxQueueingAge {
