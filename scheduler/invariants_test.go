@@ -94,7 +94,7 @@ func (s *Scheduler) checkIndexes() error {
 		if c.acct != r.acct || c.base != r.base || c.prov != r.prov || s.classes[classKey{c.acct, c.base, c.prov}] != c {
 			return fmt.Errorf("request %s in the wrong class", id)
 		}
-		if _, ok := slices.BinarySearchFunc(c.q[c.h:], r, cmpFIFO); !ok {
+		if i, ok := slices.BinarySearchFunc(c.q[c.h:], r, cmpQ); !ok || c.q[c.h+i].r != r {
 			return fmt.Errorf("request %s missing from its class queue", id)
 		}
 		if c.ab.heap.items[c.heapIdx] != c {
@@ -111,8 +111,13 @@ func (s *Scheduler) checkIndexes() error {
 		if c.len() == 0 && !c.queued {
 			return fmt.Errorf("empty class %v is not queued for gc", key)
 		}
-		if !slices.IsSortedFunc(c.q[c.h:], cmpFIFO) {
+		if !slices.IsSortedFunc(c.q[c.h:], func(a, b qent) int { return cmpFIFO(a.r, b.r) }) {
 			return fmt.Errorf("class queue out of FIFO order")
+		}
+		for _, e := range c.q[c.h:] {
+			if e.enq != e.r.enqueue {
+				return fmt.Errorf("class queue holds enqueue time %d for %s, enqueued at %d", e.enq, e.r.id, e.r.enqueue)
+			}
 		}
 	}
 	for id, a := range s.accounts {

@@ -163,6 +163,8 @@ func (p *pass) preempt(l Priority) {
 		clear(vset.ws)
 		clear(sc.touched)
 		clear(sc.slab)
+		clear(sc.cands)
+		sc.cands = sc.cands[:0]
 	}()
 	touched := sc.touched[:0]
 	// The eligibility walk leaves its per-label bitsets over the victims in
@@ -339,12 +341,16 @@ func (p *pass) preempt(l Priority) {
 				}
 				if !rk.before(d.hk) {
 					d.cursor = r
-					d.cands = make([]wakeCand, 0, len(d.ab.heap.items))
+					start := len(sc.cands)
 					for _, c := range d.ab.heap.items {
 						if h := c.firstAfter(r); h != nil {
-							d.cands = append(d.cands, wakeCand{c, h, keyOf(h)})
+							sc.cands = append(sc.cands, wakeCand{c, h, keyOf(h)})
 						}
 					}
+					if len(sc.cands) == start {
+						continue // none of its requests comes after r
+					}
+					d.cands = sc.cands[start:len(sc.cands):len(sc.cands)]
 					if !d.advance() {
 						continue
 					}
@@ -520,6 +526,7 @@ type preemptScratch struct {
 	heap     []*unit
 	groups   []unitGroup
 	gheap    []*unitGroup
+	cands    []wakeCand // of the units woken in the step
 }
 
 // victimKey is a victim with its cost.

@@ -208,7 +208,7 @@ type class struct {
 	prov *labelSet
 	fan  *labelSet
 
-	q  []*request // live part is q[h:], sorted FIFO
+	q  []qent // live part is q[h:], sorted FIFO
 	h  int
 	hk fifoKey // key of the head
 
@@ -225,9 +225,25 @@ func (c *class) len() int { return len(c.q) - c.h }
 
 func (c *class) head() *request {
 	if c.h < len(c.q) {
-		return c.q[c.h]
+		return c.q[c.h].r
 	}
 	return nil
+}
+
+// qent is a request in a class's queue with its enqueue time, so that
+// searching a queue reads the queue, going through to a request only when
+// enqueue times tie.
+type qent struct {
+	enq int64
+	r   *request
+}
+
+// cmpQ is cmpFIFO(e.r, r).
+func cmpQ(e qent, r *request) int {
+	if e.enq != r.enqueue {
+		return cmp.Compare(e.enq, r.enqueue)
+	}
+	return strings.Compare(string(e.r.id), string(r.id))
 }
 
 // fifoKey is a request's place in FIFO order, copied into the structures
@@ -261,16 +277,17 @@ func headBefore(a, b *class) bool { return a.hk.before(b.hk) }
 
 func (c *class) insert(r *request) {
 	live := c.q[c.h:]
-	i, _ := slices.BinarySearchFunc(live, r, cmpFIFO)
+	i, _ := slices.BinarySearchFunc(live, r, cmpQ)
+	e := qent{r.enqueue, r}
 	if i == len(live) {
-		c.q = append(c.q, r)
+		c.q = append(c.q, e)
 	} else {
 		if c.h > 0 { // reuse the popped prefix
 			copy(c.q[c.h-1:], c.q[c.h:c.h+i])
 			c.h--
-			c.q[c.h+i] = r
+			c.q[c.h+i] = e
 		} else {
-			c.q = slices.Insert(c.q, i, r)
+			c.q = slices.Insert(c.q, i, e)
 		}
 	}
 	r.cls = c
@@ -279,7 +296,7 @@ func (c *class) insert(r *request) {
 
 func (c *class) remove(r *request) {
 	if c.head() == r {
-		c.q[c.h] = nil
+		c.q[c.h] = qent{}
 		c.h++
 		if c.h == len(c.q) {
 			c.q, c.h = c.q[:0], 0
@@ -290,12 +307,12 @@ func (c *class) remove(r *request) {
 		}
 	} else {
 		live := c.q[c.h:]
-		i, ok := slices.BinarySearchFunc(live, r, cmpFIFO)
+		i, ok := slices.BinarySearchFunc(live, r, cmpQ)
 		if !ok {
 			panic("scheduler: request not in its class")
 		}
 		copy(live[i:], live[i+1:])
-		c.q[len(c.q)-1] = nil
+		c.q[len(c.q)-1] = qent{}
 		c.q = c.q[:len(c.q)-1]
 	}
 	r.cls = nil
@@ -312,17 +329,17 @@ func (c *class) firstAfter(r *request) *request {
 	// The ends first: the head's key is cached, and a request after the
 	// last needs one look.
 	if r == nil || keyOf(r).before(c.hk) {
-		return live[0]
+		return live[0].r
 	}
-	if cmpFIFO(live[len(live)-1], r) <= 0 {
+	if cmpQ(live[len(live)-1], r) <= 0 {
 		return nil
 	}
-	i, ok := slices.BinarySearchFunc(live, r, cmpFIFO)
+	i, ok := slices.BinarySearchFunc(live, r, cmpQ)
 	if ok {
 		i++
 	}
 	if i < len(live) {
-		return live[i]
+		return live[i].r
 	}
 	return nil
 }
