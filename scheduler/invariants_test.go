@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
@@ -19,6 +20,9 @@ import (
 // compares: running lists, label and fanout counts, classes, the trie, the
 // idle heap, the waiting count.
 func (s *Scheduler) checkIndexes() error {
+	if err := s.checkKeptEligibility(); err != nil {
+		return err
+	}
 	type gk struct {
 		a   AccountID
 		fan string
@@ -440,5 +444,90 @@ func checkBalanceBound(t *rapid.T, before, after *statev1.PoolState) {
 				t.Fatalf("UpdateTime raised %s's balance[%d] to %v > max(cap %v, previous)", b.AccountId, p, v, c)
 			}
 		}
+	}
+}
+
+// checkKeptEligibility: a worker's kept base sets, when marked current, are
+// exactly the base sets in the trie its labels contain.
+func (s *Scheduler) checkKeptEligibility() error {
+	var all []*baseIndex
+	var walk func(n *trieNode)
+	walk = func(n *trieNode) {
+		if n.bi != nil {
+			all = append(all, n.bi)
+		}
+		for _, k := range n.kids {
+			walk(k)
+		}
+	}
+	walk(&s.trie)
+	if got, want := s.trieGen-s.trieLogFrom, uint64(len(s.trieLog)); got != want {
+		return fmt.Errorf("trie log holds %d changes for %d generations", want, got)
+	}
+	for id, w := range s.workers {
+		if w.eligGen != s.trieGen {
+			continue
+		}
+		var want []*baseIndex
+		for _, bi := range all {
+			if subsetOf(bi.set.ids, w.ids) {
+				want = append(want, bi)
+			}
+		}
+		got := slices.Clone(w.elig)
+		byPtr := func(a, b *baseIndex) int { return strings.Compare(a.set.key, b.set.key) }
+		slices.SortFunc(got, byPtr)
+		slices.SortFunc(want, byPtr)
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("worker %s keeps %d base sets, its labels contain %d", id, len(got), len(want))
+		}
+	}
+	return nil
+}
+
+// A worker's kept base sets follow the trie through more changes than the
+// log of trie changes holds: a worker walked before the log's start is
+// walked again, one walked since is brought up to date from the log.
+func TestKeptEligibilityThroughLongTrieChurn(t *testing.T) {
+	s, err := New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1000, 0)
+	add := func(id string, base ...string) {
+		t.Helper()
+		if err := s.AddRequest(Task{ID: RequestID(id), EnqueueTime: t0, BaseLabels: base}, t0, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll := func(w string, labels ...string) []TaskAssignment {
+		t.Helper()
+		as, err := s.AssignTasks(t0, []IdleWorker{{ID: WorkerID(w), Labels: labels}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.checkIndexes(); err != nil {
+			t.Fatal(err)
+		}
+		return as
+	}
+	add("nobody", "zzz")
+	poll("old", "a", "b") // walked now, before the log's start later
+	for i := range maxTrieLog + maxTrieLog/2 {
+		add(fmt.Sprintf("x%04d", i), "a", fmt.Sprintf("x%04d", i))
+		if i == maxTrieLog {
+			poll("recent", "a", "c") // walked here, patched later
+		}
+	}
+	if s.trieLogFrom == 1 {
+		t.Fatal("the trie log never dropped its start")
+	}
+	add("for-old", "b")
+	add("for-recent", "c")
+	if got := poll("old", "a", "b"); len(got) != 1 || got[0].Task != "for-old" {
+		t.Fatalf("old worker got %v, want for-old", got)
+	}
+	if got := poll("recent", "a", "c"); len(got) != 1 || got[0].Task != "for-recent" {
+		t.Fatalf("recent worker got %v, want for-recent", got)
 	}
 }

@@ -32,6 +32,9 @@ type Scheduler struct {
 	classes  map[classKey]*class
 	trie     trieNode
 	trieGen  uint64 // changes whenever a base set enters or leaves the trie (never 0)
+	// The changes that made generations trieLogFrom+1 … trieGen.
+	trieLog     []trieChange
+	trieLogFrom uint64
 
 	tombs tombstones
 	rec   reconciler
@@ -402,6 +405,7 @@ func newEmpty() *Scheduler {
 	labels := newLabelTable()
 	s := &Scheduler{
 		trieGen:       1,
+		trieLogFrom:   1,
 		tunablesProto: &statev1.PoolConfig{},
 		labels:        labels,
 		sets:          newSetTable(labels),

@@ -32,12 +32,52 @@ func (n *trieNode) child(l labelID) *trieNode {
 
 func (s *Scheduler) trieInsert(bi *baseIndex) {
 	s.trie.insert(bi)
-	s.trieGen++
+	s.logTrie(bi, true)
 }
 
 func (s *Scheduler) trieRemove(bi *baseIndex) {
 	s.trie.remove(bi)
+	s.logTrie(bi, false)
+}
+
+// trieChange is a base set entering (added) or leaving the trie.
+type trieChange struct {
+	bi    *baseIndex
+	added bool
+}
+
+// maxTrieLog bounds the log of trie changes; a worker last walked before
+// the log's start is walked again.
+const maxTrieLog = 1024
+
+// logTrie counts a change of the trie and logs it: trieLog[i] is the change
+// that made generation trieLogFrom+1+i.
+func (s *Scheduler) logTrie(bi *baseIndex, added bool) {
+	if len(s.trieLog) == maxTrieLog {
+		half := maxTrieLog / 2
+		n := copy(s.trieLog, s.trieLog[half:])
+		clear(s.trieLog[n:])
+		s.trieLog = s.trieLog[:n]
+		s.trieLogFrom += uint64(half)
+	}
+	s.trieLog = append(s.trieLog, trieChange{bi, added})
 	s.trieGen++
+}
+
+// patchElig brings w's kept base sets up to date with the trie changes
+// since they were computed, which the log must hold.
+func (s *Scheduler) patchElig(w *worker) {
+	list := w.elig
+	for _, c := range s.trieLog[w.eligGen-s.trieLogFrom:] {
+		if c.added {
+			if subsetOf(c.bi.set.ids, w.ids) {
+				list = append(list, c.bi)
+			}
+		} else if i := slices.Index(list, c.bi); i >= 0 {
+			list = slices.Delete(list, i, i+1)
+		}
+	}
+	w.elig, w.eligGen = list, s.trieGen
 }
 
 func (n *trieNode) insert(bi *baseIndex) {
@@ -129,6 +169,7 @@ type eligibility struct {
 	stack    [][]uint64
 	pairs    []eligPair
 	counts   []int32
+	all      []uint64 // the workers to walk
 }
 
 func (s *Scheduler) eligible(ws []*worker) [][]*baseIndex {
@@ -179,25 +220,29 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 			e.slab[int(off-1)*e.words+i/64] |= 1 << (i % 64)
 		}
 	}
-	// The trie rarely changes between passes (a new or vanished base set),
-	// and a worker's labels only change when it polls idle, so the result
-	// of the last walk is kept per worker and reused while both hold.
-	fresh := true
-	for _, w := range ws {
-		if w.eligGen != s.trieGen {
-			fresh = false
-			break
+	// The trie changes between passes only by a base set entering or
+	// leaving it, and a worker's labels only when it polls idle, so each
+	// worker keeps the result of its last walk, brought up to date from
+	// the log of trie changes; only workers the log cannot serve (new
+	// labels, or walked before the log's start) are walked.
+	all := slices.Grow(e.all[:0], e.words)[:e.words]
+	clear(all)
+	stale := false
+	for i, w := range ws {
+		switch {
+		case w.eligGen == s.trieGen:
+		case w.eligGen != 0 && w.eligGen >= s.trieLogFrom:
+			s.patchElig(w)
+		default:
+			all[i/64] |= 1 << (i % 64)
+			stale = true
+			continue
 		}
+		out[i] = w.elig
 	}
-	if fresh {
-		for i, w := range ws {
-			out[i] = w.elig
-		}
+	e.all = all
+	if !stale {
 		return out
-	}
-	all := make([]uint64, e.words)
-	for i := range ws {
-		all[i/64] |= 1 << (i % 64)
 	}
 	e.pairs = e.pairs[:0]
 	s.eligWalk(&s.trie, all, 0, ws)
@@ -216,11 +261,11 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 		flat[pos[p.wi]] = p.bi
 		pos[p.wi]++
 	}
-	for i, w := range ws {
+	forEachBit(all, func(i int) {
 		a, b := e.counts[i], e.counts[i+1]
 		out[i] = flat[a:b:b]
-		w.elig, w.eligGen = out[i], s.trieGen
-	}
+		ws[i].elig, ws[i].eligGen = out[i], s.trieGen
+	})
 	clear(e.pairs)
 	return out
 }
