@@ -517,16 +517,16 @@ type preemptScratch struct {
 	keys   []victimKey
 	sorted []victimKey // the other buffer of sortVictims
 	// sortVictims' scratch.
-	costs    costRanker
-	byRank   []int32
-	sortKeys []uint64
-	vset     victimSet
-	touched  []*baseIndex
-	slab     []unit
-	heap     []*unit
-	groups   []unitGroup
-	gheap    []*unitGroup
-	cands    []wakeCand // of the units woken in the step
+	costs   costRanker
+	byRank  []int32
+	pos     []int32 // per cost rank
+	vset    victimSet
+	touched []*baseIndex
+	slab    []unit
+	heap    []*unit
+	groups  []unitGroup
+	gheap   []*unitGroup
+	cands   []wakeCand // of the units woken in the step
 }
 
 // victimKey is a victim with its cost.
@@ -535,24 +535,40 @@ type victimKey struct {
 	c Vector
 }
 
-// sortVictims sorts sc.keys by (cost Less, worker id) through one integer
-// per victim, (cost rank, worker rank). The workers must be ranked
-// (rankWorkers).
+// sortVictims sorts sc.keys by (cost Less, worker id) through each
+// victim's cost rank and worker rank, without comparisons. The workers must
+// be ranked (rankWorkers), their ranks below nWorkers.
 func (sc *preemptScratch) sortVictims(nWorkers int) {
 	vs := sc.keys
 	costRank := sc.costs.ranks(len(vs), func(i int) Vector { return vs[i].c }, false)
+	// A counting sort: victims are placed in cost-rank buckets in the
+	// order of their workers' ranks, which are distinct and below nWorkers.
+	var nRanks int32
+	for _, r := range costRank {
+		nRanks = max(nRanks, r+1)
+	}
+	pos := slices.Grow(sc.pos[:0], int(nRanks))[:nRanks]
+	clear(pos)
+	for _, r := range costRank {
+		pos[r]++
+	}
+	next := int32(0)
+	for r, n := range pos {
+		pos[r], next = next, next+n
+	}
 	byRank := slices.Grow(sc.byRank[:0], nWorkers)[:nWorkers]
-	keys := slices.Grow(sc.sortKeys[:0], len(vs))[:len(vs)]
+	clear(byRank)
 	for i := range vs {
-		r := vs[i].w.rank
-		byRank[r] = int32(i)
-		keys[i] = uint64(costRank[i])<<32 | uint64(uint32(r))
+		byRank[vs[i].w.rank] = int32(i + 1) // 0: no victim
 	}
-	slices.Sort(keys)
 	sorted := slices.Grow(sc.sorted[:0], len(vs))[:len(vs)]
-	for j, k := range keys {
-		sorted[j] = vs[byRank[uint32(k)]]
+	for _, k := range byRank {
+		if k != 0 {
+			r := costRank[k-1]
+			sorted[pos[r]] = vs[k-1]
+			pos[r]++
+		}
 	}
-	sc.byRank, sc.sortKeys = byRank, keys
+	sc.byRank, sc.pos = byRank, pos
 	sc.keys, sc.sorted = sorted, vs
 }
