@@ -176,8 +176,12 @@ func (s *Scheduler) assignTasks(t int64, workers []IdleWorker) []TaskAssignment 
 		s.markIdle(iw.ID, iw.Labels, t, false)
 	}
 	// (4)
-	for _, a := range s.RunOnce() {
-		s.setEntry(&pendingEntry{worker: a.Worker, time: s.now, assign: a.Request, abort: a.Preempted})
+	// The pass's entries are allocated together: a storm makes thousands.
+	as := s.RunOnce()
+	slab := make([]pendingEntry, len(as))
+	for i, a := range as {
+		slab[i] = pendingEntry{worker: a.Worker, time: s.now, assign: a.Request, abort: a.Preempted}
+		s.setEntry(&slab[i])
 	}
 	// (5)
 	var out []TaskAssignment
