@@ -212,10 +212,9 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 				}
 			}
 		}
-		for _, ab := range bi.accts {
-			a := ab.acct
+		for i, a := range bi.acctOf {
 			if a.limited() {
-				for _, c := range ab.heap.items {
+				for _, c := range bi.accts[i].heap.items {
 					if c.len() > 0 && p.inList(c, l) && (!provision || s.labels.hasAll(c.prov.ids)) {
 						p.cands = append(p.cands, limitedCand{c, size})
 					}
@@ -225,7 +224,7 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 			if provision || a.level != l || (l == FreeBucket && a.disableFree) {
 				continue
 			}
-			c := ab.heap.Top()
+			c := bi.accts[i].heap.Top()
 			if c.len() == 0 {
 				continue
 			}
