@@ -15,9 +15,7 @@ func TestRequestIndexChains(t *testing.T) {
 		// Chain all three under a's hash, as a collision would.
 		h := maphash.String(x.seed, "a")
 		for _, r := range rs {
-			r.hash, r.hnext = h, x.m[h]
-			x.m[h] = r
-			x.n++
+			x.link(r, h)
 		}
 		other := &request{id: "z"}
 		x.put(other)
