@@ -86,3 +86,89 @@ func (h *iheap[T]) Remove(i int) {
 
 // Top returns the least element; the heap must not be empty.
 func (h *iheap[T]) Top() T { return h.items[0] }
+
+// classHeap is an account's classes of one base set by their heads' FIFO
+// keys. The keys are copied into the heap's own slots, so that sifting,
+// which runs on every assignment and preemption, reads one array instead
+// of a class per comparison.
+type classHeap struct {
+	items []classSlot
+}
+
+type classSlot struct {
+	hk fifoKey // the class's hk when it was last placed
+	c  *class
+}
+
+func (h *classHeap) Len() int { return len(h.items) }
+
+// Top returns the class with the earliest head; the heap must not be empty.
+func (h *classHeap) Top() *class { return h.items[0].c }
+
+func (h *classHeap) swap(i, j int) {
+	h.items[i], h.items[j] = h.items[j], h.items[i]
+	h.items[i].c.heapIdx = i
+	h.items[j].c.heapIdx = j
+}
+
+func (h *classHeap) up(j int) {
+	for j > 0 {
+		i := (j - 1) / 2
+		if !h.items[j].hk.before(h.items[i].hk) {
+			break
+		}
+		h.swap(i, j)
+		j = i
+	}
+}
+
+func (h *classHeap) down(i int) bool {
+	i0 := i
+	n := len(h.items)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		j := l
+		if r := l + 1; r < n && h.items[r].hk.before(h.items[l].hk) {
+			j = r
+		}
+		if !h.items[j].hk.before(h.items[i].hk) {
+			break
+		}
+		h.swap(i, j)
+		i = j
+	}
+	return i > i0
+}
+
+// Push adds c.
+func (h *classHeap) Push(c *class) {
+	h.items = append(h.items, classSlot{c.hk, c})
+	c.heapIdx = len(h.items) - 1
+	h.up(len(h.items) - 1)
+}
+
+// Fix restores the order after the head of the class at i changed.
+func (h *classHeap) Fix(i int) {
+	h.items[i].hk = h.items[i].c.hk
+	if !h.down(i) {
+		h.up(i)
+	}
+}
+
+// Remove removes the class at i.
+func (h *classHeap) Remove(i int) {
+	n := len(h.items) - 1
+	c := h.items[i].c
+	if i != n {
+		h.swap(i, n)
+	}
+	h.items[n] = classSlot{}
+	h.items = h.items[:n]
+	if i != n {
+		h.Fix(i)
+	}
+	c.heapIdx = -1
+}

@@ -219,7 +219,8 @@ func (p *pass) preempt(l Priority) {
 				}
 				continue
 			}
-			for _, c := range ab.heap.items {
+			for _, x := range ab.heap.items {
+				c := x.c
 				if c.len() > 0 && !p.fullAtStart(c) {
 					slab = append(slab, unit{acct: a, bi: bi, cls: c, head: c.head(), hk: c.hk, g: g})
 				}
@@ -342,7 +343,8 @@ func (p *pass) preempt(l Priority) {
 				if !rk.before(d.hk) {
 					d.cursor = r
 					start := len(sc.cands)
-					for _, c := range d.ab.heap.items {
+					for _, x := range d.ab.heap.items {
+						c := x.c
 						if h := c.firstAfter(r); h != nil {
 							sc.cands = append(sc.cands, wakeCand{c, h, keyOf(h)})
 						}
