@@ -87,31 +87,43 @@ func (h *iheap[T]) Remove(i int) {
 // Top returns the least element; the heap must not be empty.
 func (h *iheap[T]) Top() T { return h.items[0] }
 
-// classHeap is an account's classes of one base set by their heads' FIFO
-// keys. The keys are copied into the heap's own slots, so that sifting,
-// which runs on every assignment and preemption, reads one array instead
-// of a class per comparison.
-type classHeap struct {
-	items []classSlot
+// keyHeap is a binary min-heap by FIFO key that copies each element's key
+// into its own slot, so that sifting, which runs on every assignment and
+// preemption, reads one array instead of an element per comparison.
+type keyHeap[T keyed] struct {
+	items []keySlot[T]
 }
 
-type classSlot struct {
-	hk fifoKey // the class's hk when it was last placed
-	c  *class
+// keyed is an element of a keyHeap: its current key, and where the heap
+// put it.
+type keyed interface {
+	heapKey() fifoKey
+	setHeapIdx(i int)
 }
 
-func (h *classHeap) Len() int { return len(h.items) }
+type keySlot[T keyed] struct {
+	hk fifoKey // v's key when it was last placed
+	v  T
+}
 
-// Top returns the class with the earliest head; the heap must not be empty.
-func (h *classHeap) Top() *class { return h.items[0].c }
+// classHeap is an account's classes of one base set by their heads.
+type classHeap = keyHeap[*class]
 
-func (h *classHeap) swap(i, j int) {
+func (c *class) heapKey() fifoKey  { return c.hk }
+func (c *class) setHeapIdx(i int) { c.heapIdx = i }
+
+func (h *keyHeap[T]) Len() int { return len(h.items) }
+
+// Top returns the element with the least key; the heap must not be empty.
+func (h *keyHeap[T]) Top() T { return h.items[0].v }
+
+func (h *keyHeap[T]) swap(i, j int) {
 	h.items[i], h.items[j] = h.items[j], h.items[i]
-	h.items[i].c.heapIdx = i
-	h.items[j].c.heapIdx = j
+	h.items[i].v.setHeapIdx(i)
+	h.items[j].v.setHeapIdx(j)
 }
 
-func (h *classHeap) up(j int) {
+func (h *keyHeap[T]) up(j int) {
 	for j > 0 {
 		i := (j - 1) / 2
 		if !h.items[j].hk.before(h.items[i].hk) {
@@ -122,7 +134,7 @@ func (h *classHeap) up(j int) {
 	}
 }
 
-func (h *classHeap) down(i int) bool {
+func (h *keyHeap[T]) down(i int) bool {
 	i0 := i
 	n := len(h.items)
 	for {
@@ -143,32 +155,44 @@ func (h *classHeap) down(i int) bool {
 	return i > i0
 }
 
-// Push adds c.
-func (h *classHeap) Push(c *class) {
-	h.items = append(h.items, classSlot{c.hk, c})
-	c.heapIdx = len(h.items) - 1
+// Append adds v without ordering; Init orders what was appended.
+func (h *keyHeap[T]) Append(v T) {
+	v.setHeapIdx(len(h.items))
+	h.items = append(h.items, keySlot[T]{v.heapKey(), v})
+}
+
+// Init establishes the heap order.
+func (h *keyHeap[T]) Init() {
+	for i := len(h.items)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+// Push adds v.
+func (h *keyHeap[T]) Push(v T) {
+	h.Append(v)
 	h.up(len(h.items) - 1)
 }
 
-// Fix restores the order after the head of the class at i changed.
-func (h *classHeap) Fix(i int) {
-	h.items[i].hk = h.items[i].c.hk
+// Fix restores the order after the key of the element at i changed.
+func (h *keyHeap[T]) Fix(i int) {
+	h.items[i].hk = h.items[i].v.heapKey()
 	if !h.down(i) {
 		h.up(i)
 	}
 }
 
-// Remove removes the class at i.
-func (h *classHeap) Remove(i int) {
+// Remove removes the element at i.
+func (h *keyHeap[T]) Remove(i int) {
 	n := len(h.items) - 1
-	c := h.items[i].c
+	v := h.items[i].v
 	if i != n {
 		h.swap(i, n)
 	}
-	h.items[n] = classSlot{}
+	h.items[n] = keySlot[T]{}
 	h.items = h.items[:n]
 	if i != n {
 		h.Fix(i)
 	}
-	c.heapIdx = -1
+	v.setHeapIdx(-1)
 }

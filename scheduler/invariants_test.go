@@ -105,7 +105,7 @@ func (s *Scheduler) checkIndexes() error {
 		if i, ok := slices.BinarySearchFunc(c.q[c.h:], r, cmpQ); !ok || c.q[c.h+i].r != r {
 			return fmt.Errorf("request %s missing from its class queue", id)
 		}
-		if c.ab.heap.items[c.heapIdx].c != c || c.ab.heap.items[c.heapIdx].hk != c.hk {
+		if c.ab.heap.items[c.heapIdx].v != c || c.ab.heap.items[c.heapIdx].hk != c.hk {
 			return fmt.Errorf("class of %s not in its heap", id)
 		}
 		if c.base.base == nil || c.base.base.node == nil || c.base.base.node.bi != c.base.base {

@@ -31,10 +31,17 @@ type unit struct {
 // unitGroup is the units of one base set in a preemption step.
 type unitGroup struct {
 	bi         *baseIndex
-	h          iheap[*unit]
+	h          keyHeap[*unit]
 	start, end int // its units' range in the step's slab
 	idx        int // in the step's heap of groups, -1 when out of it
 }
+
+func (u *unit) heapKey() fifoKey { return u.hk }
+func (u *unit) setHeapIdx(i int) { u.idx = i }
+
+// A group's key is its earliest unit's.
+func (g *unitGroup) heapKey() fifoKey { return g.h.items[0].hk }
+func (g *unitGroup) setHeapIdx(i int) { g.idx = i }
 
 type wakeCand struct {
 	c  *class
@@ -220,7 +227,7 @@ func (p *pass) preempt(l Priority) {
 				continue
 			}
 			for _, x := range ab.heap.items {
-				c := x.c
+				c := x.v
 				if c.len() > 0 && !p.fullAtStart(c) {
 					slab = append(slab, unit{acct: a, bi: bi, cls: c, head: c.head(), hk: c.hk, g: g})
 				}
@@ -232,18 +239,10 @@ func (p *pass) preempt(l Priority) {
 	// Each group's heap starts in its own part of one slice (a unit woken
 	// later may grow it elsewhere).
 	uh := slices.Grow(sc.heap[:0], len(slab))[:len(slab)]
-	gh := iheap[*unitGroup]{
-		items:  sc.gheap[:0],
-		less:   func(a, b *unitGroup) bool { return a.h.items[0].hk.before(b.h.items[0].hk) },
-		setIdx: func(g *unitGroup, i int) { g.idx = i },
-	}
+	gh := keyHeap[*unitGroup]{items: sc.gheap[:0]}
 	for gi := range groups {
 		g := &groups[gi]
-		g.h = iheap[*unit]{
-			items:  uh[g.start:g.start:g.end],
-			less:   func(a, b *unit) bool { return a.hk.before(b.hk) },
-			setIdx: func(u *unit, i int) { u.idx = i },
-		}
+		g.h = keyHeap[*unit]{items: uh[g.start:g.start:g.end]}
 		for i := g.start; i < g.end; i++ {
 			u := &slab[i]
 			if u.acct.runningBelow(l) > 0 {
@@ -253,13 +252,11 @@ func (p *pass) preempt(l Priority) {
 				u.acct.dormant = append(u.acct.dormant, u)
 				continue
 			}
-			u.idx = len(g.h.items)
-			g.h.items = append(g.h.items, u)
+			g.h.Append(u)
 		}
 		if g.h.Len() > 0 {
 			g.h.Init()
-			g.idx = len(gh.items)
-			gh.items = append(gh.items, g)
+			gh.Append(g)
 		}
 	}
 	gh.Init()
@@ -344,7 +341,7 @@ func (p *pass) preempt(l Priority) {
 					d.cursor = r
 					start := len(sc.cands)
 					for _, x := range d.ab.heap.items {
-						c := x.c
+						c := x.v
 						if h := c.firstAfter(r); h != nil {
 							sc.cands = append(sc.cands, wakeCand{c, h, keyOf(h)})
 						}
@@ -525,9 +522,9 @@ type preemptScratch struct {
 	vset    victimSet
 	touched []*baseIndex
 	slab    []unit
-	heap    []*unit
+	heap    []keySlot[*unit]
 	groups  []unitGroup
-	gheap   []*unitGroup
+	gheap   []keySlot[*unitGroup]
 	cands   []wakeCand // of the units woken in the step
 }
 
