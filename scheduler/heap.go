@@ -109,7 +109,7 @@ type keySlot[T keyed] struct {
 // classHeap is an account's classes of one base set by their heads.
 type classHeap = keyHeap[*class]
 
-func (c *class) heapKey() fifoKey  { return c.hk }
+func (c *class) heapKey() fifoKey { return c.hk }
 func (c *class) setHeapIdx(i int) { c.heapIdx = i }
 
 func (h *keyHeap[T]) Len() int { return len(h.items) }
