@@ -31,17 +31,10 @@ type unit struct {
 // unitGroup is the units of one base set in a preemption step.
 type unitGroup struct {
 	bi         *baseIndex
-	h          keyHeap[*unit]
+	h          iheap[*unit]
 	start, end int // its units' range in the step's slab
 	idx        int // in the step's heap of groups, -1 when out of it
 }
-
-func (u *unit) heapKey() fifoKey { return u.hk }
-func (u *unit) setHeapIdx(i int) { u.idx = i }
-
-// A group's key is its earliest unit's.
-func (g *unitGroup) heapKey() fifoKey { return g.h.items[0].hk }
-func (g *unitGroup) setHeapIdx(i int) { g.idx = i }
 
 type wakeCand struct {
 	c  *class
@@ -226,8 +219,7 @@ func (p *pass) preempt(l Priority) {
 				}
 				continue
 			}
-			for _, x := range ab.heap.items {
-				c := x.v
+			for _, c := range ab.heap.items {
 				if c.len() > 0 && !p.fullAtStart(c) {
 					slab = append(slab, unit{acct: a, bi: bi, cls: c, head: c.head(), hk: c.hk, g: g})
 				}
@@ -239,10 +231,18 @@ func (p *pass) preempt(l Priority) {
 	// Each group's heap starts in its own part of one slice (a unit woken
 	// later may grow it elsewhere).
 	uh := slices.Grow(sc.heap[:0], len(slab))[:len(slab)]
-	gh := keyHeap[*unitGroup]{items: sc.gheap[:0]}
+	gh := iheap[*unitGroup]{
+		items:  sc.gheap[:0],
+		less:   func(a, b *unitGroup) bool { return a.h.items[0].hk.before(b.h.items[0].hk) },
+		setIdx: func(g *unitGroup, i int) { g.idx = i },
+	}
 	for gi := range groups {
 		g := &groups[gi]
-		g.h = keyHeap[*unit]{items: uh[g.start:g.start:g.end]}
+		g.h = iheap[*unit]{
+			items:  uh[g.start:g.start:g.end],
+			less:   func(a, b *unit) bool { return a.hk.before(b.hk) },
+			setIdx: func(u *unit, i int) { u.idx = i },
+		}
 		for i := g.start; i < g.end; i++ {
 			u := &slab[i]
 			if u.acct.runningBelow(l) > 0 {
@@ -252,11 +252,13 @@ func (p *pass) preempt(l Priority) {
 				u.acct.dormant = append(u.acct.dormant, u)
 				continue
 			}
-			g.h.Append(u)
+			u.idx = len(g.h.items)
+			g.h.items = append(g.h.items, u)
 		}
 		if g.h.Len() > 0 {
 			g.h.Init()
-			gh.Append(g)
+			g.idx = len(gh.items)
+			gh.items = append(gh.items, g)
 		}
 	}
 	gh.Init()
@@ -340,8 +342,7 @@ func (p *pass) preempt(l Priority) {
 				if !rk.before(d.hk) {
 					d.cursor = r
 					start := len(sc.cands)
-					for _, x := range d.ab.heap.items {
-						c := x.v
+					for _, c := range d.ab.heap.items {
 						if h := c.firstAfter(r); h != nil {
 							sc.cands = append(sc.cands, wakeCand{c, h, keyOf(h)})
 						}
@@ -522,9 +523,9 @@ type preemptScratch struct {
 	vset    victimSet
 	touched []*baseIndex
 	slab    []unit
-	heap    []keySlot[*unit]
+	heap    []*unit
 	groups  []unitGroup
-	gheap   []keySlot[*unitGroup]
+	gheap   []*unitGroup
 	cands   []wakeCand // of the units woken in the step
 }
 

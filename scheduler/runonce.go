@@ -214,8 +214,7 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 		}
 		for i, a := range bi.acctOf {
 			if a.limited() {
-				for _, x := range bi.accts[i].heap.items {
-					c := x.v
+				for _, c := range bi.accts[i].heap.items {
 					if c.len() > 0 && p.inList(c, l) && (!provision || s.labels.hasAll(c.prov.ids)) {
 						p.cands = append(p.cands, limitedCand{c, size})
 					}

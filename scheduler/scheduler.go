@@ -276,6 +276,9 @@ func (a fifoKey) before(b fifoKey) bool {
 	return a.id < b.id
 }
 
+// headBefore orders classes by their heads; empty classes go last.
+func headBefore(a, b *class) bool { return a.hk.before(b.hk) }
+
 func (c *class) insert(r *request) {
 	live := c.q[c.h:]
 	i, _ := slices.BinarySearchFunc(live, r, cmpQ)
@@ -364,7 +367,7 @@ type acctBase struct {
 	acct *account
 	bi   *baseIndex
 	idx  int // in bi.accts
-	heap classHeap
+	heap iheap[*class]
 }
 
 // provVariant is the classes (one per account) of one base set and one
@@ -538,6 +541,7 @@ func (s *Scheduler) classFor(a *account, base, prov *labelSet) *class {
 		ab = bi.accts[i]
 	} else {
 		ab = &acctBase{acct: a, bi: bi, idx: len(bi.accts)}
+		ab.heap = iheap[*class]{less: headBefore, setIdx: func(c *class, i int) { c.heapIdx = i }}
 		bi.accts = append(bi.accts, ab)
 		bi.acctOf = append(bi.acctOf, a)
 	}
