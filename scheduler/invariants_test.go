@@ -73,11 +73,7 @@ func (s *Scheduler) checkIndexes() error {
 	var reqs []*request
 	count := 0
 	for h, r := range s.requests.m {
-		var prev *request
-		for ; r != nil; prev, r = r, r.hnext {
-			if r.hprev != prev {
-				return fmt.Errorf("request %s: chain under hash %x linked wrongly back", r.id, h)
-			}
+		for ; r != nil; r = r.hnext {
 			if r.hash != h || maphash.String(s.requests.seed, string(r.id)) != h {
 				return fmt.Errorf("request %s filed under hash %x", r.id, h)
 			}

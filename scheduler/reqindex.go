@@ -5,7 +5,7 @@ import "hash/maphash"
 // requestIndex finds requests by id through a 64-bit hash of the id kept in
 // the request, so that removing one (thousands in a preemption storm)
 // neither hashes nor compares strings. Requests whose ids share a hash chain
-// through hnext and hprev. Iteration order is unspecified, as a map's.
+// through hnext. Iteration order is unspecified, as a map's.
 type requestIndex struct {
 	seed maphash.Seed
 	m    map[uint64]*request
@@ -27,36 +27,28 @@ func (x *requestIndex) get(id RequestID) *request {
 
 // put adds r, whose id must not be indexed yet.
 func (x *requestIndex) put(r *request) {
-	x.link(r, maphash.String(x.seed, string(r.id)))
-}
-
-// link files r under hash h, at the head of its chain.
-func (x *requestIndex) link(r *request, h uint64) {
-	r.hash, r.hprev = h, nil
-	r.hnext = x.m[h]
-	if r.hnext != nil {
-		r.hnext.hprev = r
-	}
-	x.m[h] = r
+	r.hash = maphash.String(x.seed, string(r.id))
+	r.hnext = x.m[r.hash]
+	x.m[r.hash] = r
 	x.n++
 }
 
-// del unfiles r. A request alone under its hash, the usual case, costs one
-// map operation: the chain is linked both ways, so r knows it heads it.
 func (x *requestIndex) del(r *request) {
+	head := x.m[r.hash]
 	switch {
-	case r.hprev != nil:
-		r.hprev.hnext = r.hnext
-		if r.hnext != nil {
-			r.hnext.hprev = r.hprev
-		}
-	case r.hnext == nil:
+	case head == r && r.hnext == nil:
 		delete(x.m, r.hash)
-	default:
-		r.hnext.hprev = nil
+	case head == r:
 		x.m[r.hash] = r.hnext
+	default:
+		for p := head; p != nil; p = p.hnext {
+			if p.hnext == r {
+				p.hnext = r.hnext
+				break
+			}
+		}
 	}
-	r.hnext, r.hprev = nil, nil
+	r.hnext = nil
 	x.n--
 }
 

@@ -15,7 +15,9 @@ func TestRequestIndexChains(t *testing.T) {
 		// Chain all three under a's hash, as a collision would.
 		h := maphash.String(x.seed, "a")
 		for _, r := range rs {
-			x.link(r, h)
+			r.hash, r.hnext = h, x.m[h]
+			x.m[h] = r
+			x.n++
 		}
 		other := &request{id: "z"}
 		x.put(other)

@@ -149,7 +149,6 @@ type request struct {
 
 	hash  uint64   // of id, in Scheduler.requests
 	hnext *request // next request with the same hash
-	hprev *request // previous one, nil for the first
 }
 
 // cmpFIFO is the FIFO order: (enqueue time, id).
