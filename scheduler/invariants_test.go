@@ -461,16 +461,6 @@ func (s *Scheduler) checkKeptEligibility() error {
 		}
 	}
 	walk(&s.trie)
-	for _, bi := range all {
-		if len(bi.acctOf) != len(bi.accts) {
-			return fmt.Errorf("base set %q: %d accounts beside %d account entries", bi.set.key, len(bi.acctOf), len(bi.accts))
-		}
-		for i, ab := range bi.accts {
-			if ab.idx != i || bi.acctOf[i] != ab.acct {
-				return fmt.Errorf("base set %q: account entry %d out of place", bi.set.key, i)
-			}
-		}
-	}
 	if got, want := s.trieGen-s.trieLogFrom, uint64(len(s.trieLog)); got != want {
 		return fmt.Errorf("trie log holds %d changes for %d generations", want, got)
 	}

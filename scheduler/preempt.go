@@ -204,14 +204,14 @@ func (p *pass) preempt(l Priority) {
 		g := &groups[gi]
 		*g = unitGroup{bi: bi, start: len(slab), idx: -1}
 		cheapest := vset.costs[vset.firstFree(bi)]
-		for i, a := range bi.acctOf {
+		for _, ab := range bi.accts {
+			a := ab.acct
 			if a.cfg == nil || a.level != l {
 				continue
 			}
 			if a.runningBelow(l) == 0 && !cheapest.Less(a.balance) {
 				continue // cannot afford any victim of bi, now or later
 			}
-			ab := bi.accts[i]
 			if !a.limited() {
 				u := unit{acct: a, bi: bi, ab: ab, g: g}
 				if u.advance() {

@@ -212,9 +212,10 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 				}
 			}
 		}
-		for i, a := range bi.acctOf {
+		for _, ab := range bi.accts {
+			a := ab.acct
 			if a.limited() {
-				for _, c := range bi.accts[i].heap.items {
+				for _, c := range ab.heap.items {
 					if c.len() > 0 && p.inList(c, l) && (!provision || s.labels.hasAll(c.prov.ids)) {
 						p.cands = append(p.cands, limitedCand{c, size})
 					}
@@ -224,7 +225,7 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 			if provision || a.level != l || (l == FreeBucket && a.disableFree) {
 				continue
 			}
-			c := bi.accts[i].heap.Top()
+			c := ab.heap.Top()
 			if c.len() == 0 {
 				continue
 			}

@@ -349,11 +349,10 @@ func (c *class) firstAfter(r *request) *request {
 
 // baseIndex gathers the waiting requests whose base labels are one set.
 type baseIndex struct {
-	set    *labelSet
-	accts  []*acctBase
-	acctOf []*account // acctOf[i] is accts[i].acct, read without going through accts[i]
-	provs  []*provVariant
-	node   *trieNode
+	set   *labelSet
+	accts []*acctBase
+	provs []*provVariant
+	node  *trieNode
 
 	// Per preemption step.
 	victimEpoch uint64
@@ -536,13 +535,16 @@ func (s *Scheduler) classFor(a *account, base, prov *labelSet) *class {
 		s.trieInsert(bi)
 	}
 	var ab *acctBase
-	if i := slices.Index(bi.acctOf, a); i >= 0 {
-		ab = bi.accts[i]
-	} else {
+	for _, x := range bi.accts {
+		if x.acct == a {
+			ab = x
+			break
+		}
+	}
+	if ab == nil {
 		ab = &acctBase{acct: a, bi: bi, idx: len(bi.accts)}
 		ab.heap = iheap[*class]{less: headBefore, setIdx: func(c *class, i int) { c.heapIdx = i }}
 		bi.accts = append(bi.accts, ab)
-		bi.acctOf = append(bi.acctOf, a)
 	}
 	var pv *provVariant
 	for _, x := range bi.provs {
@@ -586,9 +588,6 @@ func (s *Scheduler) gc() {
 		ab.heap.Remove(c.heapIdx)
 		pv.classes = swapRemove(pv.classes, c.pvIdx, func(x *class, i int) { x.pvIdx = i })
 		if ab.heap.Len() == 0 {
-			last := len(bi.acctOf) - 1
-			bi.acctOf[ab.idx], bi.acctOf[last] = bi.acctOf[last], nil
-			bi.acctOf = bi.acctOf[:last]
 			bi.accts = swapRemove(bi.accts, ab.idx, func(x *acctBase, i int) { x.idx = i })
 		}
 		if len(pv.classes) == 0 {
