@@ -357,30 +357,44 @@ func TestPreemptionBannedAccount(t *testing.T) {
 	}
 }
 
+// preemptPool is the pool of the §2.6 loop tests: accounts a, b and c, the
+// balances of a and b given, the workers busy and the requests waiting.
+func preemptPool(t *testing.T, balA, balB float64, busy []*statev1.Worker, waiting ...*statev1.Request) *Scheduler {
+	t.Helper()
+	return load(t, &statev1.PoolState{
+		Config: &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{
+			"a": acctCfg(1000), "b": acctCfg(1000), "c": acctCfg(1000),
+		}},
+		LastUpdateUnixNanos: proto.Int64(ns(0)),
+		Balances: []*statev1.AccountBalance{
+			{AccountId: "a", Value: vec64(balA)},
+			{AccountId: "b", Value: vec64(balB)},
+		},
+		Workers: busy,
+		Waiting: waiting,
+	})
+}
+
+// busyWorker is worker id running task of acct at level with a P0 cost.
+func busyWorker(id, task, acct string, level Priority, cost float64, labels ...string) *statev1.Worker {
+	return &statev1.Worker{Id: id, Labels: labels, ConfirmedTimeUnixNanos: ns(0), Running: runningTask(task, acct, int32(level), vec64(cost), ns(0))}
+}
+
+// waitingReq is request id of acct enqueued enq ns after t0.
+func waitingReq(id, acct string, enq int64, prov ...string) *statev1.Request {
+	return &statev1.Request{Id: id, AccountId: acct, EnqueueTimeUnixNanos: ns(0) + enq, ConfirmedTimeUnixNanos: ns(0), ProvisionableLabels: prov}
+}
+
 // §2.6 "balances and the banned set are updated after every preemption": a
 // refund can lift a ban and make a victim affordable that no account could
 // afford when the step began. a (balance {1}) preempts b's task vb (cost
 // {0.2}); b, no longer banned and refunded to {1.1}, preempts vc (cost
 // {1.05}), more than any balance at the start of the step.
 func TestPreemptionAfterRefundLiftsBan(t *testing.T) {
-	s := load(t, &statev1.PoolState{
-		Config: &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{
-			"a": acctCfg(1000), "b": acctCfg(1000), "c": acctCfg(1000),
-		}},
-		LastUpdateUnixNanos: proto.Int64(ns(0)),
-		Balances: []*statev1.AccountBalance{
-			{AccountId: "a", Value: vec64(1)},
-			{AccountId: "b", Value: vec64(0.9)},
-		},
-		Workers: []*statev1.Worker{
-			{Id: "wb", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("vb", "b", 1, vec64(0.2), ns(0))},
-			{Id: "wc", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("vc", "c", int32(FreeBucket), vec64(1.05), ns(0))},
-		},
-		Waiting: []*statev1.Request{
-			{Id: "ra", AccountId: "a", EnqueueTimeUnixNanos: ns(0), ConfirmedTimeUnixNanos: ns(0)},
-			{Id: "rb", AccountId: "b", EnqueueTimeUnixNanos: ns(0) + 1, ConfirmedTimeUnixNanos: ns(0)},
-		},
-	})
+	s := preemptPool(t, 1, 0.9, []*statev1.Worker{
+		busyWorker("wb", "vb", "b", 1, 0.2),
+		busyWorker("wc", "vc", "c", FreeBucket, 1.05),
+	}, waitingReq("ra", "a", 0), waitingReq("rb", "b", 1))
 	want := []Assignment{
 		{Worker: "wb", Request: "ra", Priority: 0, Preempted: "vb"},
 		{Worker: "wc", Request: "rb", Priority: 0, Preempted: "vc"},
@@ -396,30 +410,16 @@ func TestPreemptionAfterRefundLiftsBan(t *testing.T) {
 // was banned) does not. b's classes: image:x {rb0 at t0, rb2 at t2} and
 // image:y {rb1 at t3}; a's ra (t1) preempts b's vb, the cheapest victim.
 func TestPreemptionWokenAccountKeepsListOrder(t *testing.T) {
-	req := func(id, acct string, enq int64, prov ...string) *statev1.Request {
-		return &statev1.Request{Id: id, AccountId: acct, EnqueueTimeUnixNanos: ns(0) + enq, ConfirmedTimeUnixNanos: ns(0), ProvisionableLabels: prov}
-	}
-	s := load(t, &statev1.PoolState{
-		Config: &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{
-			"a": acctCfg(1000), "b": acctCfg(1000), "c": acctCfg(1000),
-		}},
-		LastUpdateUnixNanos: proto.Int64(ns(0)),
-		Balances: []*statev1.AccountBalance{
-			{AccountId: "a", Value: vec64(10)},
-			{AccountId: "b", Value: vec64(10)},
-		},
-		Workers: []*statev1.Worker{
-			{Id: "wb", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("vb", "b", 1, vec64(0.1), ns(0))},
-			{Id: "w1", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("v1", "c", int32(FreeBucket), vec64(0.2), ns(0))},
-			{Id: "w2", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("v2", "c", int32(FreeBucket), vec64(0.3), ns(0))},
-		},
-		Waiting: []*statev1.Request{
-			req("rb0", "b", 0, "image:x"),
-			req("ra", "a", 1),
-			req("rb2", "b", 2, "image:x"),
-			req("rb1", "b", 3, "image:y"),
-		},
-	})
+	s := preemptPool(t, 10, 10, []*statev1.Worker{
+		busyWorker("wb", "vb", "b", 1, 0.1),
+		busyWorker("w1", "v1", "c", FreeBucket, 0.2),
+		busyWorker("w2", "v2", "c", FreeBucket, 0.3),
+	},
+		waitingReq("rb0", "b", 0, "image:x"),
+		waitingReq("ra", "a", 1),
+		waitingReq("rb2", "b", 2, "image:x"),
+		waitingReq("rb1", "b", 3, "image:y"),
+	)
 	want := []Assignment{
 		{Worker: "wb", Request: "ra", Priority: 0, Preempted: "vb"},
 		{Worker: "w1", Request: "rb2", Priority: 0, Preempted: "v1"},
@@ -436,25 +436,11 @@ func TestPreemptionWokenAccountKeepsListOrder(t *testing.T) {
 // afford w2 (image:x, cost {0.5}) and takes the cheapest, w1; b then takes
 // w2, not the cheaper w3.
 func TestPreemptionProvisionMatchForRicherAccount(t *testing.T) {
-	s := load(t, &statev1.PoolState{
-		Config: &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{
-			"a": acctCfg(1000), "b": acctCfg(1000), "c": acctCfg(1000),
-		}},
-		LastUpdateUnixNanos: proto.Int64(ns(0)),
-		Balances: []*statev1.AccountBalance{
-			{AccountId: "a", Value: vec64(0.3)},
-			{AccountId: "b", Value: vec64(10)},
-		},
-		Workers: []*statev1.Worker{
-			{Id: "w1", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("v1", "c", int32(FreeBucket), vec64(0.1), ns(0))},
-			{Id: "w2", Labels: []string{"image:x"}, ConfirmedTimeUnixNanos: ns(0), Running: runningTask("v2", "c", int32(FreeBucket), vec64(0.5), ns(0))},
-			{Id: "w3", ConfirmedTimeUnixNanos: ns(0), Running: runningTask("v3", "c", int32(FreeBucket), vec64(0.2), ns(0))},
-		},
-		Waiting: []*statev1.Request{
-			{Id: "ra", AccountId: "a", EnqueueTimeUnixNanos: ns(0), ConfirmedTimeUnixNanos: ns(0), ProvisionableLabels: []string{"image:x"}},
-			{Id: "rb", AccountId: "b", EnqueueTimeUnixNanos: ns(0) + 1, ConfirmedTimeUnixNanos: ns(0), ProvisionableLabels: []string{"image:x"}},
-		},
-	})
+	s := preemptPool(t, 0.3, 10, []*statev1.Worker{
+		busyWorker("w1", "v1", "c", FreeBucket, 0.1),
+		busyWorker("w2", "v2", "c", FreeBucket, 0.5, "image:x"),
+		busyWorker("w3", "v3", "c", FreeBucket, 0.2),
+	}, waitingReq("ra", "a", 0, "image:x"), waitingReq("rb", "b", 1, "image:x"))
 	want := []Assignment{
 		{Worker: "w1", Request: "ra", Priority: 0, Preempted: "v1"},
 		{Worker: "w2", Request: "rb", Priority: 0, Preempted: "v2"},
