@@ -31,8 +31,8 @@ type Scheduler struct {
 	idle     iheap[*worker] // idle workers by (confirmed, id)
 	classes  map[classKey]*class
 	trie     trieNode
-	trieGen  uint64 // changes whenever a base set enters or leaves the trie (never 0)
-	// The changes that made generations trieLogFrom+1 … trieGen.
+	// The trie's changes (a base set entering or leaving it) that made its
+	// generations trieLogFrom+1 … trieGen().
 	trieLog     []trieChange
 	trieLogFrom uint64
 
@@ -404,7 +404,6 @@ func New(cfg *statev1.PoolConfig) (*Scheduler, error) {
 func newEmpty() *Scheduler {
 	labels := newLabelTable()
 	s := &Scheduler{
-		trieGen:       1,
 		trieLogFrom:   1,
 		tunablesProto: &statev1.PoolConfig{},
 		labels:        labels,

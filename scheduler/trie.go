@@ -61,8 +61,11 @@ func (s *Scheduler) logTrie(bi *baseIndex, added bool) {
 		s.trieLogFrom += uint64(half)
 	}
 	s.trieLog = append(s.trieLog, trieChange{bi, added})
-	s.trieGen++
 }
+
+// trieGen is the trie's generation: it changes whenever a base set enters
+// or leaves the trie, and is never 0.
+func (s *Scheduler) trieGen() uint64 { return s.trieLogFrom + uint64(len(s.trieLog)) }
 
 // patchElig brings w's kept base sets up to date with the trie changes
 // since they were computed, which the log must hold.
@@ -77,7 +80,7 @@ func (s *Scheduler) patchElig(w *worker) {
 			list = slices.Delete(list, i, i+1)
 		}
 	}
-	w.elig, w.eligGen = list, s.trieGen
+	w.elig, w.eligGen = list, s.trieGen()
 }
 
 func (n *trieNode) insert(bi *baseIndex) {
@@ -230,7 +233,7 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 	stale := false
 	for i, w := range ws {
 		switch {
-		case w.eligGen == s.trieGen:
+		case w.eligGen == s.trieGen():
 		case w.eligGen != 0 && w.eligGen >= s.trieLogFrom:
 			s.patchElig(w)
 		default:
@@ -264,7 +267,7 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 	forEachBit(all, func(i int) {
 		a, b := e.counts[i], e.counts[i+1]
 		out[i] = flat[a:b:b]
-		ws[i].elig, ws[i].eligGen = out[i], s.trieGen
+		ws[i].elig, ws[i].eligGen = out[i], s.trieGen()
 	})
 	clear(e.pairs)
 	return out
