@@ -150,13 +150,14 @@ const eventChunk = 1024
 const maxSpare = 8192
 
 // keep offers c's memory for reuse while the free memory stays within
-// maxSpare. Its events are cleared so that the buffer does not keep what
-// they point to alive.
+// maxSpare. All of it is cleared, here rather than event by event in the
+// pass that records into it, so that the buffer does not keep what the
+// events point to alive and every slot starts zeroed.
 func (b *eventBuf) keep(c []Event) {
 	if cap(c) == 0 || b.freeCap+cap(c) > maxSpare {
 		return
 	}
-	clear(c)
+	clear(c[:cap(c)])
 	b.free = append(b.free, c[:0])
 	b.freeCap += cap(c)
 }
@@ -181,9 +182,7 @@ func (b *eventBuf) slot() *Event {
 		b.cur = b.chunk()
 	}
 	b.cur = b.cur[:len(b.cur)+1]
-	p := &b.cur[len(b.cur)-1]
-	*p = Event{} // in case memory handed back was not all cleared
-	return p
+	return &b.cur[len(b.cur)-1]
 }
 
 // chunk returns the largest free chunk, or a new one.

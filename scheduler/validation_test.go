@@ -258,4 +258,15 @@ func TestEventMemoryReusedWithinBound(t *testing.T) {
 	}); allocs != 0 {
 		t.Fatalf("recording %d events into kept memory allocated %v times", maxSpare, allocs)
 	}
+	// Memory handed back with a shorter length than it was written to
+	// still records events that start zeroed.
+	var c eventBuf
+	chunk := make([]Event, 3, 8)
+	chunk[:8][6].Task = "stale"
+	c.keep(chunk[:1])
+	for range 8 {
+		if e := c.slot(); e.Task != "" {
+			t.Fatalf("a slot of kept memory holds %q", e.Task)
+		}
+	}
 }
