@@ -72,10 +72,13 @@ func (s *Scheduler) checkIndexes() error {
 	perAcct := map[AccountID]int{}
 	var reqs []*request
 	count := 0
-	for h, r := range s.requests.m {
-		for ; r != nil; r = r.hnext {
-			if r.hash != h || maphash.String(s.requests.seed, string(r.id)) != h {
-				return fmt.Errorf("request %s filed under hash %x", r.id, h)
+	for _, sl := range s.requests.slots {
+		if r := sl.r; r != nil {
+			if r.hash != sl.h || maphash.String(s.requests.seed, string(r.id)) != sl.h {
+				return fmt.Errorf("request %s filed under hash %x", r.id, sl.h)
+			}
+			if s.requests.get(r.id) != r {
+				return fmt.Errorf("request %s not found by its id", r.id)
 			}
 			reqs = append(reqs, r)
 			count++

@@ -1,47 +1,96 @@
 package scheduler
 
 import (
+	"fmt"
 	"hash/maphash"
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
 
-// TestRequestIndexChains: requests whose ids share a hash are all found,
-// counted and removed correctly, whichever link of the chain goes first.
-func TestRequestIndexChains(t *testing.T) {
-	for _, order := range [][]int{{0, 1, 2}, {1, 0, 2}, {2, 1, 0}, {1, 2, 0}} {
+// TestRequestIndexCollisions: with hashes drawn from a few values, so that
+// probe runs collide, wrap around the table's end and grow it, every
+// request added is found, counted and listed until it is removed, and none
+// after, whatever the order of removals (checked against a map).
+func TestRequestIndexCollisions(t *testing.T) {
+	for seed := range uint64(50) {
+		rng := rand.New(rand.NewPCG(seed, 7))
 		x := newRequestIndex()
-		rs := []*request{{id: "a"}, {id: "b"}, {id: "c"}}
-		// Chain all three under a's hash, as a collision would.
-		h := maphash.String(x.seed, "a")
-		for _, r := range rs {
-			r.hash, r.hnext = h, x.m[h]
-			x.m[h] = r
-			x.n++
-		}
-		other := &request{id: "z"}
-		x.put(other)
-		for k, i := range order {
-			if got := x.get("a"); (got == rs[0]) != !slices.Contains(order[:k], 0) {
-				t.Fatalf("order %v step %d: get(a) = %v", order, k, got)
+		want := map[RequestID]*request{}
+		var live []*request
+		for step := range 400 {
+			if len(live) > 0 && rng.IntN(5) < 2 {
+				i := rng.IntN(len(live))
+				r := live[i]
+				live = slices.Delete(live, i, i+1)
+				x.del(r)
+				delete(want, r.id)
+			} else {
+				// Home slots crowd the table's last slots and a few
+				// hashes repeat exactly.
+				r := &request{id: RequestID(fmt.Sprintf("r%d", step)), hash: uint64(rng.IntN(6)) + ^uint64(0) - 3}
+				x.add(r)
+				want[r.id] = r
+				live = append(live, r)
 			}
-			x.del(rs[i])
-			var seen []RequestID
-			x.all(func(r *request) { seen = append(seen, r.id) })
-			slices.Sort(seen)
-			var want []RequestID
-			for j, r := range rs {
-				if !slices.Contains(order[:k+1], j) {
-					want = append(want, r.id)
+			if x.len() != len(want) {
+				t.Fatalf("seed %d step %d: len %d, want %d", seed, step, x.len(), len(want))
+			}
+			if 2*x.len() > len(x.slots) {
+				t.Fatalf("seed %d step %d: %d requests in %d slots", seed, step, x.len(), len(x.slots))
+			}
+			n := 0
+			x.all(func(r *request) {
+				n++
+				if want[r.id] != r {
+					t.Fatalf("seed %d step %d: all lists %s, removed or unknown", seed, step, r.id)
+				}
+			})
+			if n != len(want) {
+				t.Fatalf("seed %d step %d: all lists %d, want %d", seed, step, n, len(want))
+			}
+			for _, r := range live {
+				if got := x.lookup(r.hash, r.id); got != r {
+					t.Fatalf("seed %d step %d: %s not found", seed, step, r.id)
 				}
 			}
-			want = append(want, "z")
-			if !slices.Equal(seen, want) || x.len() != len(want) {
-				t.Fatalf("order %v after removing %s: all = %v, len %d; want %v", order, rs[i].id, seen, x.len(), want)
+			for i := range step + 1 {
+				id := RequestID(fmt.Sprintf("r%d", i))
+				if want[id] == nil {
+					for h := ^uint64(0) - 3; h != 3; h++ {
+						if got := x.lookup(h, id); got != nil {
+							t.Fatalf("seed %d step %d: removed %s still found", seed, step, id)
+						}
+					}
+				}
 			}
 		}
-		if x.get("z") != other || len(x.m) != 1 {
-			t.Fatalf("order %v: z lost or chain left behind (%d hashes)", order, len(x.m))
+	}
+}
+
+// TestRequestIndexByID: put and get hash ids themselves.
+func TestRequestIndexByID(t *testing.T) {
+	x := newRequestIndex()
+	var rs []*request
+	for i := range 1000 {
+		r := &request{id: RequestID(fmt.Sprintf("task-%d", i))}
+		x.put(r)
+		rs = append(rs, r)
+	}
+	for i, r := range rs {
+		if r.hash != maphash.String(x.seed, string(r.id)) || x.get(r.id) != r {
+			t.Fatalf("request %d: hash %x, get %v", i, r.hash, x.get(r.id))
 		}
+		if i%2 == 0 {
+			x.del(r)
+		}
+	}
+	for i, r := range rs {
+		if got := x.get(r.id); (got == r) != (i%2 == 1) {
+			t.Fatalf("request %d after removing the even ones: get %v", i, got)
+		}
+	}
+	if x.get("absent") != nil || x.len() != 500 {
+		t.Fatalf("get(absent) = %v, len %d", x.get("absent"), x.len())
 	}
 }

@@ -147,8 +147,7 @@ type request struct {
 	cls *class  // while waiting
 	w   *worker // while running
 
-	hash  uint64   // of id, in Scheduler.requests
-	hnext *request // next request with the same hash
+	hash uint64 // of id, in Scheduler.requests
 }
 
 // cmpFIFO is the FIFO order: (enqueue time, id).
