@@ -154,7 +154,13 @@ func TestUpdateTimeUnsetClockAndBackwards(t *testing.T) {
 	}
 }
 
-func assignmentsOf(as []Assignment) []Assignment { return decisions(as) }
+// checkPass runs one pass and compares its decisions with want.
+func checkPass(t *testing.T, s *Scheduler, want []Assignment) {
+	t.Helper()
+	if diff := cmp.Diff(want, decisions(s.RunOnce())); diff != "" {
+		t.Errorf("pass (-want +got):\n%s", diff)
+	}
+}
 
 // §2.4: w1 {} and w2 {label1}; r1 wants provisionable {label1}, r2 {label2};
 // the account has balance {2}. One pass: r1→w2 then r2→w1, both at P0; a
@@ -167,10 +173,7 @@ func TestRunOnceProvisionMatchFirst(t *testing.T) {
 	must(t, s.MarkIdle("w2", []string{"label1"}, at(0), false))
 	must(t, s.AddRequest(Task{ID: "r1", Account: "a1", EnqueueTime: at(0), ProvisionableLabels: []string{"label1"}}, at(0), false))
 	must(t, s.AddRequest(Task{ID: "r2", Account: "a1", EnqueueTime: at(0), ProvisionableLabels: []string{"label2"}}, at(0), false))
-	want := []Assignment{{Worker: "w2", Request: "r1", Priority: 0}, {Worker: "w1", Request: "r2", Priority: 0}}
-	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
-		t.Errorf("first pass (-want +got):\n%s", diff)
-	}
+	checkPass(t, s, []Assignment{{Worker: "w2", Request: "r1", Priority: 0}, {Worker: "w1", Request: "r2", Priority: 0}})
 	if got := s.RunOnce(); len(got) != 0 {
 		t.Errorf("second pass assigned %v, want nothing", got)
 	}
@@ -187,10 +190,7 @@ func TestRunOnceProvisionMatchAmongMany(t *testing.T) {
 	}
 	must(t, s.AddRequest(Task{ID: "b", Account: "a1", EnqueueTime: at(1), ProvisionableLabels: []string{"b"}}, at(1), false))
 	must(t, s.MarkIdle("w", []string{"b", "c"}, at(1), false))
-	want := []Assignment{{Worker: "w", Request: "b", Priority: 0}}
-	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
-		t.Errorf("pass (-want +got):\n%s", diff)
-	}
+	checkPass(t, s, []Assignment{{Worker: "w", Request: "b", Priority: 0}})
 }
 
 // §2.4: 10 workers {Common} + 1 worker {Common, Rare}; 10 requests {Common}
@@ -227,10 +227,7 @@ func TestRunOnceAccountlessAtFreeBucket(t *testing.T) {
 	must(t, err)
 	must(t, s.MarkIdle("w1", nil, at(0), false))
 	must(t, s.AddRequest(Task{ID: "r1", EnqueueTime: at(0)}, at(0), false))
-	want := []Assignment{{Worker: "w1", Request: "r1", Priority: FreeBucket}}
-	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
-		t.Errorf("pass (-want +got):\n%s", diff)
-	}
+	checkPass(t, s, []Assignment{{Worker: "w1", Request: "r1", Priority: FreeBucket}})
 }
 
 // §2.4: a request whose base label no worker has → nothing.
@@ -328,10 +325,7 @@ func preemptReference(t *testing.T, r3Acct string, a2Balance []float64) *Schedul
 // cheaper victim).
 func TestPreemptionReference(t *testing.T) {
 	s := preemptReference(t, "a2", []float64{1})
-	want := []Assignment{{Worker: "w2", Request: "r3", Priority: 0, Preempted: "r2"}}
-	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
-		t.Errorf("pass (-want +got):\n%s", diff)
-	}
+	checkPass(t, s, []Assignment{{Worker: "w2", Request: "r3", Priority: 0, Preempted: "r2"}})
 	// r2's cost {0,1,0} was refunded to a1 and charged to a2.
 	if got, want := balanceOf(t, s, "a2"), vec(1, -1); got != want {
 		t.Errorf("a2 balance = %v, want %v", got, want)
@@ -395,13 +389,10 @@ func TestPreemptionAfterRefundLiftsBan(t *testing.T) {
 		busyWorker("wb", "vb", "b", 1, 0.2),
 		busyWorker("wc", "vc", "c", FreeBucket, 1.05),
 	}, waitingReq("ra", "a", 0), waitingReq("rb", "b", 1))
-	want := []Assignment{
+	checkPass(t, s, []Assignment{
 		{Worker: "wb", Request: "ra", Priority: 0, Preempted: "vb"},
 		{Worker: "wc", Request: "rb", Priority: 0, Preempted: "vc"},
-	}
-	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
-		t.Errorf("pass (-want +got):\n%s", diff)
-	}
+	})
 }
 
 // §2.6 loop "for each request still waiting in L[p], in list order": when a
@@ -420,14 +411,11 @@ func TestPreemptionWokenAccountKeepsListOrder(t *testing.T) {
 		waitingReq("rb2", "b", 2, "image:x"),
 		waitingReq("rb1", "b", 3, "image:y"),
 	)
-	want := []Assignment{
+	checkPass(t, s, []Assignment{
 		{Worker: "wb", Request: "ra", Priority: 0, Preempted: "vb"},
 		{Worker: "w1", Request: "rb2", Priority: 0, Preempted: "v1"},
 		{Worker: "w2", Request: "rb1", Priority: 0, Preempted: "v2"},
-	}
-	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
-		t.Errorf("pass (-want +got):\n%s", diff)
-	}
+	})
 }
 
 // §2.6 "take the one that is a provision match if any, then the cheapest":
@@ -441,11 +429,8 @@ func TestPreemptionProvisionMatchForRicherAccount(t *testing.T) {
 		busyWorker("w2", "v2", "c", FreeBucket, 0.5, "image:x"),
 		busyWorker("w3", "v3", "c", FreeBucket, 0.2),
 	}, waitingReq("ra", "a", 0, "image:x"), waitingReq("rb", "b", 1, "image:x"))
-	want := []Assignment{
+	checkPass(t, s, []Assignment{
 		{Worker: "w1", Request: "ra", Priority: 0, Preempted: "v1"},
 		{Worker: "w2", Request: "rb", Priority: 0, Preempted: "v2"},
-	}
-	if diff := cmp.Diff(want, assignmentsOf(s.RunOnce())); diff != "" {
-		t.Errorf("pass (-want +got):\n%s", diff)
-	}
+	})
 }
