@@ -23,6 +23,9 @@ func (s *Scheduler) checkIndexes() error {
 	if err := s.checkKeptEligibility(); err != nil {
 		return err
 	}
+	if err := s.checkWorkerRanks(); err != nil {
+		return err
+	}
 	type gk struct {
 		a   AccountID
 		fan string
@@ -475,9 +478,9 @@ func (s *Scheduler) checkKeptEligibility() error {
 			}
 		}
 		got := slices.Clone(w.elig)
-		byPtr := func(a, b *baseIndex) int { return strings.Compare(a.set.key, b.set.key) }
-		slices.SortFunc(got, byPtr)
-		slices.SortFunc(want, byPtr)
+		byKey := func(a, b *baseIndex) int { return strings.Compare(a.set.key, b.set.key) }
+		slices.SortFunc(got, byKey)
+		slices.SortFunc(want, byKey)
 		if !slices.Equal(got, want) {
 			return fmt.Errorf("worker %s keeps %d base sets, its labels contain %d", id, len(got), len(want))
 		}
@@ -557,4 +560,29 @@ func TestKeptEligibilityThroughLongTrieChurn(t *testing.T) {
 	if got := poll("recent", "a", "c", "d"); len(got) != 1 || got[0].Task != "for-recent" {
 		t.Fatalf("recent worker got %v, want for-recent", got)
 	}
+}
+
+// checkWorkerRanks: while the ranks are current, they number the ids known
+// at the last ranking 0, 1, … in id order, and every worker, also one
+// forgotten and recreated since, holds its id's rank.
+func (s *Scheduler) checkWorkerRanks() error {
+	if s.rankOf == nil || s.rankStale {
+		return nil
+	}
+	ids := make([]WorkerID, len(s.rankOf))
+	for id, r := range s.rankOf {
+		if r < 0 || int(r) >= len(ids) || ids[r] != "" {
+			return fmt.Errorf("rank %d of %s is out of range or taken", r, id)
+		}
+		ids[r] = id
+	}
+	if !slices.IsSorted(ids) {
+		return fmt.Errorf("ranks out of id order: %v", ids)
+	}
+	for id, w := range s.workers {
+		if r, ok := s.rankOf[id]; !ok || r != w.rank {
+			return fmt.Errorf("worker %s holds rank %d, its id's is %d (known %v)", id, w.rank, r, ok)
+		}
+	}
+	return nil
 }
