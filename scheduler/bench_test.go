@@ -6,14 +6,21 @@ package scheduler
 //	go test ./scheduler -run '^$' -bench . -benchtime 1x
 //
 // Seed 1 is used for the recorded figures. QS_BENCH_TRACE=1 prints every
-// steady pass slower than 3 ms with its event counts.
+// steady pass slower than 3 ms with its event counts. Steady passes carry
+// the profiler label pass=N, so that a profile of the heavy ones alone is
+//
+//	go test ./scheduler -run '^$' -bench RunOnce/steady_lab -benchtime 1x -count 40 -cpuprofile cpu.prof
+//	go tool pprof -top -cum -tagfocus 'pass=^(58|86|122|153|206|244)$' scheduler.test cpu.prof
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -125,6 +132,7 @@ func benchSteady(b *testing.B, w *benchdata.Workload, unmatchable int) {
 	}
 	var lat []time.Duration
 	var preemptions, reprios, passes int
+	ctx := context.Background()
 	b.ResetTimer()
 	b.StopTimer()
 	n := b.N
@@ -204,11 +212,15 @@ func benchSteady(b *testing.B, w *benchdata.Workload, unmatchable int) {
 			if c, ok := benchCapture[passes]; ok {
 				*c = capturedPass{s.ToProto(), now, slices.Clone(bots)}
 			}
+			// Under -cpuprofile, the timed pass's samples carry its number,
+			// so that -tagfocus can single out the heavy passes.
+			pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("pass", strconv.Itoa(passes))))
 			b.StartTimer()
 			t0 := time.Now()
 			_, err := s.AssignTasks(now, bots)
 			d := time.Since(t0)
 			b.StopTimer()
+			pprof.SetGoroutineLabels(ctx)
 			must(b, err)
 			lat = append(lat, d)
 			evs := s.TakeEvents()
