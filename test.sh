@@ -5,3 +5,5 @@ cd "$(dirname "$0")"
 go test -count=1 ./... "$@"
 # The concurrent parts again under the race detector.
 go test -count=1 -race ./state/... ./frontend/... ./nodestore/... ./eventlog/... "$@"
+# The scheduler's one goroutine (a storm's pending entries, see entryFeed).
+go test -count=1 -race -run 'TestEntryFeed' ./scheduler "$@"

@@ -34,9 +34,14 @@ func TestDependencies(t *testing.T) {
 	}
 }
 
-// TestNoClockNoGoroutines: the core never reads a clock, draws random
-// numbers or starts goroutines (SCHEDULER.md §1.6).
+// TestNoClockNoGoroutines: the core never reads a clock or draws random
+// numbers (SCHEDULER.md §1.6), and starts no goroutine but entryFeed's, which
+// ends before AssignTasks returns (DESIGN.md: none that outlive a call; its
+// test runs under the race detector).
 func TestNoClockNoGoroutines(t *testing.T) {
+	allowedGo := map[string]int{"reconciler.go": 1} // file: its goroutine statements
+	seenGo := map[string]int{}
+	goStmt := regexp.MustCompile(`\bgo func\b|^\s*go [a-zA-Z_.]+\(`)
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
@@ -53,12 +58,24 @@ func TestNoClockNoGoroutines(t *testing.T) {
 		}
 		checked++
 		for i, line := range strings.Split(string(data), "\n") {
-			if code, _, _ := strings.Cut(line, "//"); forbidden.MatchString(code) {
+			code, _, _ := strings.Cut(line, "//")
+			if goStmt.MatchString(code) {
+				seenGo[f]++
+				if seenGo[f] <= allowedGo[f] {
+					continue
+				}
+			}
+			if forbidden.MatchString(code) {
 				t.Errorf("%s:%d: %s", f, i+1, strings.TrimSpace(line))
 			}
 		}
 	}
 	if checked == 0 {
 		t.Fatal("no source files checked")
+	}
+	for f, n := range allowedGo {
+		if seenGo[f] != n {
+			t.Errorf("%s starts %d goroutines, want the %d this test allows: update the test with the change", f, seenGo[f], n)
+		}
 	}
 }

@@ -510,6 +510,9 @@ func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 		Worker: v.id, Request: r.id, Priority: l, Time: Time(s.now),
 		Preempted: victim.id, ProvisionRequired: provReq,
 	})
+	if p.feed != nil {
+		p.feed.offer(p.out)
+	}
 }
 
 // preemptScratch is the memory of a preemption step, kept for the next.

@@ -176,13 +176,13 @@ func (s *Scheduler) assignTasks(t int64, workers []IdleWorker) []TaskAssignment 
 		s.markIdle(iw.ID, iw.Labels, t, false)
 	}
 	// (4)
-	// The pass's entries are allocated together: a storm makes thousands.
-	as := s.RunOnce()
-	slab := make([]pendingEntry, len(as))
-	for i, a := range as {
-		slab[i] = pendingEntry{worker: a.Worker, time: s.now, assign: a.Request, abort: a.Preempted}
-		s.setEntry(&slab[i])
+	f := entryFeed{s: s, chunk: s.feedChunk}
+	if f.chunk == 0 {
+		f.chunk = feedChunkDefault
 	}
+	defer f.stop() // if the pass panics, the goroutine still ends
+	as := s.runOnce(&f)
+	f.finish(as)
 	// (5)
 	var out []TaskAssignment
 	for _, iw := range workers {
@@ -373,4 +373,76 @@ func lacksAny(have, want []string) bool {
 		}
 	}
 	return false
+}
+
+// entryFeed records the pending entries of a pass's assignments. In a pass
+// that makes thousands (a preemption storm), a goroutine records them on the
+// other core while the pass goes on, chunk by chunk in the order of the
+// assignments, so that the result is the same as recording them after the
+// pass. This is safe because a pass never reads or writes the reconciler,
+// and an assignment is not changed once made; the goroutine ends before
+// AssignTasks returns.
+type entryFeed struct {
+	s     *Scheduler
+	chunk int // < 0: no goroutine
+	ch    chan []Assignment
+	done  chan struct{}
+	n     int // assignments handed over
+}
+
+// feedChunkDefault is the number of assignments handed over at a time: a
+// pass of steady traffic (a hundred) never starts the goroutine.
+const feedChunkDefault = 256
+
+// offer hands over the assignments of out not yet handed over once there
+// are f.chunk of them, starting the goroutine at the first.
+func (f *entryFeed) offer(out []Assignment) {
+	if f.chunk < 0 || len(out)-f.n < f.chunk {
+		return
+	}
+	if f.ch == nil {
+		f.ch = make(chan []Assignment, 64)
+		f.done = make(chan struct{})
+		go func() {
+			defer close(f.done)
+			for as := range f.ch {
+				f.s.recordEntries(as)
+			}
+		}()
+	}
+	f.ch <- out[f.n:len(out):len(out)]
+	f.n = len(out)
+}
+
+// finish records the assignments of the pass, as, not handed over yet and
+// waits for the goroutine.
+func (f *entryFeed) finish(as []Assignment) {
+	if f.ch == nil {
+		f.s.recordEntries(as[f.n:])
+		f.n = len(as)
+		return
+	}
+	if f.n < len(as) {
+		f.ch <- as[f.n:]
+		f.n = len(as)
+	}
+	f.stop()
+}
+
+// stop ends the goroutine, if any, after the chunks handed over.
+func (f *entryFeed) stop() {
+	if f.ch != nil {
+		close(f.ch)
+		<-f.done
+		f.ch = nil
+	}
+}
+
+// recordEntries makes the pending entries of as, allocated together.
+func (s *Scheduler) recordEntries(as []Assignment) {
+	slab := make([]pendingEntry, len(as))
+	for i, a := range as {
+		slab[i] = pendingEntry{worker: a.Worker, time: s.now, assign: a.Request, abort: a.Preempted}
+		s.setEntry(&slab[i])
+	}
 }

@@ -25,11 +25,16 @@ type Assignment struct {
 // over idle workers, reprioritization and preemption; then the FreeBucket
 // sub-passes. It returns the assignments in the order made; the state is
 // already updated.
-func (s *Scheduler) RunOnce() []Assignment {
+func (s *Scheduler) RunOnce() []Assignment { return s.runOnce(nil) }
+
+// runOnce is RunOnce, offering the assignments to feed as they are made
+// when feed is not nil.
+func (s *Scheduler) runOnce(feed *entryFeed) []Assignment {
 	if !s.hasClock {
 		return nil
 	}
 	p := s.startPass()
+	p.feed = feed
 	for l := Priority(0); l < FreeBucket; l++ {
 		p.match(l, true)
 		p.match(l, false)
@@ -54,6 +59,7 @@ type pass struct {
 	idle   []*worker               // idle workers by id
 	cands  []limitedCand
 	out    []Assignment
+	feed   *entryFeed
 	step   uint64
 }
 
@@ -267,6 +273,9 @@ func (p *pass) assign(w *worker, c *class, l Priority) {
 	e := s.event(EventAssigned, s.now, r, w, false)
 	e.Level, e.ProvisionRequired = l, provReq
 	p.out = append(p.out, Assignment{Worker: w.id, Request: r.id, Priority: l, Time: Time(s.now), ProvisionRequired: provReq})
+	if p.feed != nil {
+		p.feed.offer(p.out)
+	}
 }
 
 func (p *pass) reprioritized(w *worker, l Priority) {

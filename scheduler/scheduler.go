@@ -38,7 +38,11 @@ type Scheduler struct {
 
 	tombs tombstones
 	rec   reconciler
-	elig  eligibility // scratch of eligible()
+	// feedChunk is how many assignments of a pass AssignTasks hands over at
+	// a time to the goroutine that records their pending entries (see
+	// entryFeed): 0 means feedChunkDefault, a negative value never (tests).
+	feedChunk int
+	elig      eligibility // scratch of eligible()
 
 	pscratch    preemptScratch
 	costScratch struct { // of pass.byCost

@@ -1,0 +1,104 @@
+package scheduler
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
+)
+
+// stormState is a pool whose next pass preempts n tasks and assigns m idle
+// workers: a holds n tasks at P1, half of them still pending (so that the
+// storm replaces their entries), and b, rich at P0, waits with n+m
+// requests.
+func stormState(n, m int) *statev1.PoolState {
+	st := &statev1.PoolState{
+		Config: &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{
+			"a": acctCfg(1000), "b": acctCfg(1000),
+		}},
+		LastUpdateUnixNanos: proto.Int64(ns(0)),
+		Balances: []*statev1.AccountBalance{
+			{AccountId: "a", Value: vec64(-1)},
+			{AccountId: "b", Value: vec64(float64(n + m))},
+		},
+	}
+	for i := range n {
+		w, task := fmt.Sprintf("w%04d", i), fmt.Sprintf("va%04d", i)
+		st.Workers = append(st.Workers, busyWorker(w, task, "a", 1, 0.5))
+		if i%2 == 0 {
+			st.Pending = append(st.Pending, &statev1.PendingAssignment{WorkerId: w, TimeUnixNanos: ns(0), TaskToAssign: task})
+		}
+	}
+	for i := range m {
+		st.Workers = append(st.Workers, &statev1.Worker{Id: fmt.Sprintf("x%04d", i), ConfirmedTimeUnixNanos: ns(0)})
+	}
+	for i := range n + m {
+		st.Waiting = append(st.Waiting, waitingReq(fmt.Sprintf("rb%04d", i), "b", int64(i)))
+	}
+	return st
+}
+
+// A storm's pending entries are recorded on another goroutine while the
+// pass goes on (entryFeed). Whatever the hand-over size, the answer, the
+// events and the resulting state must be those of recording them after the
+// pass, including entries that replace older ones for the same worker.
+// (test.sh runs this under the race detector.)
+func TestEntryFeedMatchesSequentialRecording(t *testing.T) {
+	const n, m = 700, 60
+	st := stormState(n, m)
+	// Only the idle workers poll (a busy worker that polls has finished).
+	var idle []IdleWorker
+	for i := range m {
+		idle = append(idle, IdleWorker{ID: WorkerID(fmt.Sprintf("x%04d", i))})
+	}
+	// The service tracks changes: the goroutine marks entries dirty while
+	// the pass marks requests and workers.
+	run := func(chunk int) ([]TaskAssignment, []Event, *statev1.PoolState, *statev1.PoolDelta) {
+		s, err := FromProto(st)
+		must(t, err)
+		s.TrackChanges()
+		s.feedChunk = chunk
+		got, err := s.AssignTasks(at(1), idle)
+		must(t, err)
+		if err := s.checkIndexes(); err != nil {
+			t.Fatal(err)
+		}
+		return got, s.TakeEvents(), s.ToProto(), s.TakeDelta()
+	}
+	wantOut, wantEvents, wantState, wantDelta := run(-1)
+	preempted := 0
+	for _, e := range wantEvents {
+		if e.Type == EventPreempted {
+			preempted++
+		}
+	}
+	// The pass must be a storm: several hand-overs at the default size.
+	if preempted != n || len(wantState.Pending) != n+m {
+		t.Fatalf("sequential: %d preemptions and %d pending entries, want %d and %d", preempted, len(wantState.Pending), n, n+m)
+	}
+	for _, e := range wantState.Pending {
+		if e.TimeUnixNanos != ns(1) {
+			t.Fatalf("sequential: entry of %s from %d, want the pass's time %d", e.WorkerId, e.TimeUnixNanos, ns(1))
+		}
+	}
+	for _, chunk := range []int{0, 1, 255, n + m - 1} {
+		t.Run(fmt.Sprintf("chunk%d", chunk), func(t *testing.T) {
+			out, events, state, delta := run(chunk)
+			if !reflect.DeepEqual(out, wantOut) {
+				t.Errorf("answer differs from sequential recording")
+			}
+			if !reflect.DeepEqual(events, wantEvents) {
+				t.Errorf("events differ from sequential recording")
+			}
+			if !proto.Equal(state, wantState) {
+				t.Errorf("state differs from sequential recording")
+			}
+			if !proto.Equal(delta, wantDelta) {
+				t.Errorf("delta differs from sequential recording")
+			}
+		})
+	}
+}
