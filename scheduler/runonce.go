@@ -25,10 +25,15 @@ type Assignment struct {
 // over idle workers, reprioritization and preemption; then the FreeBucket
 // sub-passes. It returns the assignments in the order made; the state is
 // already updated.
-func (s *Scheduler) RunOnce() []Assignment { return s.runOnce(nil) }
+func (s *Scheduler) RunOnce() []Assignment {
+	out := s.runOnce(nil)
+	s.gc()
+	return out
+}
 
-// runOnce is RunOnce, offering the assignments to feed as they are made
-// when feed is not nil.
+// runOnce is RunOnce without the reclaiming of empty classes (AssignTasks
+// reclaims once, at its end), offering the assignments to feed as they are
+// made when feed is not nil.
 func (s *Scheduler) runOnce(feed *entryFeed) []Assignment {
 	if !s.hasClock {
 		return nil
@@ -46,7 +51,6 @@ func (s *Scheduler) runOnce(feed *entryFeed) []Assignment {
 	p.match(FreeBucket, true)
 	p.match(FreeBucket, false)
 	p.finish()
-	s.gc()
 	s.lastPassOut = len(p.out)
 	return p.out
 }
