@@ -5,5 +5,6 @@ cd "$(dirname "$0")"
 go test -count=1 ./... "$@"
 # The concurrent parts again under the race detector.
 go test -count=1 -race ./state/... ./frontend/... ./nodestore/... ./eventlog/... "$@"
-# The scheduler's one goroutine (a storm's pending entries, see entryFeed).
-go test -count=1 -race -run 'TestEntryFeed' ./scheduler "$@"
+# The scheduler's one goroutine (a storm's pending entries and preemption
+# bookkeeping, see entryFeed and step).
+go test -count=1 -race -run 'TestEntryFeed|TestHandOver' ./scheduler "$@"

@@ -4,6 +4,11 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+	"pgregory.net/rapid"
 
 	"google.golang.org/protobuf/proto"
 
@@ -41,10 +46,11 @@ func stormState(n, m int) *statev1.PoolState {
 	return st
 }
 
-// A storm's pending entries are recorded on another goroutine while the
-// pass goes on (entryFeed). Whatever the hand-over size, the answer, the
-// events and the resulting state must be those of recording them after the
-// pass, including entries that replace older ones for the same worker.
+// A storm's pending entries, and its preemptions' bookkeeping, are done on
+// another goroutine while the pass goes on (entryFeed, step). Whatever the
+// hand-over sizes, the answer, the events and the resulting state must be
+// those of doing everything in the pass's order on one goroutine, including
+// entries that replace older ones for the same worker.
 // (test.sh runs this under the race detector.)
 func TestEntryFeedMatchesSequentialRecording(t *testing.T) {
 	const n, m = 700, 60
@@ -56,11 +62,11 @@ func TestEntryFeedMatchesSequentialRecording(t *testing.T) {
 	}
 	// The service tracks changes: the goroutine marks entries dirty while
 	// the pass marks requests and workers.
-	run := func(chunk int) ([]TaskAssignment, []Event, *statev1.PoolState, *statev1.PoolDelta) {
+	run := func(chunk, handAfter int) ([]TaskAssignment, []Event, *statev1.PoolState, *statev1.PoolDelta) {
 		s, err := FromProto(st)
 		must(t, err)
 		s.TrackChanges()
-		s.feedChunk = chunk
+		s.feedChunk, s.preemptHandAfter = chunk, handAfter
 		got, err := s.AssignTasks(at(1), idle)
 		must(t, err)
 		if err := s.checkIndexes(); err != nil {
@@ -68,7 +74,7 @@ func TestEntryFeedMatchesSequentialRecording(t *testing.T) {
 		}
 		return got, s.TakeEvents(), s.ToProto(), s.TakeDelta()
 	}
-	wantOut, wantEvents, wantState, wantDelta := run(-1)
+	wantOut, wantEvents, wantState, wantDelta := run(-1, -1)
 	preempted := 0
 	for _, e := range wantEvents {
 		if e.Type == EventPreempted {
@@ -84,9 +90,12 @@ func TestEntryFeedMatchesSequentialRecording(t *testing.T) {
 			t.Fatalf("sequential: entry of %s from %d, want the pass's time %d", e.WorkerId, e.TimeUnixNanos, ns(1))
 		}
 	}
-	for _, chunk := range []int{0, 1, 255, n + m - 1} {
-		t.Run(fmt.Sprintf("chunk%d", chunk), func(t *testing.T) {
-			out, events, state, delta := run(chunk)
+	for _, c := range []struct{ chunk, handAfter int }{
+		{0, 0}, {1, 0}, {255, 0}, {n + m - 1, 0}, // preemptions handed over from the 64th
+		{0, -1}, {0, 1}, {1, 1}, {0, n}, // never, from the first, only the last
+	} {
+		t.Run(fmt.Sprintf("chunk%d_after%d", c.chunk, c.handAfter), func(t *testing.T) {
+			out, events, state, delta := run(c.chunk, c.handAfter)
 			if !reflect.DeepEqual(out, wantOut) {
 				t.Errorf("answer differs from sequential recording")
 			}
@@ -101,4 +110,52 @@ func TestEntryFeedMatchesSequentialRecording(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The same on random small states (those of the reference tests, which
+// preempt often): every preemption after a step's first is handed over, and
+// every assignment's entry, against none.
+func TestHandOverMatchesInlineOnRandomStates(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		st := genState(t)
+		// Limits keep a step's bookkeeping in the step: mostly none here.
+		if rapid.IntRange(0, 3).Draw(t, "keepLimits") > 0 {
+			for _, ac := range st.Config.AccountConfigs {
+				ac.MaxFanout, ac.PerLabelTaskLimits = 0, nil
+			}
+		}
+		var idle []IdleWorker
+		for _, w := range st.Workers {
+			if w.Running == nil && rapid.Bool().Draw(t, "polls") {
+				idle = append(idle, IdleWorker{ID: WorkerID(w.Id), Labels: w.Labels})
+			}
+		}
+		when := time.Unix(0, propT).Add(time.Duration(rapid.IntRange(0, 3).Draw(t, "after")) * time.Second)
+		run := func(chunk, handAfter int) ([]TaskAssignment, []Event, *statev1.PoolState) {
+			s, err := FromProto(st)
+			if err != nil {
+				t.Fatalf("FromProto: %v", err)
+			}
+			s.feedChunk, s.preemptHandAfter = chunk, handAfter
+			out, err := s.AssignTasks(when, idle)
+			if err != nil {
+				t.Fatalf("AssignTasks: %v", err)
+			}
+			if err := s.checkIndexes(); err != nil {
+				t.Fatal(err)
+			}
+			return out, s.TakeEvents(), s.ToProto()
+		}
+		wantOut, wantEvents, wantState := run(-1, -1)
+		out, events, state := run(1, 1)
+		if !reflect.DeepEqual(out, wantOut) {
+			t.Fatalf("answer %v, inline %v", out, wantOut)
+		}
+		if diff := cmp.Diff(wantEvents, events); diff != "" {
+			t.Fatalf("events differ from inline (-inline +handed over):\n%s", diff)
+		}
+		if diff := cmp.Diff(wantState, state, protocmp.Transform()); diff != "" {
+			t.Fatalf("state differs from inline (-inline +handed over):\n%s", diff)
+		}
+	})
 }

@@ -209,13 +209,28 @@ func (b *eventBuf) chunk() []Event {
 // fields of its type. It is written once, in place: storms record
 // thousands.
 func (s *Scheduler) event(typ EventType, t int64, r *request, w *worker, fromCallback bool) *Event {
+	var bal Vector
+	if r != nil {
+		bal = r.acct.balance
+	}
+	return s.eventAt(typ, t, r, w, fromCallback, bal)
+}
+
+// eventWith is event for a decision now whose account balance, bal, was
+// taken when it was made: the preemptions' bookkeeping records events while
+// the step goes on changing balances (see step).
+func (s *Scheduler) eventWith(typ EventType, r *request, w *worker, bal Vector) *Event {
+	return s.eventAt(typ, s.now, r, w, false, bal)
+}
+
+func (s *Scheduler) eventAt(typ EventType, t int64, r *request, w *worker, fromCallback bool, bal Vector) *Event {
 	p := s.events.slot()
 	p.Type, p.Time = typ, t
 	if r != nil {
 		p.Task = r.id
 		p.Account = r.acct.id
 		p.AccountValid = r.acct.cfg != nil
-		p.Balance = r.acct.balance
+		p.Balance = bal
 		p.BaseLabels = r.base.names
 		p.ProvisionableLabels = r.prov.names
 		if r.w != nil {

@@ -130,7 +130,7 @@ func (p *pass) preempt(l Priority) {
 		for pl := l + 1; pl <= FreeBucket; pl++ {
 			for _, w := range a.running[pl] {
 				if c := w.costAt(s.now); c.Less(bound) {
-					keys = append(keys, victimKey{w: w, c: c})
+					keys = append(keys, victimKey{w: w, a: a, c: c})
 				}
 			}
 		}
@@ -147,11 +147,18 @@ func (p *pass) preempt(l Priority) {
 	vset := &sc.vset
 	vset.costs = slices.Grow(vset.costs[:0], len(keys))[:len(keys)]
 	vset.ws = slices.Grow(vset.ws[:0], len(keys))[:len(keys)]
+	vset.accts = slices.Grow(vset.accts[:0], len(keys))[:len(keys)]
 	for i := range keys {
 		v := &keys[i]
-		v.w.victimIdx = i
 		vset.costs[i] = v.c
 		vset.ws[i] = v.w
+		vset.accts[i] = v.a
+	}
+	// The step counts each account's tasks below l itself, so that its
+	// decisions never read the running lists, which the preemptions'
+	// bookkeeping may be changing on the feed's goroutine (see step).
+	for _, a := range accts {
+		a.stepBelow = a.runningBelow(l)
 	}
 	vset.words = (len(keys) + 63) / 64
 	vset.epoch = stepEpoch
@@ -161,6 +168,7 @@ func (p *pass) preempt(l Priority) {
 		clear(sc.keys)
 		clear(sc.sorted)
 		clear(vset.ws)
+		clear(vset.accts)
 		clear(sc.touched)
 		clear(sc.slab)
 		clear(sc.cands)
@@ -209,7 +217,7 @@ func (p *pass) preempt(l Priority) {
 			if a.cfg == nil || a.level != l {
 				continue
 			}
-			if a.runningBelow(l) == 0 && !cheapest.Less(a.balance) {
+			if a.stepBelow == 0 && !cheapest.Less(a.balance) {
 				continue // cannot afford any victim of bi, now or later
 			}
 			if !a.limited() {
@@ -245,7 +253,7 @@ func (p *pass) preempt(l Priority) {
 		}
 		for i := g.start; i < g.end; i++ {
 			u := &slab[i]
-			if u.acct.runningBelow(l) > 0 {
+			if u.acct.stepBelow > 0 {
 				if len(u.acct.dormant) == 0 {
 					sleepers = append(sleepers, u.acct)
 				}
@@ -281,13 +289,14 @@ func (p *pass) preempt(l Priority) {
 			gh.Fix(g.idx)
 		}
 	}
+	st := p.newStep(accts)
 	for gh.Len() > 0 {
 		g := gh.Top()
 		u := g.h.Top()
 		r := u.head
 		a := u.acct
-		v, refused := p.findVictim(vset, u.bi, r.cls, a, l)
-		if v == nil {
+		vi, refused := p.findVictim(vset, u.bi, r.cls, a, l)
+		if vi < 0 {
 			if refused {
 				p.block(r.cls)
 			}
@@ -302,9 +311,9 @@ func (p *pass) preempt(l Priority) {
 			settle(g)
 			continue
 		}
-		b := v.req.acct
-		vset.take(v.victimIdx)
-		p.preemptOne(v, r, l, vset.costs[v.victimIdx])
+		b := vset.accts[vi]
+		vset.take(vi)
+		st.preempt(vset.ws[vi], b, r, l, vset.costs[vi])
 		if u.advance() {
 			g.h.Fix(u.idx)
 		} else {
@@ -313,7 +322,7 @@ func (p *pass) preempt(l Priority) {
 		settle(g)
 		// The victim's account may have lost its ban: its requests after r
 		// take part from now on.
-		if len(b.dormant) > 0 && b.runningBelow(l) == 0 {
+		if len(b.dormant) > 0 && b.stepBelow == 0 {
 			woken := b.dormant
 			b.dormant = nil
 			rk := keyOf(r)
@@ -360,6 +369,7 @@ func (p *pass) preempt(l Priority) {
 			}
 		}
 	}
+	st.end()
 	for _, a := range sleepers {
 		a.dormant = nil
 	}
@@ -373,6 +383,7 @@ func (p *pass) preempt(l Priority) {
 // provision match not taken" are word scans from a cursor.
 type victimSet struct {
 	ws    []*worker
+	accts []*account // of the victims' tasks
 	costs []Vector
 	taken []uint64
 	words int
@@ -433,24 +444,24 @@ func (vs *victimSet) scanProvMatch(s *Scheduler, bi *baseIndex, prov *labelSet, 
 	return -1
 }
 
-// findVictim returns the victim the head request of class c (account a)
-// takes at level l, or nil and whether a limit refused an otherwise
-// suitable victim. Victims are in cost order, so the first affordable one
+// findVictim returns the index of the victim the head request of class c
+// (account a) takes at level l, or -1 and whether a limit refused an
+// otherwise suitable victim. Victims are in cost order, so the first affordable one
 // not taken is the cheapest and, without limits, the first provision match
 // not taken is the cheapest provision match.
-func (p *pass) findVictim(vs *victimSet, bi *baseIndex, c *class, a *account, l Priority) (*worker, bool) {
+func (p *pass) findVictim(vs *victimSet, bi *baseIndex, c *class, a *account, l Priority) (int, bool) {
 	first := vs.firstFree(bi)
 	if first < 0 || !vs.costs[first].Less(a.balance) {
-		return nil, false
+		return -1, false
 	}
 	if !a.limited() {
 		if len(c.prov.ids) == 0 {
-			return vs.ws[first], false
+			return first, false
 		}
 		if m := vs.firstProvMatch(p.s, c.pv, first); m >= 0 && vs.costs[m].Less(a.balance) {
-			return vs.ws[m], false
+			return m, false
 		}
-		return vs.ws[first], false
+		return first, false
 	}
 	fanOK := true
 	if a.maxFanout > 0 {
@@ -458,7 +469,7 @@ func (p *pass) findVictim(vs *victimSet, bi *baseIndex, c *class, a *account, l 
 			fanOK = false
 		}
 	}
-	var firstOK *worker
+	firstOK := -1
 	refused := false
 	for j := first / 64; j < vs.words; j++ {
 		x := bi.victimBits[j] &^ vs.taken[j]
@@ -466,7 +477,7 @@ func (p *pass) findVictim(vs *victimSet, bi *baseIndex, c *class, a *account, l 
 			i := j*64 + bits.TrailingZeros64(x)
 			x &= x - 1
 			if !vs.costs[i].Less(a.balance) {
-				return firstOK, refused && firstOK == nil
+				return firstOK, refused && firstOK < 0
 			}
 			v := vs.ws[i]
 			if !fanOK || !p.labelsAllow(a, v) {
@@ -474,43 +485,134 @@ func (p *pass) findVictim(vs *victimSet, bi *baseIndex, c *class, a *account, l 
 				continue
 			}
 			if subsetOf(c.prov.ids, v.ids) {
-				return v, false
+				return i, false
 			}
-			if firstOK == nil {
-				firstOK = v
+			if firstOK < 0 {
+				firstOK = i
 			}
 		}
 	}
-	return firstOK, refused && firstOK == nil
+	return firstOK, refused && firstOK < 0
 }
 
-// preemptOne makes request r take worker v from its task at level l.
-func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
+// A preemption has two parts. The decision's (balances, the step's counts,
+// the preemptor's queue) is what the rest of the step reads; the
+// bookkeeping (the worker and its lists, the victim's request, events,
+// the assignment and its pending entry) is read by nothing until the step
+// ends. In a step of many preemptions where no account has limits (whose
+// counters the decisions would read), the bookkeeping runs on the entry
+// feed's goroutine while the step decides the next preemptions, and the
+// step waits for it at its end.
+
+// preemption is one preemption's bookkeeping: what it changes, and the
+// balances its events show (the decisions go on changing them).
+type preemption struct {
+	v          *worker
+	r          *request
+	l          Priority
+	cost       Vector
+	balA, balB Vector // the preemptor's and the victim's account's balances after it
+}
+
+// step is a preemption step's way of doing the bookkeeping.
+type step struct {
+	p       *pass
+	mayHand bool // the bookkeeping may go to the feed's goroutine
+	async   bool // it does
+	n       int  // preemptions decided
+	jobs    []preemption
+	sent    int // jobs handed over
+}
+
+// asyncAfterDefault is the number of preemptions a step makes itself before
+// it hands the bookkeeping over: a step of steady traffic (tens) never does.
+const asyncAfterDefault = 64
+
+// stepBatch is the number of preemptions handed over at a time.
+const stepBatch = 32
+
+func (p *pass) newStep(accts []*account) step {
+	st := step{p: p, jobs: p.s.pscratch.jobs[:0], mayHand: p.feed != nil && p.feed.chunk >= 0}
+	for _, a := range accts {
+		if a.limited() {
+			st.mayHand = false
+		}
+	}
+	return st
+}
+
+// preempt makes request r take worker v, whose task of account b runs
+// below l, at cost.
+func (st *step) preempt(v *worker, b *account, r *request, l Priority, cost Vector) {
+	p := st.p
 	s := p.s
-	victim := v.req
-	b, a := victim.acct, r.acct
+	a := r.acct
 	if b.cfg != nil {
 		b.balance = b.balance.Add(cost)
-		s.dirty.balance(b.id)
 	}
 	a.balance = a.balance.Sub(cost)
 	a.hasBalance = true
+	b.stepBelow--
+	s.unqueue(r)
+	x := preemption{v: v, r: r, l: l, cost: cost, balA: a.balance, balB: b.balance}
+	st.n++
+	if !st.async && st.mayHand && st.n >= p.s.asyncAfter() {
+		st.async = true
+		p.feed.begin(p)
+	}
+	if !st.async {
+		s.bookPreemption(p, &x, true)
+		return
+	}
+	st.jobs = append(st.jobs, x)
+	if len(st.jobs)-st.sent >= stepBatch {
+		st.flush()
+	}
+}
+
+func (st *step) flush() {
+	if st.sent < len(st.jobs) {
+		st.p.feed.sendJobs(st.p, st.jobs[st.sent:len(st.jobs):len(st.jobs)])
+		st.sent = len(st.jobs)
+	}
+}
+
+// end waits for the bookkeeping handed over.
+func (st *step) end() {
+	if st.async {
+		st.flush()
+		st.p.feed.sync(st.p)
+	}
+	clear(st.jobs)
+	st.p.s.pscratch.jobs = st.jobs[:0]
+}
+
+// bookPreemption does x's bookkeeping; offer says whether to offer the new
+// assignment to the entry feed (false on the feed's goroutine, which records
+// the entries itself).
+func (s *Scheduler) bookPreemption(p *pass, x *preemption, offer bool) {
+	v, r, l, cost := x.v, x.r, x.l, x.cost
+	victim := v.req
+	b, a := victim.acct, r.acct
+	if b.cfg != nil {
+		s.dirty.balance(b.id)
+	}
 	s.dirty.balance(a.id)
-	pe := s.event(EventPreempted, s.now, victim, v, false)
+	pe := s.eventWith(EventPreempted, victim, v, x.balB)
 	pe.Level, pe.PreemptorTask = l, r.id
 	s.detach(v)
 	s.dropRequest(victim)
-	s.dequeue(r)
+	s.dirty.request(r.id) // unqueued by the decision
 	s.attach(v, r, l, cost)
 	provReq := !subsetOf(r.prov.ids, v.ids)
-	e := s.event(EventAssigned, s.now, r, v, false)
+	e := s.eventWith(EventAssigned, r, v, x.balA)
 	e.Level, e.ProvisionRequired = l, provReq
 	e.Preempting, e.PreemptionCost, e.PreemptedTask = true, cost, victim.id
 	p.out = append(p.out, Assignment{
 		Worker: v.id, Request: r.id, Priority: l, Time: Time(s.now),
 		Preempted: victim.id, ProvisionRequired: provReq,
 	})
-	if p.feed != nil {
+	if offer && p.feed != nil {
 		p.feed.offer(p.out)
 	}
 }
@@ -530,11 +632,13 @@ type preemptScratch struct {
 	groups  []unitGroup
 	gheap   []*unitGroup
 	cands   []wakeCand // of the units woken in the step
+	jobs    []preemption
 }
 
-// victimKey is a victim with its cost.
+// victimKey is a victim with its account and cost.
 type victimKey struct {
 	w *worker
+	a *account
 	c Vector
 }
 

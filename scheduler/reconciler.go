@@ -380,19 +380,54 @@ func lacksAny(have, want []string) bool {
 // other core while the pass goes on, chunk by chunk in the order of the
 // assignments, so that the result is the same as recording them after the
 // pass. This is safe because a pass never reads or writes the reconciler,
-// and an assignment is not changed once made; the goroutine ends before
-// AssignTasks returns.
+// and an assignment is not changed once made. The same goroutine does a
+// big preemption step's bookkeeping (see step) while the step decides. It
+// ends before AssignTasks returns.
 type entryFeed struct {
 	s     *Scheduler
 	chunk int // < 0: no goroutine
-	ch    chan []Assignment
+	ch    chan feedWork
 	done  chan struct{}
-	n     int // assignments handed over
+	n     int // assignments whose entries are recorded or handed over
+}
+
+// feedWork is one hand-over: assignments whose entries to record, or the
+// bookkeeping of preemptions (whose entries the goroutine then records), or
+// a request to report back when everything before it is done.
+type feedWork struct {
+	as   []Assignment
+	jobs []preemption
+	p    *pass
+	ack  chan struct{}
 }
 
 // feedChunkDefault is the number of assignments handed over at a time: a
 // pass of steady traffic (a hundred) never starts the goroutine.
 const feedChunkDefault = 256
+
+func (f *entryFeed) start() {
+	if f.ch != nil {
+		return
+	}
+	f.ch = make(chan feedWork, 64)
+	f.done = make(chan struct{})
+	go func() {
+		defer close(f.done)
+		for w := range f.ch {
+			f.s.recordEntries(w.as)
+			if len(w.jobs) > 0 {
+				from := len(w.p.out)
+				for i := range w.jobs {
+					f.s.bookPreemption(w.p, &w.jobs[i], false)
+				}
+				f.s.recordEntries(w.p.out[from:])
+			}
+			if w.ack != nil {
+				close(w.ack)
+			}
+		}
+	}()
+}
 
 // offer hands over the assignments of out not yet handed over once there
 // are f.chunk of them, starting the goroutine at the first.
@@ -400,18 +435,34 @@ func (f *entryFeed) offer(out []Assignment) {
 	if f.chunk < 0 || len(out)-f.n < f.chunk {
 		return
 	}
-	if f.ch == nil {
-		f.ch = make(chan []Assignment, 64)
-		f.done = make(chan struct{})
-		go func() {
-			defer close(f.done)
-			for as := range f.ch {
-				f.s.recordEntries(as)
-			}
-		}()
-	}
-	f.ch <- out[f.n:len(out):len(out)]
+	f.start()
+	f.ch <- feedWork{as: out[f.n:len(out):len(out)]}
 	f.n = len(out)
+}
+
+// begin hands the pass p to the goroutine for a preemption step's
+// bookkeeping: the entries of p's assignments so far first. Until sync, the
+// goroutine owns p.out, the running lists, the workers' and requests'
+// running state, the request index, the events and the change marks.
+func (f *entryFeed) begin(p *pass) {
+	f.start()
+	if f.n < len(p.out) {
+		f.ch <- feedWork{as: p.out[f.n:len(p.out):len(p.out)]}
+	}
+}
+
+// sendJobs hands over the bookkeeping of preemptions of pass p.
+func (f *entryFeed) sendJobs(p *pass, jobs []preemption) {
+	f.ch <- feedWork{jobs: jobs, p: p}
+}
+
+// sync waits until the goroutine has done everything handed over, whose
+// entries include all of p.out's.
+func (f *entryFeed) sync(p *pass) {
+	ack := make(chan struct{})
+	f.ch <- feedWork{ack: ack}
+	<-ack
+	f.n = len(p.out)
 }
 
 // finish records the assignments of the pass, as, not handed over yet and
@@ -423,13 +474,13 @@ func (f *entryFeed) finish(as []Assignment) {
 		return
 	}
 	if f.n < len(as) {
-		f.ch <- as[f.n:]
+		f.ch <- feedWork{as: as[f.n:]}
 		f.n = len(as)
 	}
 	f.stop()
 }
 
-// stop ends the goroutine, if any, after the chunks handed over.
+// stop ends the goroutine, if any, after the work handed over.
 func (f *entryFeed) stop() {
 	if f.ch != nil {
 		close(f.ch)
@@ -440,6 +491,9 @@ func (f *entryFeed) stop() {
 
 // recordEntries makes the pending entries of as, allocated together.
 func (s *Scheduler) recordEntries(as []Assignment) {
+	if len(as) == 0 {
+		return
+	}
 	slab := make([]pendingEntry, len(as))
 	for i, a := range as {
 		slab[i] = pendingEntry{worker: a.Worker, time: s.now, assign: a.Request, abort: a.Preempted}

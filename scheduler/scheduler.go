@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"strings"
 
@@ -42,7 +43,11 @@ type Scheduler struct {
 	// a time to the goroutine that records their pending entries (see
 	// entryFeed): 0 means feedChunkDefault, a negative value never (tests).
 	feedChunk int
-	elig      eligibility // scratch of eligible()
+	// preemptHandAfter is how many preemptions a step makes itself before it
+	// hands their bookkeeping to that goroutine (see step): 0 means
+	// asyncAfterDefault, a negative value never (tests).
+	preemptHandAfter int
+	elig             eligibility // scratch of eligible()
 
 	pscratch    preemptScratch
 	costScratch struct { // of pass.byCost
@@ -81,6 +86,7 @@ type account struct {
 	balance     Vector
 	hasBalance  bool
 	balanceSeen bool // FromProto: duplicate detection
+	stepBelow   int  // a preemption step's count of runningBelow(its level)
 
 	running    [NumPaidLevels + 1][]*worker // workers running this account's tasks, by level
 	labelCount map[labelID]int32            // for labels whose key it limits: running tasks on workers carrying the label
@@ -177,8 +183,7 @@ type worker struct {
 	idleIdx  int // index in the idle heap, -1 when running
 
 	// Per pass.
-	passElig  []*baseIndex
-	victimIdx int
+	passElig []*baseIndex
 
 	rank int32 // position in id order (Scheduler.rankWorkers)
 
@@ -510,6 +515,12 @@ func (s *Scheduler) enqueue(r *request) {
 
 // dequeue makes a waiting r neither waiting nor running.
 func (s *Scheduler) dequeue(r *request) {
+	s.unqueue(r)
+	s.dirty.request(r.id)
+}
+
+// unqueue is dequeue without marking r changed.
+func (s *Scheduler) unqueue(r *request) {
 	c := r.cls
 	wasHead := c.head() == r
 	c.remove(r)
@@ -522,7 +533,6 @@ func (s *Scheduler) dequeue(r *request) {
 	}
 	r.acct.waiting--
 	s.nWaiting--
-	s.dirty.request(r.id)
 }
 
 func (s *Scheduler) classFor(a *account, base, prov *labelSet) *class {
@@ -869,4 +879,14 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+func (s *Scheduler) asyncAfter() int {
+	switch {
+	case s.preemptHandAfter == 0:
+		return asyncAfterDefault
+	case s.preemptHandAfter < 0:
+		return math.MaxInt
+	}
+	return s.preemptHandAfter
 }
