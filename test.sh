@@ -7,4 +7,4 @@ go test -count=1 ./... "$@"
 go test -count=1 -race ./state/... ./frontend/... ./nodestore/... ./eventlog/... "$@"
 # The scheduler's one goroutine (a storm's pending entries and preemption
 # bookkeeping, see entryFeed and step).
-go test -count=1 -race -run 'TestEntryFeed|TestHandOver' ./scheduler "$@"
+go test -count=1 -race -run 'TestEntryFeed|TestHandOver|TestFeedPanic' ./scheduler "$@"

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,4 +159,29 @@ func TestHandOverMatchesInlineOnRandomStates(t *testing.T) {
 			t.Fatalf("state differs from inline (-inline +handed over):\n%s", diff)
 		}
 	})
+}
+
+// A panic in the feed's goroutine (a bug, simulated here by corrupting a
+// victim's place in its running list) reaches the caller of AssignTasks, as
+// a panic in the pass itself would, instead of crashing the process; and
+// AssignTasks does not hang.
+func TestFeedPanicReachesCaller(t *testing.T) {
+	s, err := FromProto(stormState(700, 60))
+	must(t, err)
+	w := s.workers["w0100"] // preempted after the step hands over (its 101st), before any swap moves it
+	if w == nil || w.req == nil {
+		t.Fatal("w0100 is not running in the storm state")
+	}
+	w.levelIdx = 1 << 30
+	got := func() (p any) {
+		defer func() { p = recover() }()
+		_, _ = s.AssignTasks(at(1), nil)
+		return nil
+	}()
+	if got == nil {
+		t.Fatal("AssignTasks returned; want the goroutine's panic")
+	}
+	if msg := fmt.Sprint(got); !strings.Contains(msg, "entry feed's goroutine") || !strings.Contains(msg, "index out of range") {
+		t.Errorf("panic %q, want the goroutine's index-out-of-range panic", msg)
+	}
 }

@@ -1,7 +1,9 @@
 package scheduler
 
 import (
+	"fmt"
 	"math"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"time"
@@ -389,6 +391,9 @@ type entryFeed struct {
 	ch    chan feedWork
 	done  chan struct{}
 	n     int // assignments whose entries are recorded or handed over
+	// failed is the goroutine's panic, if any (read after done or an ack).
+	failed   *feedPanic
+	rethrown bool // by the caller's goroutine
 }
 
 // feedWork is one hand-over: assignments whose entries to record, or the
@@ -414,19 +419,50 @@ func (f *entryFeed) start() {
 	go func() {
 		defer close(f.done)
 		for w := range f.ch {
-			f.s.recordEntries(w.as)
-			if len(w.jobs) > 0 {
-				from := len(w.p.out)
-				for i := range w.jobs {
-					f.s.bookPreemption(w.p, &w.jobs[i], false)
-				}
-				f.s.recordEntries(w.p.out[from:])
+			if f.failed == nil {
+				f.do(w)
 			}
 			if w.ack != nil {
 				close(w.ack)
 			}
 		}
 	}()
+}
+
+// do does w. A panic (a bug) stops the work; the goroutine goes on
+// acknowledging, and the caller's goroutine panics with it when it next
+// waits (rethrow), as it would have had it done the work itself.
+func (f *entryFeed) do(w feedWork) {
+	defer func() {
+		if p := recover(); p != nil {
+			f.failed = &feedPanic{p, debug.Stack()}
+		}
+	}()
+	f.s.recordEntries(w.as)
+	if len(w.jobs) > 0 {
+		from := len(w.p.out)
+		for i := range w.jobs {
+			f.s.bookPreemption(w.p, &w.jobs[i], false)
+		}
+		f.s.recordEntries(w.p.out[from:])
+	}
+}
+
+// feedPanic is a panic of the feed's goroutine, rethrown on the caller's.
+type feedPanic struct {
+	value any
+	stack []byte
+}
+
+func (p *feedPanic) String() string {
+	return fmt.Sprintf("scheduler: panic in the entry feed's goroutine: %v\n%s", p.value, p.stack)
+}
+
+func (f *entryFeed) rethrow() {
+	if f.failed != nil && !f.rethrown {
+		f.rethrown = true
+		panic(f.failed.String())
+	}
 }
 
 // offer hands over the assignments of out not yet handed over once there
@@ -462,6 +498,7 @@ func (f *entryFeed) sync(p *pass) {
 	ack := make(chan struct{})
 	f.ch <- feedWork{ack: ack}
 	<-ack
+	f.rethrow()
 	f.n = len(p.out)
 }
 
@@ -486,6 +523,7 @@ func (f *entryFeed) stop() {
 		close(f.ch)
 		<-f.done
 		f.ch = nil
+		f.rethrow()
 	}
 }
 
