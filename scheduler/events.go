@@ -216,13 +216,9 @@ func (s *Scheduler) event(typ EventType, t int64, r *request, w *worker, fromCal
 	return s.eventAt(typ, t, r, w, fromCallback, bal)
 }
 
-// eventWith is event for a decision now whose account balance, bal, was
-// taken when it was made: the preemptions' bookkeeping records events while
-// the step goes on changing balances (see step).
-func (s *Scheduler) eventWith(typ EventType, r *request, w *worker, bal Vector) *Event {
-	return s.eventAt(typ, s.now, r, w, false, bal)
-}
-
+// eventAt is event showing bal as r's account balance: a preemption's
+// bookkeeping, which may run while the step goes on changing balances,
+// shows those of its decision (see step).
 func (s *Scheduler) eventAt(typ EventType, t int64, r *request, w *worker, fromCallback bool, bal Vector) *Event {
 	p := s.events.slot()
 	p.Type, p.Time = typ, t

@@ -524,15 +524,15 @@ type step struct {
 	sent    int // jobs handed over
 }
 
-// asyncAfterDefault is the number of preemptions a step makes itself before
+// handAfterDefault is the number of preemptions a step makes itself before
 // it hands the bookkeeping over: a step of steady traffic (tens) never does.
-const asyncAfterDefault = 64
+const handAfterDefault = 64
 
 // stepBatch is the number of preemptions handed over at a time.
 const stepBatch = 32
 
 func (p *pass) newStep(accts []*account) step {
-	st := step{p: p, jobs: p.s.pscratch.jobs[:0], mayHand: p.feed != nil && p.feed.chunk >= 0}
+	st := step{p: p, jobs: p.s.pscratch.jobs[:0], mayHand: p.feed != nil}
 	for _, a := range accts {
 		if a.limited() {
 			st.mayHand = false
@@ -556,7 +556,7 @@ func (st *step) preempt(v *worker, b *account, r *request, l Priority, cost Vect
 	s.unqueue(r)
 	x := preemption{v: v, r: r, l: l, cost: cost, balA: a.balance, balB: b.balance}
 	st.n++
-	if !st.async && st.mayHand && st.n >= p.s.asyncAfter() {
+	if !st.async && st.mayHand && st.n >= p.feed.handAfter {
 		st.async = true
 		p.feed.begin(p)
 	}
@@ -598,14 +598,14 @@ func (s *Scheduler) bookPreemption(p *pass, x *preemption, offer bool) {
 		s.dirty.balance(b.id)
 	}
 	s.dirty.balance(a.id)
-	pe := s.eventWith(EventPreempted, victim, v, x.balB)
+	pe := s.eventAt(EventPreempted, s.now, victim, v, false, x.balB)
 	pe.Level, pe.PreemptorTask = l, r.id
 	s.detach(v)
 	s.dropRequest(victim)
 	s.dirty.request(r.id) // unqueued by the decision
 	s.attach(v, r, l, cost)
 	provReq := !subsetOf(r.prov.ids, v.ids)
-	e := s.eventWith(EventAssigned, r, v, x.balA)
+	e := s.eventAt(EventAssigned, s.now, r, v, false, x.balA)
 	e.Level, e.ProvisionRequired = l, provReq
 	e.Preempting, e.PreemptionCost, e.PreemptedTask = true, cost, victim.id
 	p.out = append(p.out, Assignment{

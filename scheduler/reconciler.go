@@ -178,10 +178,7 @@ func (s *Scheduler) assignTasks(t int64, workers []IdleWorker) []TaskAssignment 
 		s.markIdle(iw.ID, iw.Labels, t, false)
 	}
 	// (4)
-	f := entryFeed{s: s, chunk: s.feedChunk}
-	if f.chunk == 0 {
-		f.chunk = feedChunkDefault
-	}
+	f := entryFeed{s: s, chunk: tuned(s.feedChunk, feedChunkDefault), handAfter: tuned(s.preemptHandAfter, handAfterDefault)}
 	defer f.stop() // if the pass panics, the goroutine still ends
 	as := s.runOnce(&f)
 	f.finish(as)
@@ -386,11 +383,12 @@ func lacksAny(have, want []string) bool {
 // big preemption step's bookkeeping (see step) while the step decides. It
 // ends before AssignTasks returns.
 type entryFeed struct {
-	s     *Scheduler
-	chunk int // < 0: no goroutine
-	ch    chan feedWork
-	done  chan struct{}
-	n     int // assignments whose entries are recorded or handed over
+	s         *Scheduler
+	chunk     int // assignments handed over at a time
+	handAfter int // a step's preemptions before it hands over bookkeeping
+	ch        chan feedWork
+	done      chan struct{}
+	n         int // assignments whose entries are recorded or handed over
 	// failed is the goroutine's panic, if any (read after done or an ack).
 	failed   *feedPanic
 	rethrown bool // by the caller's goroutine
@@ -468,7 +466,7 @@ func (f *entryFeed) rethrow() {
 // offer hands over the assignments of out not yet handed over once there
 // are f.chunk of them, starting the goroutine at the first.
 func (f *entryFeed) offer(out []Assignment) {
-	if f.chunk < 0 || len(out)-f.n < f.chunk {
+	if len(out)-f.n < f.chunk {
 		return
 	}
 	f.start()

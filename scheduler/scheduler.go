@@ -39,13 +39,12 @@ type Scheduler struct {
 
 	tombs tombstones
 	rec   reconciler
-	// feedChunk is how many assignments of a pass AssignTasks hands over at
-	// a time to the goroutine that records their pending entries (see
-	// entryFeed): 0 means feedChunkDefault, a negative value never (tests).
-	feedChunk int
-	// preemptHandAfter is how many preemptions a step makes itself before it
-	// hands their bookkeeping to that goroutine (see step): 0 means
-	// asyncAfterDefault, a negative value never (tests).
+	// Test knobs (see tuned): how many assignments of a pass AssignTasks
+	// hands over at a time to the goroutine that records their pending
+	// entries (entryFeed; feedChunkDefault), and how many preemptions a step
+	// makes itself before it hands their bookkeeping to that goroutine
+	// (step; handAfterDefault).
+	feedChunk        int
 	preemptHandAfter int
 	elig             eligibility // scratch of eligible()
 
@@ -881,12 +880,14 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-func (s *Scheduler) asyncAfter() int {
+// tuned is a test knob's value: def when unset (0), never (the largest int)
+// when negative.
+func tuned(v, def int) int {
 	switch {
-	case s.preemptHandAfter == 0:
-		return asyncAfterDefault
-	case s.preemptHandAfter < 0:
+	case v == 0:
+		return def
+	case v < 0:
 		return math.MaxInt
 	}
-	return s.preemptHandAfter
+	return v
 }
