@@ -479,6 +479,7 @@ func (f *entryFeed) offer(out []Assignment) {
 // goroutine owns p.out, the running lists, the workers' and requests'
 // running state, the request index, the events and the change marks.
 func (f *entryFeed) begin(p *pass) {
+	f.s.handOvers++
 	f.start()
 	if f.n < len(p.out) {
 		f.ch <- feedWork{as: p.out[f.n:len(p.out):len(p.out)]}

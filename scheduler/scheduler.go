@@ -46,6 +46,7 @@ type Scheduler struct {
 	// (step; handAfterDefault).
 	feedChunk        int
 	preemptHandAfter int
+	handOvers        int         // steps that handed their bookkeeping over (tests read it)
 	elig             eligibility // scratch of eligible()
 
 	pscratch    preemptScratch
