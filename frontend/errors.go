@@ -34,6 +34,8 @@ func toStatus(err error) error {
 		code = codes.AlreadyExists
 	case errors.Is(err, state.ErrOverloaded):
 		code = codes.ResourceExhausted
+	case errors.Is(err, state.ErrInternal):
+		code = codes.Internal
 	case errors.Is(err, state.ErrUnavailable):
 		code = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):

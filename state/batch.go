@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
@@ -77,17 +78,11 @@ func (p *Pipeline) submit(ctx context.Context, poolID string, o *op) ([]schedule
 		return nil, err
 	}
 	o.done = make(chan struct{})
-	pl.qmu.Lock()
-	if pl.qclosed {
-		pl.qmu.Unlock()
-		return nil, fmt.Errorf("%w: %q", ErrPoolNotFound, poolID)
-	}
-	select {
-	case pl.queue <- o:
-		pl.qmu.Unlock()
-	default:
-		pl.qmu.Unlock()
-		return nil, fmt.Errorf("%w: %d requests queued for pool %q", ErrOverloaded, cap(pl.queue), poolID)
+	if err := pl.q.push(o); err != nil {
+		if errors.Is(err, errQueueClosed) {
+			return nil, fmt.Errorf("%w: %q", ErrPoolNotFound, poolID)
+		}
+		return nil, p.shed(pl, o)
 	}
 	select {
 	case <-o.done:
@@ -98,68 +93,109 @@ func (p *Pipeline) submit(ctx context.Context, poolID string, o *op) ([]schedule
 	}
 }
 
+// shed answers a request its pool's queue has no room for, counts it and
+// logs it (at most every ten seconds per pool, with the count since).
+func (p *Pipeline) shed(pl *pool, o *op) error {
+	urgent, polls := pl.q.lens()
+	var err error
+	if o.kind == opAssign {
+		p.counters.ShedPolls.Add(1)
+		err = fmt.Errorf("%w: %d polls queued for pool %q", ErrOverloaded, polls, pl.id)
+	} else {
+		p.counters.ShedNotifications.Add(1)
+		err = fmt.Errorf("%w: %d notifications and admin calls queued for pool %q, the most it holds", ErrUnavailable, urgent, pl.id)
+	}
+	if n, ok := pl.shedLog.allow(time.Now()); ok {
+		p.opts.Logger.Warn("requests shed: the pool's queue is full", "pool", pl.id, "shed", n, "queued_polls", polls, "queued_notifications", urgent, "err", err)
+	}
+	return err
+}
+
 // run is a pool's batcher: it takes everything queued while the previous
-// batch committed (up to MaxBatch) and runs it as one batch.
+// batch committed (up to MaxBatch) and runs it as one batch. While the pool
+// is down it also retries restoring the committed state, with backoff.
 func (p *Pipeline) run(pl *pool) {
 	defer close(pl.done)
 	for {
-		first, ok := <-pl.queue
-		if !ok {
+		var retry <-chan time.Time
+		var timer *time.Timer
+		if pl.outage != nil {
+			timer = time.NewTimer(time.Until(pl.outage.retryAt))
+			retry = timer.C
+		}
+		woken := pl.q.wait(retry, p.opts.Window, p.opts.MaxBatch)
+		if timer != nil {
+			timer.Stop()
+		}
+		if !woken {
+			p.restore(pl)
+			continue
+		}
+		batch, done := pl.q.take(p.opts.MaxBatch)
+		if done {
 			return
 		}
-		p.runBatch(pl, p.collect(pl, first))
-	}
-}
-
-// collect gathers the batch started by first: everything already queued
-// (group commit), and during the optional window whatever arrives, up to
-// MaxBatch.
-func (p *Pipeline) collect(pl *pool, first *op) []*op {
-	batch := []*op{first}
-	var window <-chan time.Time
-	if w := p.opts.Window; w > 0 {
-		timer := time.NewTimer(w)
-		defer timer.Stop()
-		window = timer.C
-	}
-	for len(batch) < p.opts.MaxBatch {
-		if window == nil { // take only what is queued
-			select {
-			case o, ok := <-pl.queue:
-				if !ok {
-					return batch
-				}
-				batch = append(batch, o)
-				continue
-			default:
-				return batch
-			}
-		}
-		select {
-		case o, ok := <-pl.queue:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, o)
-		case <-window:
-			window = nil
+		if len(batch) > 0 {
+			p.runBatch(pl, batch)
 		}
 	}
-	return batch
-
 }
 
 func (p *Pipeline) runBatch(pl *pool, batch []*op) {
-	ctx, cancel := context.WithTimeout(p.ctx, p.opts.BatchTimeout)
-	defer cancel()
 	stats := BatchStats{Pool: pl.id, Requests: len(batch)}
+	if pl.outage != nil && !time.Now().Before(pl.outage.retryAt) {
+		p.restore(pl)
+	}
 	var events []scheduler.Event
-	committed := false
+	if pl.outage != nil {
+		stats.Err = pl.outage.err(pl.id)
+	} else {
+		events, stats.Err = p.commitBatch(pl, batch, &stats)
+	}
+	if pl.outage != nil && pl.outage.attempts == 0 {
+		// This batch took the pool down: restore it before answering, so
+		// that the retry Swarming's client makes at once finds it up.
+		p.restore(pl)
+	}
+	for _, o := range batch {
+		if stats.Err != nil {
+			o.res, o.err = nil, stats.Err
+		}
+		close(o.done)
+	}
+	if stats.Err == nil && len(events) > 0 && p.sink != nil {
+		p.emit(pl.id, events)
+	}
+	pl.spareEvents = events
+	stats.Events = len(events)
+	if p.opts.OnBatch != nil {
+		p.opts.OnBatch(stats)
+	}
+}
+
+// commitBatch applies batch to the pool's state and commits the delta. On
+// any failure, a panic included, the state that holds the uncommitted batch
+// is dropped before pl.mu is released, so that nothing derived from it is
+// ever answered, read or committed.
+func (p *Pipeline) commitBatch(pl *pool, batch []*op, stats *BatchStats) (events []scheduler.Event, err error) {
 	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			p.counters.BatchPanics.Add(1)
+			err = fmt.Errorf("%w: a batch of pool %q panicked: %v", ErrInternal, pl.id, r)
+			p.opts.Logger.Error("batch panicked; the pool goes back to its committed state", "pool", pl.id,
+				"requests", len(batch), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			events = nil
+			pl.markDown(err)
+		}
+	}()
 	if pl.spareEvents != nil {
 		pl.s.ReuseEvents(pl.spareEvents)
 		pl.spareEvents = nil
 	}
+	ctx, cancel := context.WithTimeout(p.ctx, p.opts.BatchTimeout)
+	defer cancel()
 	for attempt := 0; ; attempt++ {
 		t0 := time.Now()
 		stats.Assigns, stats.Passes = p.apply(pl.s, batch)
@@ -167,46 +203,45 @@ func (p *Pipeline) runBatch(pl *pool, batch []*op) {
 		events = pl.s.TakeEvents()
 		stats.Apply = time.Since(t0)
 		if scheduler.DeltaEmpty(delta) {
-			committed = true
-			break
+			return events, nil
 		}
 		t1 := time.Now()
 		cs, err := p.store.Commit(ctx, pl.id, pl.gen, delta)
 		stats.Commit = time.Since(t1)
 		if err == nil {
 			pl.gen, stats.LogBytes, stats.Generation = cs.Generation, cs.LogBytes, cs.Generation
-			committed = true
-			break
+			return events, nil
 		}
-		// The state holds the uncommitted batch: go back to the committed
-		// state. After a conflict (another process committed), replay the
-		// batch on the caught-up state.
-		rerr := p.reload(ctx, pl)
-		if errors.Is(err, nodestore.ErrConflict) && rerr == nil && attempt < p.opts.CommitRetries {
-			continue
+		if errors.Is(err, nodestore.ErrConflict) && attempt < p.opts.CommitRetries {
+			// Another process committed: replay the batch on the state the
+			// store holds now, loaded under a context of its own.
+			rctx, rcancel := context.WithTimeout(p.ctx, p.opts.BatchTimeout)
+			s, gen, rerr := p.loadState(rctx, pl.id)
+			rcancel()
+			if rerr == nil {
+				pl.s, pl.gen = s, gen
+				continue
+			}
+			err = fmt.Errorf("%v; then reloading: %v", err, rerr)
 		}
-		if rerr != nil {
-			p.opts.Logger.Error("pool state could not be reloaded after a failed commit", "pool", pl.id, "err", rerr)
+		p.counters.FailedCommits.Add(1)
+		p.opts.Logger.Error("batch not committed; the pool goes back to its committed state", "pool", pl.id, "requests", len(batch), "err", err)
+		cause := fmt.Errorf("%w: committing a batch of pool %q: %v", ErrUnavailable, pl.id, err)
+		pl.markDown(cause)
+		return nil, cause
+	}
+}
+
+// emit hands committed events to the sink; a sink that panics loses them
+// but not the pool.
+func (p *Pipeline) emit(pool string, events []scheduler.Event) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.opts.Logger.Error("event sink panicked; the batch's events are lost", "pool", pool,
+				"events", len(events), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 		}
-		stats.Err = fmt.Errorf("%w: committing: %v", ErrUnavailable, err)
-		p.opts.Logger.Error("batch not committed", "pool", pl.id, "requests", len(batch), "err", err)
-		break
-	}
-	pl.mu.Unlock()
-	for _, o := range batch {
-		if !committed {
-			o.res, o.err = nil, stats.Err
-		}
-		close(o.done)
-	}
-	if committed && len(events) > 0 && p.sink != nil {
-		p.sink.Emit(pl.id, events)
-	}
-	pl.spareEvents = events
-	stats.Events = len(events)
-	if p.opts.OnBatch != nil {
-		p.opts.OnBatch(stats)
-	}
+	}()
+	p.sink.Emit(pool, events)
 }
 
 // validAssign checks what the scheduler would reject for the whole union.

@@ -18,8 +18,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
@@ -36,9 +38,12 @@ var (
 	ErrPoolExists = errors.New("pool already exists")
 	// ErrOverloaded: the pool's queue is full; the caller should retry later.
 	ErrOverloaded = errors.New("pool queue is full")
-	// ErrUnavailable: the store could not commit (after retries) or the
-	// pipeline is shutting down.
+	// ErrUnavailable: the store could not commit (after retries), the pool
+	// is restoring its committed state after a failed batch, the pool's
+	// queue of notifications is full, or the pipeline is shutting down.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrInternal: applying a batch panicked (a bug); the batch was dropped.
+	ErrInternal = errors.New("internal error")
 )
 
 // EventSink receives the events of committed batches. Emit must not block
@@ -51,8 +56,12 @@ type EventSink interface {
 
 // Options tune the pipeline. Zero values take the defaults.
 type Options struct {
-	// MaxQueue bounds each pool's queue of pending requests (default 10000).
+	// MaxQueue bounds each pool's queue of AssignTasks calls (default
+	// 10000); beyond it they fail with ErrOverloaded.
 	MaxQueue int
+	// MaxNotifyQueue bounds each pool's queue of NotifyTasks and admin
+	// calls (default 100000); beyond it they fail with ErrUnavailable.
+	MaxNotifyQueue int
 	// MaxBatch bounds the requests in one batch (default 5000).
 	MaxBatch int
 	// Window is an optional wait before a batch starts, to gather more
@@ -63,6 +72,11 @@ type Options struct {
 	// CommitRetries bounds how often a batch is replayed after another
 	// process committed in between (default 3).
 	CommitRetries int
+	// RestoreBackoff is the wait before the second attempt to restore a
+	// pool's committed state after a failed batch (the first is at once);
+	// it doubles after each failed attempt up to RestoreBackoffMax
+	// (defaults 100 ms and 10 s).
+	RestoreBackoff, RestoreBackoffMax time.Duration
 	// Logger for errors (default slog.Default()).
 	Logger *slog.Logger
 	// OnBatch, if set, is called after every batch (for metrics).
@@ -87,6 +101,9 @@ func (o *Options) defaults() {
 	if o.MaxQueue <= 0 {
 		o.MaxQueue = 10000
 	}
+	if o.MaxNotifyQueue <= 0 {
+		o.MaxNotifyQueue = 100000
+	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 5000
 	}
@@ -96,19 +113,43 @@ func (o *Options) defaults() {
 	if o.CommitRetries <= 0 {
 		o.CommitRetries = 3
 	}
+	if o.RestoreBackoff <= 0 {
+		o.RestoreBackoff = 100 * time.Millisecond
+	}
+	if o.RestoreBackoffMax < o.RestoreBackoff {
+		o.RestoreBackoffMax = max(o.RestoreBackoff, 10*time.Second)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 }
 
+// Counters count what went wrong, for metrics.
+type Counters struct {
+	// ShedPolls: AssignTasks calls refused because the pool's queue of
+	// polls was full.
+	ShedPolls atomic.Int64
+	// ShedNotifications: NotifyTasks and admin calls refused because the
+	// pool's queue of notifications was full.
+	ShedNotifications atomic.Int64
+	// FailedCommits: batches whose commit failed.
+	FailedCommits atomic.Int64
+	// BatchPanics: batches whose application panicked.
+	BatchPanics atomic.Int64
+	// FailedRestores: attempts to restore a pool's committed state that
+	// failed.
+	FailedRestores atomic.Int64
+}
+
 // Pipeline serves all pools of one store.
 type Pipeline struct {
-	store nodestore.Store
-	sink  EventSink
-	opts  Options
-	ctx   context.Context // lifetime of the pipeline
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
+	store    nodestore.Store
+	sink     EventSink
+	opts     Options
+	ctx      context.Context // lifetime of the pipeline
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	counters Counters
 
 	mu     sync.Mutex
 	pools  map[string]*pool
@@ -122,6 +163,9 @@ func New(store nodestore.Store, sink EventSink, opts Options) *Pipeline {
 	ctx, stop := context.WithCancel(context.Background())
 	return &Pipeline{store: store, sink: sink, opts: opts, ctx: ctx, stop: stop, pools: map[string]*pool{}}
 }
+
+// Counters returns the pipeline's counters.
+func (p *Pipeline) Counters() *Counters { return &p.counters }
 
 // Load loads every pool of the store into memory and starts its batcher.
 func (p *Pipeline) Load(ctx context.Context) error {
@@ -157,16 +201,29 @@ func (p *Pipeline) Ready() bool {
 var ErrLoading = fmt.Errorf("%w: pools are still loading", ErrUnavailable)
 
 func (p *Pipeline) loadPool(ctx context.Context, id string) (*pool, error) {
-	st, gen, err := p.store.Load(ctx, id)
+	s, gen, err := p.loadState(ctx, id)
 	if err != nil {
 		return nil, err
 	}
+	return p.newPool(id, s, gen), nil
+}
+
+func (p *Pipeline) newPool(id string, s *scheduler.Scheduler, gen int64) *pool {
+	return &pool{id: id, s: s, gen: gen, q: newQueue(p.opts.MaxQueue, p.opts.MaxNotifyQueue), done: make(chan struct{})}
+}
+
+// loadState reads a pool's committed state from the store.
+func (p *Pipeline) loadState(ctx context.Context, id string) (*scheduler.Scheduler, int64, error) {
+	st, gen, err := p.store.Load(ctx, id)
+	if err != nil {
+		return nil, 0, err
+	}
 	s, err := scheduler.FromProto(st)
 	if err != nil {
-		return nil, fmt.Errorf("%w: stored state invalid: %v", nodestore.ErrCorrupt, err)
+		return nil, 0, fmt.Errorf("%w: stored state invalid: %v", nodestore.ErrCorrupt, err)
 	}
 	s.TrackChanges()
-	return &pool{id: id, s: s, gen: gen, queue: make(chan *op, p.opts.MaxQueue), done: make(chan struct{})}, nil
+	return s, gen, nil
 }
 
 func (p *Pipeline) start(pl *pool) {
@@ -187,7 +244,7 @@ func (p *Pipeline) Close() {
 	}
 	p.closed = true
 	for _, pl := range p.pools {
-		pl.closeQueue()
+		pl.q.close()
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
@@ -196,30 +253,126 @@ func (p *Pipeline) Close() {
 
 // pool is one pool's committed state and batcher.
 type pool struct {
-	id      string
-	qmu     sync.Mutex // guards sending on queue and qclosed
-	queue   chan *op
-	qclosed bool
-	done    chan struct{} // closed when the batcher exits
+	id   string
+	q    *queue
+	done chan struct{} // closed when the batcher exits
 
-	mu  sync.RWMutex // guards s and gen; readers see only committed state
+	mu  sync.RWMutex // guards s, gen, deleted and outage; readers see only committed state
 	s   *scheduler.Scheduler
 	gen int64
+	// outage is set while the pool has no trustworthy state (s is nil):
+	// a batch failed and its committed state is not restored yet. Only the
+	// batcher sets and clears it, so the batcher reads it without mu.
+	outage *outage
 
-	// spareEvents is the last batch's event slice, handed back to the
-	// scheduler at the next batch (only the batcher touches it).
-	spareEvents []scheduler.Event
+	// Only the batcher touches these.
+	spareEvents []scheduler.Event // the last batch's events, reused by the next
+	shedLog     rateLog
 
 	deleted bool
 }
 
-func (pl *pool) closeQueue() {
-	pl.qmu.Lock()
-	defer pl.qmu.Unlock()
-	if !pl.qclosed {
-		pl.qclosed = true
-		close(pl.queue)
+// outage describes a pool that is down.
+type outage struct {
+	since    time.Time
+	cause    error // the failure that took the pool down
+	attempts int   // restores tried
+	last     error // the last restore's error
+	retryAt  time.Time
+	backoff  time.Duration
+}
+
+// err is what callers get while the pool is down.
+func (o *outage) err(pool string) error {
+	return fmt.Errorf("%w: pool %q is down since %s, restoring its committed state (%d attempts); it went down after: %v",
+		ErrUnavailable, pool, o.since.UTC().Format(time.RFC3339), o.attempts, o.cause)
+}
+
+// markDown drops the state, which may hold an uncommitted batch. pl.mu is
+// held.
+func (pl *pool) markDown(cause error) {
+	pl.s = nil
+	pl.outage = &outage{since: time.Now(), cause: cause}
+}
+
+// restore tries once to load the pool's committed state, under a context of
+// its own. On failure the next attempt is due after a growing backoff.
+func (p *Pipeline) restore(pl *pool) {
+	o := pl.outage
+	ctx, cancel := context.WithTimeout(p.ctx, p.opts.BatchTimeout)
+	s, gen, err := p.loadState(ctx, pl.id)
+	cancel()
+	pl.mu.Lock()
+	o.attempts++
+	if err == nil {
+		// Logged before the pool serves again, so that the line precedes
+		// everything the pool does next.
+		p.opts.Logger.Info("pool available again: its committed state is restored", "pool", pl.id,
+			"generation", gen, "attempts", o.attempts, "down_for", time.Since(o.since))
+		pl.s, pl.gen, pl.outage = s, gen, nil
+		pl.mu.Unlock()
+		pl.spareEvents = nil
+		return
 	}
+	o.last = err
+	o.backoff = min(max(2*o.backoff, p.opts.RestoreBackoff), p.opts.RestoreBackoffMax)
+	// Up to a fifth less, so that pools that went down together do not
+	// retry together.
+	wait := o.backoff - time.Duration(rand.Int64N(int64(o.backoff)/5+1))
+	o.retryAt = time.Now().Add(wait)
+	pl.mu.Unlock()
+	p.counters.FailedRestores.Add(1)
+	p.opts.Logger.Error("pool unavailable: restoring its committed state failed", "pool", pl.id,
+		"attempt", o.attempts, "retry_in", wait, "down_since", o.since, "err", err)
+}
+
+// PoolOutage describes a pool that cannot serve.
+type PoolOutage struct {
+	Pool     string
+	Since    time.Time
+	Cause    error // what took it down
+	Attempts int   // restores tried so far
+	Last     error // the last restore's error
+}
+
+// Outages lists the pools that are down, by id.
+func (p *Pipeline) Outages() []PoolOutage {
+	var out []PoolOutage
+	for _, id := range p.Pools() {
+		p.mu.Lock()
+		pl := p.pools[id]
+		p.mu.Unlock()
+		if pl == nil {
+			continue
+		}
+		pl.mu.RLock()
+		if o := pl.outage; o != nil {
+			out = append(out, PoolOutage{Pool: id, Since: o.since, Cause: o.cause, Attempts: o.attempts, Last: o.last})
+		}
+		pl.mu.RUnlock()
+	}
+	return out
+}
+
+// rateLog lets a log line through at most every ten seconds and counts what
+// it held back.
+type rateLog struct {
+	mu   sync.Mutex
+	last time.Time
+	held int
+}
+
+// allow reports whether to log now, and how many events the line stands for.
+func (r *rateLog) allow(now time.Time) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.held++
+	if !r.last.IsZero() && now.Sub(r.last) < 10*time.Second {
+		return 0, false
+	}
+	n := r.held
+	r.last, r.held = now, 0
+	return n, true
 }
 
 func (p *Pipeline) pool(id string) (*pool, error) {
@@ -274,7 +427,7 @@ func (p *Pipeline) CreatePool(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: creating pool: %v", ErrUnavailable, err)
 	}
 	s.TrackChanges()
-	pl := &pool{id: id, s: s, gen: 1, queue: make(chan *op, p.opts.MaxQueue), done: make(chan struct{})}
+	pl := p.newPool(id, s, 1)
 	p.pools[id] = pl
 	p.start(pl)
 	return nil
@@ -294,7 +447,7 @@ func (p *Pipeline) DeletePool(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: %q", ErrPoolNotFound, id)
 	}
 	delete(p.pools, id)
-	pl.closeQueue()
+	pl.q.close()
 	p.mu.Unlock()
 	<-pl.done
 	pl.mu.Lock()
@@ -318,19 +471,29 @@ func (p *Pipeline) Read(ctx context.Context, id string, f func(s *scheduler.Sche
 	}
 	pl.mu.RLock()
 	defer pl.mu.RUnlock()
-	if pl.deleted {
+	switch {
+	case pl.deleted:
 		return fmt.Errorf("%w: %q", ErrPoolNotFound, id)
+	case pl.outage != nil:
+		return pl.outage.err(id)
 	}
 	return f(pl.s)
 }
 
 // catchUp applies log entries committed by other processes since pl.gen.
+// A caller whose context ends gets its context's error.
 func (p *Pipeline) catchUp(ctx context.Context, pl *pool) error {
 	pl.mu.RLock()
-	gen := pl.gen
+	gen, down := pl.gen, pl.outage != nil
 	pl.mu.RUnlock()
+	if down {
+		return nil // Read answers for the outage
+	}
 	deltas, last, err := p.store.ReadLog(ctx, pl.id, gen)
 	if err != nil && !errors.Is(err, nodestore.ErrLogTruncated) {
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
 		if errors.Is(err, nodestore.ErrNotFound) {
 			return fmt.Errorf("%w: %q", ErrPoolNotFound, pl.id)
 		}
@@ -341,11 +504,19 @@ func (p *Pipeline) catchUp(ctx context.Context, pl *pool) error {
 	}
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	if pl.gen != gen { // someone else caught up meanwhile
+	if pl.gen != gen || pl.s == nil { // the batcher moved on meanwhile
 		return nil
 	}
 	if err != nil { // truncated: reload everything
-		return p.reload(ctx, pl)
+		s, gen, err := p.loadState(ctx, pl.id)
+		if err != nil {
+			if cerr := ctx.Err(); cerr != nil {
+				return cerr
+			}
+			return fmt.Errorf("%w: reloading pool: %v", ErrUnavailable, err)
+		}
+		pl.s, pl.gen = s, gen
+		return nil
 	}
 	return p.applyDeltas(pl, deltas, last)
 }
@@ -362,20 +533,5 @@ func (p *Pipeline) applyDeltas(pl *pool, deltas []*statev1.PoolDelta, last int64
 	}
 	s.TrackChanges()
 	pl.s, pl.gen = s, last
-	return nil
-}
-
-// reload replaces pl's state with the store's. pl.mu is held.
-func (p *Pipeline) reload(ctx context.Context, pl *pool) error {
-	st, gen, err := p.store.Load(ctx, pl.id)
-	if err != nil {
-		return fmt.Errorf("%w: reloading pool: %v", ErrUnavailable, err)
-	}
-	s, err := scheduler.FromProto(st)
-	if err != nil {
-		return fmt.Errorf("%w: stored state invalid: %v", ErrUnavailable, err)
-	}
-	s.TrackChanges()
-	pl.s, pl.gen = s, gen
 	return nil
 }

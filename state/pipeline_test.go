@@ -7,42 +7,19 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/qscheduler-swarming/qscheduler-swarming/eventlog"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler"
 	"google.golang.org/protobuf/testing/protocmp"
 	"pgregory.net/rapid"
 )
-
-// faultyStore is the real memory store with two controls for tests: commits
-// can be held at a gate, and the next commit can be made to fail.
-type faultyStore struct {
-	nodestore.Store
-	gate     chan struct{} // when non-nil, each commit waits until it is closed
-	held     atomic.Int32
-	failNext atomic.Bool
-}
-
-var errInjected = errors.New("injected commit failure")
-
-func (f *faultyStore) Commit(ctx context.Context, pool string, expect int64, d *statev1.PoolDelta) (nodestore.CommitStats, error) {
-	if f.gate != nil {
-		f.held.Add(1)
-		<-f.gate
-		f.held.Add(-1)
-	}
-	if f.failNext.CompareAndSwap(true, false) {
-		return nodestore.CommitStats{}, errInjected
-	}
-	return f.Store.Commit(ctx, pool, expect, d)
-}
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -82,7 +59,8 @@ func numWaiting(t *testing.T, p *Pipeline, pool string) int {
 // TestGroupCommit: requests queued while a batch commits form the next
 // batch, answered together after one commit.
 func TestGroupCommit(t *testing.T) {
-	fs := &faultyStore{Store: memory.New(), gate: make(chan struct{})}
+	fs := faultstore.New(memory.New())
+	fs.Hold()
 	var mu sync.Mutex
 	var batches []BatchStats
 	p := newPipeline(t, fs, nil, Options{OnBatch: func(b BatchStats) { mu.Lock(); batches = append(batches, b); mu.Unlock() }})
@@ -92,7 +70,7 @@ func TestGroupCommit(t *testing.T) {
 	}
 	first := make(chan error, 1)
 	go func() { first <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("first", 1)}}) }()
-	waitFor(func() bool { return fs.held.Load() == 1 }) // the first batch is committing
+	waitFor(func() bool { return fs.Held() == 1 }) // the first batch is committing
 	const n = 50
 	errs := make(chan error, n)
 	for i := range n {
@@ -101,8 +79,8 @@ func TestGroupCommit(t *testing.T) {
 		}()
 	}
 	pl, _ := p.pool("p")
-	waitFor(func() bool { return len(pl.queue) == n })
-	close(fs.gate) // let every commit through
+	waitFor(func() bool { u, _ := pl.q.lens(); return u == n })
+	fs.Release() // let every commit through
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
@@ -130,14 +108,14 @@ func TestGroupCommit(t *testing.T) {
 // the batch and leaves the committed state; events appear only after a
 // successful commit.
 func TestCommitBeforeReplyAndRollback(t *testing.T) {
-	fs := &faultyStore{Store: memory.New()}
+	fs := faultstore.New(memory.New())
 	sink := &signalSink{Memory: &eventlog.Memory{}, emitted: make(chan struct{}, 16)}
 	p := newPipeline(t, fs, sink, Options{})
 	ctx := context.Background()
 	if err := p.CreatePool(ctx, "p"); err != nil {
 		t.Fatal(err)
 	}
-	fs.failNext.Store(true)
+	fs.FailCommits(faultstore.Error)
 	err := p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("lost", 1)}})
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("error %v, want ErrUnavailable", err)
@@ -177,31 +155,62 @@ func (s *signalSink) Emit(pool string, events []scheduler.Event) {
 	s.emitted <- struct{}{}
 }
 
-// TestBackpressure: a full queue answers ResourceExhausted at once.
+// TestBackpressure: polls and notifications queue apart. A full queue of
+// polls sheds polls at once with ErrOverloaded while notifications are
+// still taken; a full queue of notifications answers ErrUnavailable (the
+// process cannot take more). The next batch applies the notifications
+// before the polls, and every shed request is counted.
 func TestBackpressure(t *testing.T) {
-	fs := &faultyStore{Store: memory.New(), gate: make(chan struct{})}
-	p := newPipeline(t, fs, nil, Options{MaxQueue: 2})
+	fs := faultstore.New(memory.New())
+	fs.Hold()
+	p := newPipeline(t, fs, nil, Options{MaxQueue: 2, MaxNotifyQueue: 3})
 	ctx := context.Background()
 	if err := p.CreatePool(ctx, "p"); err != nil {
 		t.Fatal(err)
 	}
-	results := make(chan error, 3)
+	results := make(chan error, 6)
 	go func() { results <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("a", 1)}}) }()
-	waitFor(func() bool { return fs.held.Load() == 1 })
-	for _, id := range []string{"b", "c"} {
-		go func() { results <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting(id, 1)}}) }()
-	}
+	waitFor(func() bool { return fs.Held() == 1 })
 	pl, _ := p.pool("p")
-	waitFor(func() bool { return len(pl.queue) == 2 })
-	err := p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("d", 1)}})
-	if !errors.Is(err, ErrOverloaded) {
-		t.Errorf("error %v, want ErrOverloaded", err)
+	assigned := make(chan []scheduler.TaskAssignment, 2)
+	for _, bot := range []scheduler.WorkerID{"bot-1", "bot-2"} {
+		go func() {
+			out, err := p.Assign(ctx, "p", AssignInput{Time: t0.Add(3 * time.Second), Bots: []scheduler.IdleWorker{{ID: bot, Labels: []string{"pool:x"}}}})
+			results <- err
+			assigned <- out
+		}()
 	}
-	close(fs.gate)
-	for range 3 {
+	waitFor(func() bool { _, polls := pl.q.lens(); return polls == 2 })
+	_, err := p.Assign(ctx, "p", AssignInput{Time: t0.Add(3 * time.Second), Bots: []scheduler.IdleWorker{{ID: "bot-3", Labels: []string{"pool:x"}}}})
+	if !errors.Is(err, ErrOverloaded) {
+		t.Errorf("third poll: %v, want ErrOverloaded", err)
+	}
+	// The polls' queue is full; notifications are still taken.
+	for _, id := range []string{"b", "c", "d"} {
+		go func() { results <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting(id, 2)}}) }()
+	}
+	waitFor(func() bool { u, _ := pl.q.lens(); return u == 3 })
+	err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("e", 2)}})
+	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOverloaded) {
+		t.Errorf("fourth queued notification: %v, want ErrUnavailable", err)
+	}
+	if c := p.Counters(); c.ShedPolls.Load() != 1 || c.ShedNotifications.Load() != 1 {
+		t.Errorf("counted %d shed polls and %d shed notifications, want 1 and 1", c.ShedPolls.Load(), c.ShedNotifications.Load())
+	}
+	fs.Release()
+	for range 6 {
 		if err := <-results; err != nil {
 			t.Error(err)
 		}
+	}
+	// One batch held b, c, d and both polls: the notifications came first,
+	// so both bots got a task although only a was waiting before.
+	n := 0
+	for range 2 {
+		n += len(<-assigned)
+	}
+	if n != 2 {
+		t.Errorf("%d of 2 polls got a task, want both (notifications apply before polls)", n)
 	}
 }
 
@@ -209,7 +218,8 @@ func TestBackpressure(t *testing.T) {
 // context: a caller that cancels gets its context error, the others their
 // answers.
 func TestCallerGivingUpDoesNotHurtOthers(t *testing.T) {
-	fs := &faultyStore{Store: memory.New(), gate: make(chan struct{})}
+	fs := faultstore.New(memory.New())
+	fs.Hold()
 	p := newPipeline(t, fs, nil, Options{})
 	ctx := context.Background()
 	if err := p.CreatePool(ctx, "p"); err != nil {
@@ -222,12 +232,12 @@ func TestCallerGivingUpDoesNotHurtOthers(t *testing.T) {
 		gaveUp <- p.Notify(impatient, "p", NotifyInput{Items: []scheduler.Notification{waiting("a", 1)}})
 	}()
 	go func() { patient <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("b", 1)}}) }()
-	waitFor(func() bool { return fs.held.Load() == 1 })
+	waitFor(func() bool { return fs.Held() == 1 })
 	cancel()
 	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
 		t.Errorf("impatient caller got %v, want context.Canceled", err)
 	}
-	close(fs.gate)
+	fs.Release()
 	if err := <-patient; err != nil {
 		t.Errorf("patient caller got %v", err)
 	}
@@ -381,7 +391,8 @@ func TestPoolLifecycle(t *testing.T) {
 // one pass; a malformed one gets its own error and the others their
 // answers.
 func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
-	fs := &faultyStore{Store: memory.New(), gate: make(chan struct{})}
+	fs := faultstore.New(memory.New())
+	fs.Hold()
 	p := newPipeline(t, fs, nil, Options{})
 	ctx := context.Background()
 	if err := p.CreatePool(ctx, "p"); err != nil {
@@ -389,7 +400,7 @@ func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
 	}
 	first := make(chan error, 1)
 	go func() { first <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("task", 1)}}) }()
-	waitFor(func() bool { return fs.held.Load() == 1 })
+	waitFor(func() bool { return fs.Held() == 1 })
 	type result struct {
 		out []scheduler.TaskAssignment
 		err error
@@ -404,8 +415,8 @@ func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
 		bad <- result{out, err}
 	}()
 	pl, _ := p.pool("p")
-	waitFor(func() bool { return len(pl.queue) == 2 })
-	close(fs.gate)
+	waitFor(func() bool { _, polls := pl.q.lens(); return polls == 2 })
+	fs.Release()
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}

@@ -249,19 +249,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			"uptime_seconds": int64(time.Since(started).Seconds()), "started": started.UTC().Format(time.RFC3339),
 		})
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "loading pools", http.StatusServiceUnavailable)
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if _, err := store.ListPools(ctx); err != nil {
-			http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
+	mux.HandleFunc("/readyz", readyz(&ready, store, pipeline))
 	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 2)
@@ -318,6 +306,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// readyz answers 200 once every pool is loaded, while the store answers and
+// no pool is down; otherwise 503 saying why.
+func readyz(ready *atomic.Bool, store nodestore.Store, pipeline *state.Pipeline) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "loading pools", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := store.ListPools(ctx); err != nil {
+			http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if down := pipeline.Outages(); len(down) > 0 {
+			var b strings.Builder
+			for _, o := range down {
+				fmt.Fprintf(&b, "pool %q down since %s (%d restores tried, last error: %v): %v\n",
+					o.Pool, o.Since.UTC().Format(time.RFC3339), o.Attempts, o.Last, o.Cause)
+			}
+			http.Error(w, strings.TrimSuffix(b.String(), "\n"), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	}
 }
 
 // recoverer turns a handler panic into Internal instead of a crash.

@@ -1,0 +1,117 @@
+package faultstore_test
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"testing"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/storetest"
+	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
+)
+
+// Without faults the wrapper is the store it wraps.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) nodestore.Store {
+		clock := storetest.NewClock()
+		return storetest.WithClock(faultstore.New(memory.New(memory.WithClock(clock.Now))), clock, memory.DefaultGCLag)
+	})
+}
+
+// TestFaults: each fault does what it says to the wrapped store.
+func TestFaults(t *testing.T) {
+	ctx := context.Background()
+	inner := memory.New()
+	s := faultstore.New(inner)
+	if err := s.CreatePool(ctx, "p", &statev1.PoolState{}); err != nil {
+		t.Fatal(err)
+	}
+	d := &statev1.PoolDelta{TaskErrors: []*statev1.TaskError{{TaskId: "t", Error: "e"}}}
+	gen := func() int64 {
+		_, g, err := inner.Load(ctx, "p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+
+	s.FailCommits(faultstore.Error)
+	if _, err := s.Commit(ctx, "p", 1, d); !errors.Is(err, faultstore.ErrInjected) || gen() != 1 {
+		t.Errorf("Error: %v at generation %d, want ErrInjected and nothing written", err, gen())
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	cancel()
+	s.FailCommits(faultstore.Deadline)
+	if _, err := s.Commit(dctx, "p", 1, d); !errors.Is(err, context.Canceled) || gen() != 1 {
+		t.Errorf("Deadline: %v at generation %d, want the context's error and nothing written", err, gen())
+	}
+	s.FailCommits(faultstore.Conflict)
+	if _, err := s.Commit(ctx, "p", 1, d); !errors.Is(err, nodestore.ErrConflict) || gen() != 2 {
+		t.Errorf("Conflict: %v at generation %d, want ErrConflict after the other writer's commit", err, gen())
+	}
+	st, _, _ := inner.Load(ctx, "p")
+	if len(st.TaskErrors) != 1 || st.TaskErrors[0].TaskId != faultstore.OtherWriterTask {
+		t.Errorf("after Conflict the store holds %v, want the other writer's task error", st.TaskErrors)
+	}
+	s.FailCommits(faultstore.LandedError)
+	if _, err := s.Commit(ctx, "p", 2, d); !errors.Is(err, faultstore.ErrInjected) || gen() != 3 {
+		t.Errorf("LandedError: %v at generation %d, want ErrInjected with the entry written", err, gen())
+	}
+	s.FailCommits(faultstore.Panic)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("Panic did not panic")
+			}
+		}()
+		s.Commit(ctx, "p", 3, d)
+	}()
+	if cs, err := s.Commit(ctx, "p", 3, d); err != nil || cs.Generation != 4 {
+		t.Errorf("a commit without fault: %v %v, want generation 4", cs, err)
+	}
+	if got := s.Written(); got != 3 {
+		t.Errorf("Written() = %d, want 3 (the other writer's, the landed one, the last)", got)
+	}
+
+	s.FailLoads(2)
+	for i := range 2 {
+		if _, _, err := s.Load(ctx, "p"); !errors.Is(err, faultstore.ErrInjected) {
+			t.Errorf("load %d: %v, want ErrInjected", i, err)
+		}
+	}
+	if _, g, err := s.Load(ctx, "p"); err != nil || g != 4 {
+		t.Errorf("third load: generation %d, %v", g, err)
+	}
+	s.FailLoads(-1)
+	for range 5 {
+		if _, _, err := s.Load(ctx, "p"); !errors.Is(err, faultstore.ErrInjected) {
+			t.Errorf("FailLoads(-1): %v, want ErrInjected", err)
+		}
+	}
+	s.FailLoads(0)
+	if _, _, err := s.Load(ctx, "p"); err != nil {
+		t.Errorf("after FailLoads(0): %v", err)
+	}
+
+	s.Hold()
+	done := make(chan error)
+	go func() {
+		_, err := s.Commit(ctx, "p", 4, d)
+		done <- err
+	}()
+	for s.Held() != 1 {
+		select {
+		case err := <-done:
+			t.Fatalf("held commit returned %v", err)
+		default:
+			runtime.Gosched()
+		}
+	}
+	s.Release()
+	if err := <-done; err != nil {
+		t.Errorf("released commit: %v", err)
+	}
+}
