@@ -17,6 +17,11 @@
 // them after the change is durable. The whole state converts losslessly to
 // and from the statev1.PoolState protobuf message (ToProto, FromProto).
 //
+// The scheduler clock moves only forward, to the time of each AssignTasks,
+// Notify and UpdateTime call that is later than it, so that a running task
+// is charged to its account for every second until the notification or poll
+// that ends it.
+//
 // A pass costs in proportion to what changed: waiting requests are indexed by
 // account and label signature, signatures are found for a worker by walking a
 // trie with the worker's labels, priorities are per account and limits are

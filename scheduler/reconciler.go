@@ -222,7 +222,13 @@ const (
 )
 
 // Notify applies one Swarming notification through the reconciler
-// (SCHEDULER.md §3).
+// (SCHEDULER.md §3). After validating it, Notify advances the clock to the
+// notification's time as UpdateTime does, so that running tasks, the one
+// the notification ends included, are charged up to that time; then it
+// applies the notification, which may still be ignored as stale. A time
+// before the clock does not move it (reports out of order never move the
+// clock back), and without a clock the time only sets it. A rejected
+// notification changes nothing.
 func (s *Scheduler) Notify(n Notification, fromCallback bool) error {
 	ns, err := nanos("time", n.Time)
 	if err != nil {
@@ -231,10 +237,10 @@ func (s *Scheduler) Notify(n Notification, fromCallback bool) error {
 	if err := ValidateID("task id", string(n.Task.ID)); err != nil {
 		return err
 	}
+	var enq int64
 	switch n.Kind {
 	case NotifyWaiting:
-		enq, err := nanos("enqueue_time", n.Task.EnqueueTime)
-		if err != nil {
+		if enq, err = nanos("enqueue_time", n.Task.EnqueueTime); err != nil {
 			return err
 		}
 		if n.Task.Account != "" {
@@ -242,11 +248,20 @@ func (s *Scheduler) Notify(n Notification, fromCallback bool) error {
 				return err
 			}
 		}
-		s.addRequest(n.Task, enq, ns, fromCallback)
 	case NotifyRunning:
 		if err := ValidateID("bot id", string(n.Worker)); err != nil {
 			return err
 		}
+	case NotifyAbsent:
+	default:
+		return invalidf("notification kind %d unknown", n.Kind)
+	}
+	// Every second a task runs is charged, also when no bot polls.
+	s.updateTime(ns)
+	switch n.Kind {
+	case NotifyWaiting:
+		s.addRequest(n.Task, enq, ns, fromCallback)
+	case NotifyRunning:
 		if e := s.rec.entries[n.Worker]; e != nil && e.abort == n.Task.ID {
 			// [ours] The victim of a preemption still runs on its bot until
 			// Swarming cancels it; reports of that are expected and must not
@@ -269,8 +284,6 @@ func (s *Scheduler) Notify(n Notification, fromCallback bool) error {
 			delete(s.rec.errors, n.Task.ID)
 			s.dirty.taskError(n.Task.ID)
 		}
-	default:
-		return invalidf("notification kind %d unknown", n.Kind)
 	}
 	s.gc()
 	return nil

@@ -50,7 +50,8 @@ package scheduler
 //	                                            clock
 //
 // Vectors print as {v0,v1,...} without trailing zeros ({0} is the zero
-// vector), rounded to 6 decimals.
+// vector), rounded to 6 decimals. A COMPLETED event of a running task shows
+// its cost at the clock (cost=...).
 
 import (
 	"flag"
@@ -1007,6 +1008,9 @@ func scnEvent(e Event) string {
 		parts = append(parts, e.OldLevel.String()+"->"+e.Level.String())
 	case EventCompleted:
 		parts = append(parts, "reason="+e.Reason.String())
+		if e.Worker != "" { // it was running: its cost at the clock
+			parts = append(parts, "cost="+scnVec(e.Cost[:]))
+		}
 		if e.OtherTask != "" {
 			parts = append(parts, "other_task="+string(e.OtherTask))
 		}

@@ -196,7 +196,9 @@ type Task struct {
 	Tags                []string
 }
 
-// AddRequest reports a waiting request at time t (SCHEDULER.md §2.3).
+// AddRequest reports a waiting request at time t (SCHEDULER.md §2.3). It
+// sets the clock to t when there is none and never moves a clock that is set
+// (Notify does).
 func (s *Scheduler) AddRequest(task Task, t time.Time, fromCallback bool) error {
 	ns, err := nanos("time", t)
 	if err != nil {
@@ -247,7 +249,9 @@ func (s *Scheduler) addRequest(task Task, enq, t int64, fromCallback bool) {
 	s.event(EventEnqueued, t, r, nil, fromCallback).Tags = task.Tags
 }
 
-// MarkIdle reports that worker id, with the given labels, was idle at t.
+// MarkIdle reports that worker id, with the given labels, was idle at t. It
+// sets the clock to t when there is none and never moves a clock that is set
+// (AssignTasks does).
 func (s *Scheduler) MarkIdle(id WorkerID, labels []string, t time.Time, fromCallback bool) error {
 	ns, err := nanos("time", t)
 	if err != nil {
@@ -284,6 +288,8 @@ func (s *Scheduler) markIdle(id WorkerID, labels []string, t int64, fromCallback
 }
 
 // NotifyTaskRunning reports that request rid was running on worker wid at t.
+// It sets the clock to t when there is none and never moves a clock that is
+// set (Notify does); a task it starts starts at the clock.
 func (s *Scheduler) NotifyTaskRunning(rid RequestID, wid WorkerID, t time.Time, fromCallback bool) error {
 	ns, err := nanos("time", t)
 	if err != nil {
@@ -369,7 +375,9 @@ func (s *Scheduler) confirm(r *request, w *worker, t int64) {
 }
 
 // NotifyTaskAbsent reports that request rid was no longer waiting or running
-// at t (it finished, was cancelled or never existed).
+// at t (it finished, was cancelled or never existed). It sets the clock to t
+// when there is none and never moves a clock that is set (Notify does), so a
+// task it ends has been charged up to the clock.
 func (s *Scheduler) NotifyTaskAbsent(rid RequestID, t time.Time, fromCallback bool) error {
 	ns, err := nanos("time", t)
 	if err != nil {

@@ -56,6 +56,9 @@ func TestBadInputIsRejected(t *testing.T) {
 		{"running without bot", "bot id", func(s *Scheduler) error {
 			return s.Notify(Notification{Kind: NotifyRunning, Time: at(0), Task: Task{ID: "r"}}, false)
 		}},
+		{"waiting without enqueue time", "enqueue_time", func(s *Scheduler) error {
+			return s.Notify(Notification{Kind: NotifyWaiting, Time: at(0), Task: Task{ID: "r"}}, false)
+		}},
 		{"unknown notification kind", "kind", func(s *Scheduler) error {
 			return s.Notify(Notification{Kind: 42, Time: at(0), Task: Task{ID: "r"}}, false)
 		}},

@@ -304,8 +304,8 @@ func TestPlaySwarming(t *testing.T) {
 			if ip.NumRunningTasks != 2 || ip.NumWaitingTasks != 0 || ip.NumIdleBots != 1 {
 				t.Errorf("InspectPool counts running=%d waiting=%d idle=%d, want 2, 0, 1", ip.NumRunningTasks, ip.NumWaitingTasks, ip.NumIdleBots)
 			}
-			if ip.SchedulerTime.AsTime() != at(21).AsTime() {
-				t.Errorf("scheduler time %v, want the last AssignTasks time %v", ip.SchedulerTime.AsTime(), at(21).AsTime())
+			if ip.SchedulerTime.AsTime() != at(23).AsTime() {
+				t.Errorf("scheduler time %v, want the latest time a request carried (t1's completion) %v", ip.SchedulerTime.AsTime(), at(23).AsTime())
 			}
 			if got := ip.AccountBalances["gold"]; got == nil || len(got.Value) != 5 {
 				t.Errorf("gold balance %v, want 5 values", got)
