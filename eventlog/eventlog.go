@@ -26,7 +26,8 @@ var rowSeq atomic.Uint64
 
 // Row converts one event of pool into its row. rowID makes retried writes
 // idempotent; it is unique within the process and across restarts by its
-// prefix (the caller's instance id).
+// prefix (the caller's instance id). Event types and completion reasons have
+// the values of the row's enums (TestRowTypesAndReasons).
 func Row(instance, pool string, e scheduler.Event) *eventsv1.TaskEvent {
 	r := &eventsv1.TaskEvent{
 		RowId:               fmt.Sprintf("%s-%d", instance, rowSeq.Add(1)),
@@ -53,6 +54,7 @@ func Row(instance, pool string, e scheduler.Event) *eventsv1.TaskEvent {
 		Preempting:          e.Preempting,
 		PreemptedTaskId:     string(e.PreemptedTask),
 		PreemptorTaskId:     string(e.PreemptorTask),
+		Error:               e.Error,
 	}
 	if e.Preempting {
 		r.PreemptionCost = slices.Clone(e.PreemptionCost[:])

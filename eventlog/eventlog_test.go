@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -84,5 +85,55 @@ func TestJSONLShedsOldest(t *testing.T) {
 	r := &eventsv1.TaskEvent{}
 	if err := protojson.Unmarshal(j.queue[0], r); err != nil || r.TaskId != string(evs[2].Task) {
 		t.Errorf("oldest kept row %v (%v), want the third event's", r, err)
+	}
+}
+
+// TestRowTypesAndReasons: every scheduler event type and completion reason
+// becomes the row enum value of the same name.
+func TestRowTypesAndReasons(t *testing.T) {
+	for typ := scheduler.EventEnqueued; typ.String() != "UNKNOWN"; typ++ {
+		got := Row("i", "p", scheduler.Event{Type: typ}).Type.String()
+		if want := "TYPE_" + typ.String(); got != want {
+			t.Errorf("event type %v: row type %s, want %s", typ, got, want)
+		}
+	}
+	if n := len(eventsv1.TaskEvent_Type_name); n != int(scheduler.EventTaskError)+1 {
+		t.Errorf("the row has %d types, the scheduler %d (with UNSPECIFIED)", n, scheduler.EventTaskError+1)
+	}
+	for r := scheduler.ReasonBotIdle; r.String() != "UNKNOWN"; r++ {
+		got := Row("i", "p", scheduler.Event{Type: scheduler.EventCompleted, Reason: r}).Reason.String()
+		if want := "REASON_" + r.String(); got != want {
+			t.Errorf("reason %v: row reason %s, want %s", r, got, want)
+		}
+	}
+}
+
+// TestJSONLTaskError: a TASK_ERROR event is a JSON line with its type's name
+// and the error text, which GetCancellations reports as extra_info.
+func TestJSONLTaskError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	j, err := OpenJSONL(path, "inst", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const msg = "task has 2 qs_account tags"
+	j.Emit("pool1", []scheduler.Event{{Type: scheduler.EventTaskError, Task: "r9", Time: 5e9, Error: msg}})
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.TrimSuffix(string(b), "\n")
+	if strings.Contains(line, "\n") || !strings.Contains(line, `"TYPE_TASK_ERROR"`) || !strings.Contains(line, `"`+msg+`"`) {
+		t.Fatalf("line %s: want one line with \"TYPE_TASK_ERROR\" and %q", line, msg)
+	}
+	r := &eventsv1.TaskEvent{}
+	if err := protojson.Unmarshal([]byte(line), r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Type != eventsv1.TaskEvent_TYPE_TASK_ERROR || r.TaskId != "r9" || r.Error != msg || r.Time.AsTime().Unix() != 5 {
+		t.Errorf("row %v", r)
 	}
 }

@@ -11,9 +11,12 @@ const (
 	EventReprioritized
 	EventCompleted
 	EventUnassigned
+	// EventTaskError: a task error was recorded (SetTaskError), which
+	// Cancellations reports until Swarming reports the task absent.
+	EventTaskError
 )
 
-var eventTypeNames = [...]string{"", "ENQUEUED", "ASSIGNED", "PREEMPTED", "REPRIORITIZED", "COMPLETED", "UNASSIGNED"}
+var eventTypeNames = [...]string{"", "ENQUEUED", "ASSIGNED", "PREEMPTED", "REPRIORITIZED", "COMPLETED", "UNASSIGNED", "TASK_ERROR"}
 
 func (t EventType) String() string {
 	if t > 0 && int(t) < len(eventTypeNames) {
@@ -56,7 +59,8 @@ func (r CompletedReason) String() string {
 type Event struct {
 	Type EventType
 	// Time is the Swarming time of the notification that caused the change
-	// (ENQUEUED, COMPLETED) or the scheduler clock (decisions), Unix ns.
+	// (ENQUEUED, COMPLETED) or the scheduler clock (decisions, TASK_ERROR;
+	// 0 before the clock is set), Unix ns.
 	Time int64
 	Task RequestID
 	// Account of the task; AccountValid says whether it has a config.
@@ -90,6 +94,11 @@ type Event struct {
 	PreemptedTask     RequestID
 	// PREEMPTED: the request that took the worker.
 	PreemptorTask RequestID
+	// TASK_ERROR: the text Cancellations reports for the task (reason
+	// ERROR, ExtraInfo) until Swarming reports it absent. The task may be
+	// unknown to the scheduler; then the event names only Task (no account,
+	// labels or worker).
+	Error string
 }
 
 // TakeEvents returns the events recorded since the last call and forgets

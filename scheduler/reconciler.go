@@ -291,6 +291,9 @@ func (s *Scheduler) Notify(n Notification, fromCallback bool) error {
 
 // SetTaskError records a problem with a task, reported through
 // Cancellations with reason ERROR until Swarming reports the task absent.
+// A text new or changed for the task is a TASK_ERROR event at the clock
+// (0 before it is set), with the task's account, labels and worker when the
+// scheduler knows the task; the same text again records nothing.
 func (s *Scheduler) SetTaskError(id RequestID, msg string) error {
 	if err := ValidateID("task id", string(id)); err != nil {
 		return err
@@ -298,6 +301,17 @@ func (s *Scheduler) SetTaskError(id RequestID, msg string) error {
 	if s.rec.errors[id] != msg {
 		s.rec.errors[id] = msg
 		s.dirty.taskError(id)
+		var t int64
+		if s.hasClock {
+			t = s.now
+		}
+		var w *worker
+		r := s.requests.get(id)
+		if r != nil {
+			w = r.w
+		}
+		e := s.event(EventTaskError, t, r, w, false)
+		e.Task, e.Error = id, msg
 	}
 	return nil
 }

@@ -51,7 +51,8 @@ package scheduler
 //
 // Vectors print as {v0,v1,...} without trailing zeros ({0} is the zero
 // vector), rounded to 6 decimals. A COMPLETED event of a running task shows
-// its cost at the clock (cost=...).
+// its cost at the clock (cost=...); a TASK_ERROR event shows its text,
+// quoted (error="...").
 
 import (
 	"flag"
@@ -1021,6 +1022,8 @@ func scnEvent(e Event) string {
 		if len(e.Tags) > 0 {
 			parts = append(parts, "tags="+scnLabels(e.Tags))
 		}
+	case EventTaskError:
+		parts = append(parts, "error="+strconv.Quote(e.Error))
 	}
 	parts = append(parts, "t="+scnTime(e.Time))
 	if e.FromCallback {

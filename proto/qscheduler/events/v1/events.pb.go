@@ -37,6 +37,7 @@ const (
 	TaskEvent_TYPE_REPRIORITIZED TaskEvent_Type = 4
 	TaskEvent_TYPE_COMPLETED     TaskEvent_Type = 5
 	TaskEvent_TYPE_UNASSIGNED    TaskEvent_Type = 6
+	TaskEvent_TYPE_TASK_ERROR    TaskEvent_Type = 7
 )
 
 // Enum value maps for TaskEvent_Type.
@@ -49,6 +50,7 @@ var (
 		4: "TYPE_REPRIORITIZED",
 		5: "TYPE_COMPLETED",
 		6: "TYPE_UNASSIGNED",
+		7: "TYPE_TASK_ERROR",
 	}
 	TaskEvent_Type_value = map[string]int32{
 		"TYPE_UNSPECIFIED":   0,
@@ -58,6 +60,7 @@ var (
 		"TYPE_REPRIORITIZED": 4,
 		"TYPE_COMPLETED":     5,
 		"TYPE_UNASSIGNED":    6,
+		"TYPE_TASK_ERROR":    7,
 	}
 )
 
@@ -156,7 +159,7 @@ type TaskEvent struct {
 	Type   TaskEvent_Type `protobuf:"varint,3,opt,name=type,proto3,enum=qscheduler.events.v1.TaskEvent_Type" json:"type,omitempty"`
 	TaskId string         `protobuf:"bytes,4,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// Swarming's time for ENQUEUED and COMPLETED, the scheduler clock for
-	// decisions.
+	// decisions and TASK_ERROR (the Unix epoch before the clock is set).
 	Time                *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
 	BaseLabels          []string               `protobuf:"bytes,6,rep,name=base_labels,json=baseLabels,proto3" json:"base_labels,omitempty"`
 	ProvisionableLabels []string               `protobuf:"bytes,7,rep,name=provisionable_labels,json=provisionableLabels,proto3" json:"provisionable_labels,omitempty"`
@@ -185,8 +188,11 @@ type TaskEvent struct {
 	PreemptedTaskId   string    `protobuf:"bytes,24,opt,name=preempted_task_id,json=preemptedTaskId,proto3" json:"preempted_task_id,omitempty"`
 	// PREEMPTED.
 	PreemptorTaskId string `protobuf:"bytes,25,opt,name=preemptor_task_id,json=preemptorTaskId,proto3" json:"preemptor_task_id,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// TASK_ERROR: the text GetCancellations reports for the task (reason
+	// ERROR, extra_info) until Swarming reports it absent.
+	Error         string `protobuf:"bytes,26,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskEvent) Reset() {
@@ -394,11 +400,19 @@ func (x *TaskEvent) GetPreemptorTaskId() string {
 	return ""
 }
 
+func (x *TaskEvent) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_qscheduler_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_qscheduler_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"!qscheduler/events/v1/events.proto\x12\x14qscheduler.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\t\n" +
+	"!qscheduler/events/v1/events.proto\x12\x14qscheduler.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\n" +
+	"\n" +
 	"\tTaskEvent\x12\x15\n" +
 	"\x06row_id\x18\x01 \x01(\tR\x05rowId\x12\x12\n" +
 	"\x04pool\x18\x02 \x01(\tR\x04pool\x128\n" +
@@ -430,7 +444,8 @@ const file_qscheduler_events_v1_events_proto_rawDesc = "" +
 	"preempting\x12'\n" +
 	"\x0fpreemption_cost\x18\x17 \x03(\x01R\x0epreemptionCost\x12*\n" +
 	"\x11preempted_task_id\x18\x18 \x01(\tR\x0fpreemptedTaskId\x12*\n" +
-	"\x11preemptor_task_id\x18\x19 \x01(\tR\x0fpreemptorTaskId\"\x97\x01\n" +
+	"\x11preemptor_task_id\x18\x19 \x01(\tR\x0fpreemptorTaskId\x12\x14\n" +
+	"\x05error\x18\x1a \x01(\tR\x05error\"\xac\x01\n" +
 	"\x04Type\x12\x14\n" +
 	"\x10TYPE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rTYPE_ENQUEUED\x10\x01\x12\x11\n" +
@@ -438,7 +453,8 @@ const file_qscheduler_events_v1_events_proto_rawDesc = "" +
 	"\x0eTYPE_PREEMPTED\x10\x03\x12\x16\n" +
 	"\x12TYPE_REPRIORITIZED\x10\x04\x12\x12\n" +
 	"\x0eTYPE_COMPLETED\x10\x05\x12\x13\n" +
-	"\x0fTYPE_UNASSIGNED\x10\x06\"\xbe\x01\n" +
+	"\x0fTYPE_UNASSIGNED\x10\x06\x12\x13\n" +
+	"\x0fTYPE_TASK_ERROR\x10\a\"\xbe\x01\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fREASON_BOT_IDLE\x10\x01\x12\x1b\n" +
