@@ -2,19 +2,44 @@ package frontend
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
+	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler"
 	"github.com/qscheduler-swarming/qscheduler-swarming/state"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// Admin implements qscheduler.v1.QSchedulerAdmin.
+// Admin implements qscheduler.v1.QSchedulerAdmin. Every change it makes is
+// logged at Info with the pool, the account and what changed.
 type Admin struct {
 	qschedulerv1.UnimplementedQSchedulerAdminServer
 	P *state.Pipeline
+	// Log receives a line per change (nil: slog.Default()).
+	Log *slog.Logger
+}
+
+// logChange logs one committed admin change, with the caller's address.
+func (h *Admin) logChange(ctx context.Context, msg, pool string, args ...any) {
+	log := h.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	args = append([]any{"pool", pool}, args...)
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		args = append(args, "peer", p.Addr.String())
+	}
+	log.InfoContext(ctx, msg, args...)
+}
+
+// text is a message in one line of protobuf text format, for logs.
+func text(m proto.Message) string {
+	return prototext.MarshalOptions{}.Format(m)
 }
 
 // CreateSchedulerPool creates a pool.
@@ -25,6 +50,7 @@ func (h *Admin) CreateSchedulerPool(ctx context.Context, req *qschedulerv1.Creat
 	if err := h.P.CreatePool(ctx, req.PoolId); err != nil {
 		return nil, toStatus(err)
 	}
+	h.logChange(ctx, "admin: pool created", req.PoolId)
 	return &qschedulerv1.CreateSchedulerPoolResponse{}, nil
 }
 
@@ -36,6 +62,7 @@ func (h *Admin) DeleteSchedulerPool(ctx context.Context, req *qschedulerv1.Delet
 	if err := h.P.DeletePool(ctx, req.PoolId); err != nil {
 		return nil, toStatus(err)
 	}
+	h.logChange(ctx, "admin: pool deleted", req.PoolId)
 	return &qschedulerv1.DeleteSchedulerPoolResponse{}, nil
 }
 
@@ -50,11 +77,18 @@ func (h *Admin) CreateAccount(ctx context.Context, req *qschedulerv1.CreateAccou
 	if err := scheduler.ValidateAccountConfig("config", req.Config); err != nil {
 		return nil, toStatus(err)
 	}
+	var before *statev1.AccountConfig
 	err := h.P.Mutate(ctx, req.PoolId, func(s *scheduler.Scheduler) error {
+		before = s.AccountConfig(scheduler.AccountID(req.AccountId))
 		return s.AddAccount(scheduler.AccountID(req.AccountId), req.Config, nil)
 	})
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if before != nil {
+		h.logChange(ctx, "admin: account replaced, its balance reset", req.PoolId, "account", req.AccountId, "before", text(before), "after", text(req.Config))
+	} else {
+		h.logChange(ctx, "admin: account created", req.PoolId, "account", req.AccountId, "config", text(req.Config))
 	}
 	return &qschedulerv1.CreateAccountResponse{}, nil
 }
@@ -74,11 +108,13 @@ func (h *Admin) ModAccount(ctx context.Context, req *qschedulerv1.ModAccountRequ
 		return nil, toStatus(err)
 	}
 	id := scheduler.AccountID(req.AccountId)
+	var before, after *statev1.AccountConfig
 	err := h.P.Mutate(ctx, req.PoolId, func(s *scheduler.Scheduler) error {
 		cfg := s.AccountConfig(id)
 		if cfg == nil {
 			return scheduler.NotFoundf("account %q", id)
 		}
+		before = proto.CloneOf(cfg)
 		if len(req.ChargeRate) > 0 {
 			cfg.ChargeRate = req.ChargeRate
 		}
@@ -100,6 +136,7 @@ func (h *Admin) ModAccount(ctx context.Context, req *qschedulerv1.ModAccountRequ
 		if req.ClearPerLabelTaskLimits {
 			cfg.PerLabelTaskLimits = nil
 		}
+		after = proto.CloneOf(cfg)
 		if req.ResetBalance {
 			return s.AddAccount(id, cfg, nil)
 		}
@@ -108,6 +145,7 @@ func (h *Admin) ModAccount(ctx context.Context, req *qschedulerv1.ModAccountRequ
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	h.logChange(ctx, "admin: account modified", req.PoolId, "account", req.AccountId, "before", text(before), "after", text(after), "balance_reset", req.ResetBalance)
 	return &qschedulerv1.ModAccountResponse{}, nil
 }
 
@@ -119,12 +157,15 @@ func (h *Admin) DeleteAccount(ctx context.Context, req *qschedulerv1.DeleteAccou
 	if err := scheduler.ValidateID("account_id", req.AccountId); err != nil {
 		return nil, toStatus(err)
 	}
+	var before *statev1.AccountConfig
 	err := h.P.Mutate(ctx, req.PoolId, func(s *scheduler.Scheduler) error {
+		before = s.AccountConfig(scheduler.AccountID(req.AccountId))
 		return s.DeleteAccount(scheduler.AccountID(req.AccountId))
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	h.logChange(ctx, "admin: account deleted", req.PoolId, "account", req.AccountId, "config", text(before))
 	return &qschedulerv1.DeleteAccountResponse{}, nil
 }
 
@@ -151,8 +192,10 @@ func (h *Admin) ModSchedulerPool(ctx context.Context, req *qschedulerv1.ModSched
 	nanos := func(v *wrapperspb.Int32Value) *int64 {
 		return proto.Int64(int64(time.Duration(v.Value) * time.Second))
 	}
+	var before, after *statev1.PoolConfig
 	err := h.P.Mutate(ctx, req.PoolId, func(s *scheduler.Scheduler) error {
 		t := s.Tunables()
+		before = proto.CloneOf(t)
 		if req.DisablePreemption != nil {
 			t.DisablePreemption = req.DisablePreemption.Value
 		}
@@ -177,11 +220,13 @@ func (h *Admin) ModSchedulerPool(ctx context.Context, req *qschedulerv1.ModSched
 		if req.MaxTombstones != nil {
 			t.MaxTombstones = proto.Int32(req.MaxTombstones.Value)
 		}
+		after = proto.CloneOf(t)
 		return s.SetTunables(t)
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	h.logChange(ctx, "admin: pool tunables modified", req.PoolId, "before", text(before), "after", text(after))
 	return &qschedulerv1.ModSchedulerPoolResponse{}, nil
 }
 
@@ -190,12 +235,16 @@ func (h *Admin) Wipe(ctx context.Context, req *qschedulerv1.WipeRequest) (*qsche
 	if err := validPool("pool_id", req.PoolId); err != nil {
 		return nil, err
 	}
+	var dropped scheduler.PoolView
 	err := h.P.Mutate(ctx, req.PoolId, func(s *scheduler.Scheduler) error {
+		dropped = s.View(0)
 		s.Wipe()
 		return nil
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	h.logChange(ctx, "admin: pool wiped", req.PoolId, "dropped_waiting", dropped.NumWaiting,
+		"dropped_running", dropped.NumRunning, "dropped_idle_bots", dropped.NumIdle, "dropped_balances", len(dropped.Balances))
 	return &qschedulerv1.WipeResponse{}, nil
 }

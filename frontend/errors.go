@@ -50,10 +50,7 @@ func invalid(format string, args ...any) error {
 	return status.Error(codes.InvalidArgument, fmt.Sprintf(format, args...))
 }
 
-// validPool checks a pool id the way ids are checked everywhere.
+// validPool checks a pool id by the one rule for pool ids.
 func validPool(field, id string) error {
-	if err := scheduler.ValidateID(field, id); err != nil {
-		return toStatus(err)
-	}
-	return nil
+	return toStatus(state.ValidatePoolID(field, id))
 }

@@ -14,21 +14,16 @@ import (
 const accountTag = "qs_account"
 
 // translateNotify turns a NotifyTasks request into pipeline input
-// (SCHEDULER.md §4). An item without time, task or task id makes the whole
+// (SCHEDULER.md §4). An item without time, task or task id, or with a time
+// further ahead of the server's clock than the skew allowed, makes the whole
 // call invalid; every other problem with an item becomes a task error and
 // the other items are applied.
-func translateNotify(req *swarmingv1.NotifyTasksRequest) (state.NotifyInput, error) {
+func translateNotify(req *swarmingv1.NotifyTasksRequest, clock clockBound) (state.NotifyInput, error) {
 	in := state.NotifyInput{IsCallback: req.IsCallback}
 	for i, item := range req.Notifications {
 		field := fmt.Sprintf("notifications[%d]", i)
-		if item.GetTime() == nil {
-			return in, invalid("%s.time: not set", field)
-		}
-		if err := item.Time.CheckValid(); err != nil {
-			return in, invalid("%s.time: %v", field, err)
-		}
-		if err := scheduler.ValidateTime(field+".time", item.Time.AsTime()); err != nil {
-			return in, toStatus(err)
+		if _, err := clock.check(field+".time", item.GetTime()); err != nil {
+			return in, err
 		}
 		if item.Task == nil {
 			return in, invalid("%s.task: not set", field)

@@ -18,6 +18,8 @@ var (
 	t0  = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	ts0 = timestamppb.New(t0)
 	enq = timestamppb.New(t0.Add(-time.Minute))
+	// The server's clock: the requests' time, 10 minutes of skew allowed.
+	clock = clockBound{now: t0, skew: 10 * time.Minute}
 )
 
 func item(task *swarmingv1.TaskSpec) *swarmingv1.NotifyTasksItem {
@@ -97,7 +99,7 @@ func TestTranslateItems(t *testing.T) {
 		{name: "unknown state 0x60: task error", task: &swarmingv1.TaskSpec{Id: "t16", State: 0x60}, wantErr: "unknown task state"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in, err := translateNotify(&swarmingv1.NotifyTasksRequest{SchedulerId: "p", Notifications: []*swarmingv1.NotifyTasksItem{item(tc.task)}})
+			in, err := translateNotify(&swarmingv1.NotifyTasksRequest{SchedulerId: "p", Notifications: []*swarmingv1.NotifyTasksItem{item(tc.task)}}, clock)
 			if err != nil {
 				t.Fatalf("whole call rejected: %v", err)
 			}
@@ -120,7 +122,8 @@ func TestTranslateItems(t *testing.T) {
 	}
 }
 
-// TestTranslateRejectsMalformedItems: an item without time, task or task id
+// TestTranslateRejectsMalformedItems: an item without time, task or task id,
+// or with a time more than the skew allowed ahead of the server's clock,
 // makes the whole call InvalidArgument, naming the field.
 func TestTranslateRejectsMalformedItems(t *testing.T) {
 	good := item(pending("ok", nil, slice("a")))
@@ -133,9 +136,10 @@ func TestTranslateRejectsMalformedItems(t *testing.T) {
 		{"no task", &swarmingv1.NotifyTasksItem{Time: ts0}, "notifications[1].task"},
 		{"no task id", &swarmingv1.NotifyTasksItem{Time: ts0, Task: &swarmingv1.TaskSpec{State: swarmingv1.TaskSpec_PENDING}}, "notifications[1].task.id"},
 		{"invalid time", &swarmingv1.NotifyTasksItem{Time: &timestamppb.Timestamp{Nanos: -1}, Task: pending("x", nil, slice("a"))}, "notifications[1].time"},
+		{"time too far ahead", &swarmingv1.NotifyTasksItem{Time: timestamppb.New(clock.now.Add(clock.skew + time.Second)), Task: pending("x", nil, slice("a"))}, "notifications[1].time: 2026-01-01T00:10:01Z is 10m1s ahead of the server's clock"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := translateNotify(&swarmingv1.NotifyTasksRequest{Notifications: []*swarmingv1.NotifyTasksItem{good, tc.item}})
+			_, err := translateNotify(&swarmingv1.NotifyTasksRequest{Notifications: []*swarmingv1.NotifyTasksItem{good, tc.item}}, clock)
 			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.field) {
 				t.Errorf("error %v, want InvalidArgument naming %s", err, tc.field)
 			}
@@ -148,7 +152,7 @@ func TestTranslateKeepsGoodItems(t *testing.T) {
 	in, err := translateNotify(&swarmingv1.NotifyTasksRequest{IsCallback: true, Notifications: []*swarmingv1.NotifyTasksItem{
 		item(pending("bad", nil)),
 		item(pending("good", nil, slice("a"))),
-	}})
+	}}, clock)
 	if err != nil {
 		t.Fatal(err)
 	}

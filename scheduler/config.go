@@ -20,8 +20,10 @@ const (
 	DefaultMaxTombstones      = 200000
 )
 
-// MaxIDLength is the longest id (request, worker, account) accepted.
-const MaxIDLength = 256
+// MaxIDLength is the longest id (request, worker, account) accepted, in
+// bytes: Swarming's longest ids (bot ids of up to 256 characters) take at
+// most this many in UTF-8.
+const MaxIDLength = 1024
 
 // tunables are the effective values of a PoolConfig.
 type tunables struct {

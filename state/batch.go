@@ -98,11 +98,16 @@ func (p *Pipeline) submit(ctx context.Context, poolID string, o *op) ([]schedule
 func (p *Pipeline) shed(pl *pool, o *op) error {
 	urgent, polls := pl.q.lens()
 	var err error
-	if o.kind == opAssign {
-		p.counters.ShedPolls.Add(1)
+	switch o.kind {
+	case opAssign:
+		pl.counts.shedPolls.Add(1)
 		err = fmt.Errorf("%w: %d polls queued for pool %q", ErrOverloaded, polls, pl.id)
-	} else {
-		p.counters.ShedNotifications.Add(1)
+	case opNotify:
+		pl.counts.shedNotifications.Add(1)
+	default:
+		pl.counts.shedAdmin.Add(1)
+	}
+	if o.kind != opAssign {
 		err = fmt.Errorf("%w: %d notifications and admin calls queued for pool %q, the most it holds", ErrUnavailable, urgent, pl.id)
 	}
 	if n, ok := pl.shedLog.allow(time.Now()); ok {
@@ -182,7 +187,7 @@ func (p *Pipeline) commitBatch(pl *pool, batch []*op, stats *BatchStats) (events
 	defer pl.mu.Unlock()
 	defer func() {
 		if r := recover(); r != nil {
-			p.counters.BatchPanics.Add(1)
+			pl.counts.batchPanics.Add(1)
 			err = fmt.Errorf("%w: a batch of pool %q panicked: %v", ErrInternal, pl.id, r)
 			p.opts.Logger.Error("batch panicked; the pool goes back to its committed state", "pool", pl.id,
 				"requests", len(batch), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
@@ -224,7 +229,7 @@ func (p *Pipeline) commitBatch(pl *pool, batch []*op, stats *BatchStats) (events
 			}
 			err = fmt.Errorf("%v; then reloading: %v", err, rerr)
 		}
-		p.counters.FailedCommits.Add(1)
+		pl.counts.failedCommits.Add(1)
 		p.opts.Logger.Error("batch not committed; the pool goes back to its committed state", "pool", pl.id, "requests", len(batch), "err", err)
 		cause := fmt.Errorf("%w: committing a batch of pool %q: %v", ErrUnavailable, pl.id, err)
 		pl.markDown(cause)

@@ -203,7 +203,7 @@ func TestFailedCommitLeavesNoTrace(t *testing.T) {
 				t.Errorf("callers of the failed batch got %v, and %v with %v; want ErrUnavailable and no task", nerr, aerr, out)
 			}
 			f.checkNoTrace(t)
-			if got := f.p.Counters().FailedCommits.Load(); got != 1 {
+			if got := countersOf(t, f.p, "p").FailedCommits; got != 1 {
 				t.Errorf("%d failed commits counted, want 1", got)
 			}
 			if !strings.Contains(f.log.String(), "batch not committed") {
@@ -287,7 +287,7 @@ func TestPanicInBatch(t *testing.T) {
 			if !strings.Contains(log, "batch panicked") || !strings.Contains(log, tc.want) || !strings.Contains(log, "runtime/debug.Stack") {
 				t.Errorf("the panic was not logged with its value and stack:\n%s", log)
 			}
-			if got := f.p.Counters().BatchPanics.Load(); got != 1 {
+			if got := countersOf(t, f.p, "p").BatchPanics; got != 1 {
 				t.Errorf("%d panics counted, want 1", got)
 			}
 			if err := f.p.Notify(context.Background(), "other", NotifyInput{Items: []scheduler.Notification{waiting("x", 1)}}); err != nil {
@@ -326,10 +326,15 @@ func TestRestoreRetriesUntilTheStoreAnswers(t *testing.T) {
 	if err := f.p.Notify(ctx, "other", NotifyInput{Items: []scheduler.Notification{waiting("x", 1)}}); err != nil {
 		t.Errorf("another pool while p is down: %v", err)
 	}
-	before := f.p.Counters().FailedRestores.Load()
+	for _, st := range f.p.Status() {
+		if st.Down != (st.Pool == "p") {
+			t.Errorf("Status() says pool %s down=%v", st.Pool, st.Down)
+		}
+	}
+	before := countersOf(t, f.p, "p").FailedRestores
 	f.fs.FailLoads(2)
 	waitFor(func() bool { return len(f.p.Outages()) == 0 })
-	if got := f.p.Counters().FailedRestores.Load() - before; got != 2 {
+	if got := countersOf(t, f.p, "p").FailedRestores - before; got != 2 {
 		t.Errorf("%d more failed restores, want 2", got)
 	}
 	log := f.log.String()
@@ -358,3 +363,15 @@ func TestCallerDeadlineWhileReading(t *testing.T) {
 }
 
 var _ nodestore.Store = (*faultstore.Store)(nil)
+
+// countersOf returns a pool's counters.
+func countersOf(t *testing.T, p *Pipeline, pool string) PoolCounters {
+	t.Helper()
+	for _, st := range p.Status() {
+		if st.Pool == pool {
+			return st.Counters
+		}
+	}
+	t.Fatalf("no status for pool %q", pool)
+	return PoolCounters{}
+}

@@ -124,21 +124,61 @@ func (o *Options) defaults() {
 	}
 }
 
-// Counters count what went wrong, for metrics.
-type Counters struct {
-	// ShedPolls: AssignTasks calls refused because the pool's queue of
-	// polls was full.
-	ShedPolls atomic.Int64
-	// ShedNotifications: NotifyTasks and admin calls refused because the
-	// pool's queue of notifications was full.
-	ShedNotifications atomic.Int64
-	// FailedCommits: batches whose commit failed.
-	FailedCommits atomic.Int64
-	// BatchPanics: batches whose application panicked.
-	BatchPanics atomic.Int64
-	// FailedRestores: attempts to restore a pool's committed state that
-	// failed.
-	FailedRestores atomic.Int64
+// PoolCounters count what went wrong in one pool since it was loaded or
+// created.
+type PoolCounters struct {
+	// Requests refused because the pool's queue was full: AssignTasks
+	// (ErrOverloaded), NotifyTasks and admin changes (ErrUnavailable).
+	ShedPolls, ShedNotifications, ShedAdmin int64
+	// Batches whose commit failed, or whose application panicked.
+	FailedCommits, BatchPanics int64
+	// Attempts to restore the committed state that failed.
+	FailedRestores int64
+}
+
+// poolCounters is PoolCounters, updated concurrently.
+type poolCounters struct {
+	shedPolls, shedNotifications, shedAdmin atomic.Int64
+	failedCommits, batchPanics              atomic.Int64
+	failedRestores                          atomic.Int64
+}
+
+func (c *poolCounters) snapshot() PoolCounters {
+	return PoolCounters{
+		ShedPolls: c.shedPolls.Load(), ShedNotifications: c.shedNotifications.Load(), ShedAdmin: c.shedAdmin.Load(),
+		FailedCommits: c.failedCommits.Load(), BatchPanics: c.batchPanics.Load(), FailedRestores: c.failedRestores.Load(),
+	}
+}
+
+// PoolStatus is what metrics show of one pool.
+type PoolStatus struct {
+	Pool string
+	// Down: the pool has no trustworthy state and answers Unavailable
+	// while its committed state is restored.
+	Down bool
+	// Requests waiting in the pool's queue.
+	QueuedNotifications, QueuedPolls int
+	Counters                         PoolCounters
+}
+
+// Status describes every pool, by id.
+func (p *Pipeline) Status() []PoolStatus {
+	var out []PoolStatus
+	for _, id := range p.Pools() {
+		p.mu.Lock()
+		pl := p.pools[id]
+		p.mu.Unlock()
+		if pl == nil {
+			continue
+		}
+		st := PoolStatus{Pool: id, Counters: pl.counts.snapshot()}
+		st.QueuedNotifications, st.QueuedPolls = pl.q.lens()
+		pl.omu.Lock()
+		st.Down = pl.outage != nil
+		pl.omu.Unlock()
+		out = append(out, st)
+	}
+	return out
 }
 
 // Pipeline serves all pools of one store.
@@ -149,7 +189,6 @@ type Pipeline struct {
 	ctx      context.Context // lifetime of the pipeline
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
-	counters Counters
 
 	mu     sync.Mutex
 	pools  map[string]*pool
@@ -163,9 +202,6 @@ func New(store nodestore.Store, sink EventSink, opts Options) *Pipeline {
 	ctx, stop := context.WithCancel(context.Background())
 	return &Pipeline{store: store, sink: sink, opts: opts, ctx: ctx, stop: stop, pools: map[string]*pool{}}
 }
-
-// Counters returns the pipeline's counters.
-func (p *Pipeline) Counters() *Counters { return &p.counters }
 
 // Load loads every pool of the store into memory and starts its batcher.
 func (p *Pipeline) Load(ctx context.Context) error {
@@ -257,17 +293,22 @@ type pool struct {
 	q    *queue
 	done chan struct{} // closed when the batcher exits
 
-	mu  sync.RWMutex // guards s, gen, deleted and outage; readers see only committed state
-	s   *scheduler.Scheduler
+	mu  sync.RWMutex // guards s, gen and deleted; readers see only committed state
+	s   *scheduler.Scheduler // nil while the pool is down
 	gen int64
+
 	// outage is set while the pool has no trustworthy state (s is nil):
 	// a batch failed and its committed state is not restored yet. Only the
-	// batcher sets and clears it, so the batcher reads it without mu.
+	// batcher writes it, under omu (never held with mu by others, so that
+	// Status does not wait for a commit); the batcher reads it freely.
+	omu    sync.Mutex
 	outage *outage
 
 	// Only the batcher touches these.
 	spareEvents []scheduler.Event // the last batch's events, reused by the next
 	shedLog     rateLog
+
+	counts poolCounters
 
 	deleted bool
 }
@@ -292,7 +333,19 @@ func (o *outage) err(pool string) error {
 // held.
 func (pl *pool) markDown(cause error) {
 	pl.s = nil
+	pl.omu.Lock()
 	pl.outage = &outage{since: time.Now(), cause: cause}
+	pl.omu.Unlock()
+}
+
+// downErr is what a caller gets while the pool is down, or nil.
+func (pl *pool) downErr() error {
+	pl.omu.Lock()
+	defer pl.omu.Unlock()
+	if pl.outage == nil {
+		return nil
+	}
+	return pl.outage.err(pl.id)
 }
 
 // restore tries once to load the pool's committed state, under a context of
@@ -302,26 +355,30 @@ func (p *Pipeline) restore(pl *pool) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.opts.BatchTimeout)
 	s, gen, err := p.loadState(ctx, pl.id)
 	cancel()
-	pl.mu.Lock()
-	o.attempts++
 	if err == nil {
 		// Logged before the pool serves again, so that the line precedes
 		// everything the pool does next.
 		p.opts.Logger.Info("pool available again: its committed state is restored", "pool", pl.id,
-			"generation", gen, "attempts", o.attempts, "down_for", time.Since(o.since))
-		pl.s, pl.gen, pl.outage = s, gen, nil
+			"generation", gen, "attempts", o.attempts+1, "down_for", time.Since(o.since))
+		pl.mu.Lock()
+		pl.s, pl.gen = s, gen
+		pl.omu.Lock()
+		pl.outage = nil
+		pl.omu.Unlock()
 		pl.mu.Unlock()
 		pl.spareEvents = nil
 		return
 	}
+	pl.omu.Lock()
+	o.attempts++
 	o.last = err
 	o.backoff = min(max(2*o.backoff, p.opts.RestoreBackoff), p.opts.RestoreBackoffMax)
 	// Up to a fifth less, so that pools that went down together do not
 	// retry together.
 	wait := o.backoff - time.Duration(rand.Int64N(int64(o.backoff)/5+1))
 	o.retryAt = time.Now().Add(wait)
-	pl.mu.Unlock()
-	p.counters.FailedRestores.Add(1)
+	pl.omu.Unlock()
+	pl.counts.failedRestores.Add(1)
 	p.opts.Logger.Error("pool unavailable: restoring its committed state failed", "pool", pl.id,
 		"attempt", o.attempts, "retry_in", wait, "down_since", o.since, "err", err)
 }
@@ -345,11 +402,11 @@ func (p *Pipeline) Outages() []PoolOutage {
 		if pl == nil {
 			continue
 		}
-		pl.mu.RLock()
+		pl.omu.Lock()
 		if o := pl.outage; o != nil {
 			out = append(out, PoolOutage{Pool: id, Since: o.since, Cause: o.cause, Attempts: o.attempts, Last: o.last})
 		}
-		pl.mu.RUnlock()
+		pl.omu.Unlock()
 	}
 	return out
 }
@@ -403,8 +460,21 @@ func (p *Pipeline) Pools() []string {
 	return ids
 }
 
+// ValidatePoolID checks a pool id by the rule stores apply
+// (nodestore.CheckPoolID); the error wraps scheduler.ErrInvalidArgument and
+// names field.
+func ValidatePoolID(field, id string) error {
+	if err := nodestore.CheckPoolID(id); err != nil {
+		return fmt.Errorf("%w: %s: %v", scheduler.ErrInvalidArgument, field, err)
+	}
+	return nil
+}
+
 // CreatePool creates an empty pool with default tunables.
 func (p *Pipeline) CreatePool(ctx context.Context, id string) error {
+	if err := ValidatePoolID("pool id", id); err != nil {
+		return err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -474,8 +544,8 @@ func (p *Pipeline) Read(ctx context.Context, id string, f func(s *scheduler.Sche
 	switch {
 	case pl.deleted:
 		return fmt.Errorf("%w: %q", ErrPoolNotFound, id)
-	case pl.outage != nil:
-		return pl.outage.err(id)
+	case pl.s == nil:
+		return pl.downErr()
 	}
 	return f(pl.s)
 }
@@ -484,7 +554,7 @@ func (p *Pipeline) Read(ctx context.Context, id string, f func(s *scheduler.Sche
 // A caller whose context ends gets its context's error.
 func (p *Pipeline) catchUp(ctx context.Context, pl *pool) error {
 	pl.mu.RLock()
-	gen, down := pl.gen, pl.outage != nil
+	gen, down := pl.gen, pl.s == nil
 	pl.mu.RUnlock()
 	if down {
 		return nil // Read answers for the outage

@@ -194,8 +194,11 @@ func TestBackpressure(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOverloaded) {
 		t.Errorf("fourth queued notification: %v, want ErrUnavailable", err)
 	}
-	if c := p.Counters(); c.ShedPolls.Load() != 1 || c.ShedNotifications.Load() != 1 {
-		t.Errorf("counted %d shed polls and %d shed notifications, want 1 and 1", c.ShedPolls.Load(), c.ShedNotifications.Load())
+	if err := p.Mutate(ctx, "p", func(*scheduler.Scheduler) error { return nil }); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("an admin change with the notifications' queue full: %v, want ErrUnavailable", err)
+	}
+	if c := countersOf(t, p, "p"); c.ShedPolls != 1 || c.ShedNotifications != 1 || c.ShedAdmin != 1 {
+		t.Errorf("counted %+v, want one shed poll, notification and admin change", c)
 	}
 	fs.Release()
 	for range 6 {

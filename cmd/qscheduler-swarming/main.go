@@ -21,6 +21,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
@@ -52,7 +54,7 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "qscheduler-swarming:", err)
 		os.Exit(1)
 	}
@@ -63,30 +65,50 @@ type config struct {
 	grpcAddr, httpAddr string
 	store, eventLog    string
 	maxQueue, maxBatch int
+	maxNotifyQueue     int
+	maxClockSkew       time.Duration
 	batchWindow        time.Duration
 	shutdownGrace      time.Duration
 	logFormat          string
 	logLevel           string
 }
 
-func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+// errDone: the command line asked for --help or --version, which is printed;
+// the process exits 0 without serving.
+var errDone = errors.New("done")
+
+// envName is the environment variable that sets a flag.
+func envName(flagName string) string {
+	return "QSCHEDULER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func parseFlags(args []string, getenv func(string) string, stdout, stderr io.Writer) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet("qscheduler-swarming", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {} // --help prints usage below; an error says to use --help
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "127.0.0.1:9090", "native gRPC listen address")
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (pRPC, /healthz, /readyz)")
 	fs.StringVar(&c.store, "store", "embedded:qscheduler-data", "state store: embedded:<dir> | memory")
-	fs.StringVar(&c.eventLog, "eventlog", "jsonl:qscheduler-data/events.jsonl", "event log: jsonl:<path> | none")
-	fs.IntVar(&c.maxQueue, "max-queue", 10000, "requests queued per pool before callers get ResourceExhausted")
+	fs.StringVar(&c.eventLog, "eventlog", "", "event log: jsonl:<path> | none (default jsonl:<dir>/events.jsonl with --store embedded:<dir>, none with --store memory)")
+	fs.IntVar(&c.maxQueue, "max-queue", 10000, "AssignTasks calls queued per pool before more get ResourceExhausted")
+	fs.IntVar(&c.maxNotifyQueue, "max-notify-queue", 100000, "NotifyTasks and admin calls queued per pool before more get Unavailable")
 	fs.IntVar(&c.maxBatch, "max-batch", 5000, "most requests in one batch")
 	fs.DurationVar(&c.batchWindow, "batch-window", 0, "optional wait before a batch starts, to gather more requests")
+	fs.DurationVar(&c.maxClockSkew, "max-clock-skew", frontend.DefaultMaxClockSkew, "how far ahead of this server's clock a request's time may be (InvalidArgument beyond)")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "how long SIGTERM waits for requests to drain")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text | json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug | info | warn | error")
+	settable := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { settable[f.Name] = true })
+	showVersion := fs.Bool("version", false, "print the version and the revision it was built from, then exit")
 	// Environment variables give defaults; flags on the command line win.
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		name := "QSCHEDULER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if !settable[f.Name] {
+			return
+		}
+		name := envName(f.Name)
 		if v := getenv(name); v != "" {
 			if err := f.Value.Set(v); err != nil && envErr == nil {
 				envErr = fmt.Errorf("%s=%q: %v", name, v, err)
@@ -97,12 +119,55 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 		return nil, envErr
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout, fs, settable)
+			return nil, errDone
+		}
+		return nil, fmt.Errorf("%v (run with --help to list the flags)", err)
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "qscheduler-swarming %s (revision %s, %s)\n", version, revision(), runtime.Version())
+		return nil, errDone
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	if c.eventLog == "" {
+		c.eventLog = "none"
+		if dir, ok := strings.CutPrefix(c.store, "embedded:"); ok && dir != "" {
+			c.eventLog = "jsonl:" + filepath.Join(dir, "events.jsonl")
+		}
+	}
 	return c, nil
+}
+
+// usage prints every flag with its environment variable.
+func usage(w io.Writer, fs *flag.FlagSet, settable map[string]bool) {
+	fmt.Fprint(w, `Usage: qscheduler-swarming [flags]
+
+An external scheduler for Swarming: native gRPC and pRPC for Swarming's
+ExternalScheduler and the QSchedulerAdmin and QSchedulerView APIs, with
+/healthz and /readyz on the HTTP port.
+
+Every flag but --version can also be set by the environment variable named
+after it; a flag on the command line wins over its variable.
+
+`)
+	fs.VisitAll(func(f *flag.Flag) {
+		kind, help := flag.UnquoteUsage(f)
+		fmt.Fprintf(w, "  --%s", f.Name)
+		if kind != "" {
+			fmt.Fprintf(w, " %s", kind)
+		}
+		if settable[f.Name] {
+			fmt.Fprintf(w, "   (env %s)", envName(f.Name))
+		}
+		fmt.Fprintf(w, "\n      %s", help)
+		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" && f.DefValue != "0s" {
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
 }
 
 func newLogger(c *config, w io.Writer) (*slog.Logger, error) {
@@ -173,8 +238,11 @@ func revision() string {
 // run starts the service and blocks until ctx is done, then shuts down.
 // listening, if set, is told the actual listen addresses (tests listen on
 // port 0).
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, listening func(grpcAddr, httpAddr string)) error {
-	c, err := parseFlags(args, getenv, stderr)
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, listening func(grpcAddr, httpAddr string)) error {
+	c, err := parseFlags(args, getenv, stdout, stderr)
+	if errors.Is(err, errDone) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -194,9 +262,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer events.Close()
+	return serve(ctx, c, log, store, events, started, listening)
+}
 
+// serve runs the service on store and events until ctx is done, then shuts
+// down and closes both.
+func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Store, events sink, started time.Time, listening func(grpcAddr, httpAddr string)) error {
 	pipeline := state.New(store, events, state.Options{
-		MaxQueue: c.maxQueue, MaxBatch: c.maxBatch, Window: c.batchWindow, Logger: log,
+		MaxQueue: c.maxQueue, MaxNotifyQueue: c.maxNotifyQueue, MaxBatch: c.maxBatch, Window: c.batchWindow, Logger: log,
 	})
 	grpcLis, err := net.Listen("tcp", c.grpcAddr)
 	if err != nil {
@@ -217,7 +290,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		grpc.MaxSendMsgSize(64<<20),
 	)
 	ps := prpc.NewServer(prpc.WithUnaryInterceptors(interceptors...))
-	sw, admin, view := &frontend.Swarming{P: pipeline}, &frontend.Admin{P: pipeline}, &frontend.View{P: pipeline}
+	sw := &frontend.Swarming{P: pipeline, MaxClockSkew: c.maxClockSkew, Log: log}
+	admin, view := &frontend.Admin{P: pipeline, Log: log}, &frontend.View{P: pipeline}
 	for _, r := range []grpc.ServiceRegistrar{gs, ps} {
 		swarmingv1.RegisterExternalSchedulerServer(r, sw)
 		qschedulerv1.RegisterQSchedulerAdminServer(r, admin)

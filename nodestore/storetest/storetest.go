@@ -195,14 +195,14 @@ func testPools(t *testing.T, s *harness) {
 	if len(ids) != 0 {
 		t.Fatalf("ListPools of a new store: %q", ids)
 	}
-	// Ids that could collide with a store's own names, odd bytes, the
+	// Ids that could collide with a store's own names, odd characters, the
 	// longest allowed.
-	pools := []string{"b", "a", "a\x00", "a/b", "ü-pool", "pools", "head", "meta", "log", strings.Repeat("x", nodestore.MaxPoolIDLen), "\xff\xfe"}
+	pools := []string{"b", "a", "a\x00", "a/b", "ü-pool", "pools", "head", "meta", "log", strings.Repeat("x", nodestore.MaxPoolIDLen), "\u00ff\ufffe", "__key__"}
 	st := &statev1.PoolState{Config: &statev1.PoolConfig{DisablePreemption: true}}
 	for _, p := range pools {
 		must(t, "CreatePool "+p, s.CreatePool(ctx, p, st))
 	}
-	for _, p := range []string{"", strings.Repeat("x", nodestore.MaxPoolIDLen+1)} {
+	for _, p := range []string{"", strings.Repeat("x", nodestore.MaxPoolIDLen+1), "\xff\xfe"} {
 		wantErr(t, fmt.Sprintf("CreatePool(%d bytes)", len(p)), s.CreatePool(ctx, p, st), nodestore.ErrInvalidPoolID)
 	}
 	wantErr(t, "CreatePool of an existing pool", s.CreatePool(ctx, "a", st), nodestore.ErrAlreadyExists)
