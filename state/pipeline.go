@@ -183,12 +183,12 @@ func (p *Pipeline) Status() []PoolStatus {
 
 // Pipeline serves all pools of one store.
 type Pipeline struct {
-	store    nodestore.Store
-	sink     EventSink
-	opts     Options
-	ctx      context.Context // lifetime of the pipeline
-	stop     context.CancelFunc
-	wg       sync.WaitGroup
+	store nodestore.Store
+	sink  EventSink
+	opts  Options
+	ctx   context.Context // lifetime of the pipeline
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
 
 	mu     sync.Mutex
 	pools  map[string]*pool
@@ -293,7 +293,7 @@ type pool struct {
 	q    *queue
 	done chan struct{} // closed when the batcher exits
 
-	mu  sync.RWMutex // guards s, gen and deleted; readers see only committed state
+	mu  sync.RWMutex         // guards s, gen and deleted; readers see only committed state
 	s   *scheduler.Scheduler // nil while the pool is down
 	gen int64
 
