@@ -36,11 +36,12 @@ type Swarming struct {
 	// Log receives the warnings (nil: slog.Default()).
 	Log *slog.Logger
 
-	// EmptyCronAnswers counts GetCancellations and GetCallbacks calls
-	// answered with an empty list because the pool they name cannot be
-	// read (no such pool, an empty or invalid id, the pool unavailable).
-	EmptyCronAnswers atomic.Int64
-	warned           perKeyLimiter
+	// EmptyCancellations and EmptyCallbacks count GetCancellations and
+	// GetCallbacks calls answered with an empty list because the pool they
+	// name cannot be read (no such pool, an empty or invalid id, the pool
+	// unavailable).
+	EmptyCancellations, EmptyCallbacks atomic.Int64
+	warned                             perKeyLimiter
 }
 
 func (h *Swarming) now() time.Time {
@@ -144,7 +145,7 @@ func (h *Swarming) NotifyTasks(ctx context.Context, req *swarmingv1.NotifyTasksR
 // GetCancellations returns the tasks to stop.
 func (h *Swarming) GetCancellations(ctx context.Context, req *swarmingv1.GetCancellationsRequest) (*swarmingv1.GetCancellationsResponse, error) {
 	resp := &swarmingv1.GetCancellationsResponse{}
-	err := h.readForCron(ctx, "GetCancellations", req.SchedulerId, func(s *scheduler.Scheduler) {
+	err := h.readForCron(ctx, "GetCancellations", &h.EmptyCancellations, req.SchedulerId, func(s *scheduler.Scheduler) {
 		for _, c := range s.Cancellations() {
 			reason := swarmingv1.GetCancellationsResponse_Cancellation_PREEMPTED
 			if c.Reason == scheduler.CancelError {
@@ -164,7 +165,7 @@ func (h *Swarming) GetCancellations(ctx context.Context, req *swarmingv1.GetCanc
 // GetCallbacks returns the tasks Swarming should re-notify.
 func (h *Swarming) GetCallbacks(ctx context.Context, req *swarmingv1.GetCallbacksRequest) (*swarmingv1.GetCallbacksResponse, error) {
 	resp := &swarmingv1.GetCallbacksResponse{}
-	err := h.readForCron(ctx, "GetCallbacks", req.SchedulerId, func(s *scheduler.Scheduler) {
+	err := h.readForCron(ctx, "GetCallbacks", &h.EmptyCallbacks, req.SchedulerId, func(s *scheduler.Scheduler) {
 		for _, id := range s.Callbacks() {
 			resp.TaskIds = append(resp.TaskIds, string(id))
 		}
@@ -182,7 +183,7 @@ func (h *Swarming) GetCallbacks(ctx context.Context, req *swarmingv1.GetCallback
 // for now) must not fail the call: it gets an empty answer, counted, and a
 // warning at most once a minute per pool id. Only a caller that gave up
 // gets its own error.
-func (h *Swarming) readForCron(ctx context.Context, method, poolID string, f func(s *scheduler.Scheduler)) error {
+func (h *Swarming) readForCron(ctx context.Context, method string, empty *atomic.Int64, poolID string, f func(s *scheduler.Scheduler)) error {
 	err := state.ValidatePoolID("scheduler_id", poolID)
 	if err == nil {
 		err = h.P.Read(ctx, poolID, func(s *scheduler.Scheduler) error {
@@ -196,7 +197,7 @@ func (h *Swarming) readForCron(ctx context.Context, method, poolID string, f fun
 	if ctx.Err() != nil {
 		return toStatus(err)
 	}
-	h.EmptyCronAnswers.Add(1)
+	empty.Add(1)
 	if h.warned.allow(poolID, h.now()) {
 		h.log().Warn("answering an empty list for a pool that cannot be read", "method", method,
 			"scheduler_id", quoteBounded(poolID), "code", status.Code(toStatus(err)).String(), "err", err)

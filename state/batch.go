@@ -168,8 +168,11 @@ func (p *Pipeline) runBatch(pl *pool, batch []*op) {
 		}
 		close(o.done)
 	}
-	if stats.Err == nil && len(events) > 0 && p.sink != nil {
-		p.emit(pl.id, events)
+	if stats.Err == nil && len(events) > 0 {
+		p.logCancellations(pl.id, events)
+		if p.sink != nil {
+			p.emit(pl.id, events)
+		}
 	}
 	pl.spareEvents = events
 	stats.Events = len(events)
@@ -234,6 +237,32 @@ func (p *Pipeline) commitBatch(pl *pool, batch []*op, stats *BatchStats) (events
 		cause := fmt.Errorf("%w: committing a batch of pool %q: %v", ErrUnavailable, pl.id, err)
 		pl.markDown(cause)
 		return nil, cause
+	}
+}
+
+// logCancellations logs what a committed batch makes Swarming cancel, since
+// Swarming itself keeps neither our reason nor our text: each task error
+// (at Warn, with its text) and the batch's preemptions (one line at Info
+// with a few examples).
+func (p *Pipeline) logCancellations(pool string, events []scheduler.Event) {
+	var preempted int
+	var examples []string
+	for i := range events {
+		e := &events[i]
+		switch e.Type {
+		case scheduler.EventTaskError:
+			p.opts.Logger.Warn("task error: GetCancellations reports the task with reason ERROR until Swarming reports it absent",
+				"pool", pool, "task", e.Task, "error", e.Error)
+		case scheduler.EventPreempted:
+			preempted++
+			if len(examples) < 5 {
+				examples = append(examples, fmt.Sprintf("%s on %s for %s at %v", e.Task, e.Worker, e.PreemptorTask, e.Level))
+			}
+		}
+	}
+	if preempted > 0 {
+		p.opts.Logger.Info("tasks preempted: GetCancellations reports them with reason PREEMPTED until Swarming reports them absent",
+			"pool", pool, "preempted", preempted, "examples", examples)
 	}
 }
 

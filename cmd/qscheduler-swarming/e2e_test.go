@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/frontend/prpc"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
 	swarmingv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/swarming/v1"
@@ -65,13 +66,40 @@ func noEnv(string) string { return "" }
 // health service, until it serves.
 func startServer(t *testing.T, args ...string) *testServer {
 	t.Helper()
+	return startServerOn(t, nil, args...)
+}
+
+// startServerOn is startServer on the given store (nil: the one the flags
+// name, memory by default).
+func startServerOn(t *testing.T, store nodestore.Store, args ...string) *testServer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{log: &syncBuffer{}}
 	addrs := make(chan [2]string, 1)
 	done := make(chan error, 1)
 	all := append([]string{"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--store=memory", "--eventlog=none", "--log-level=debug"}, args...)
+	listening := func(g, h string) { addrs <- [2]string{g, h} }
 	go func() {
-		done <- run(ctx, all, noEnv, io.Discard, ts.log, func(g, h string) { addrs <- [2]string{g, h} })
+		if store == nil {
+			done <- run(ctx, all, noEnv, io.Discard, ts.log, listening)
+			return
+		}
+		c, err := parseFlags(all, noEnv, io.Discard, io.Discard)
+		if err != nil {
+			done <- err
+			return
+		}
+		log, err := newLogger(c, ts.log)
+		if err != nil {
+			done <- err
+			return
+		}
+		events, err := openEventLog(c.eventLog, "test", log)
+		if err != nil {
+			done <- err
+			return
+		}
+		done <- serve(ctx, c, log, store, events, time.Now(), listening)
 	}()
 	select {
 	case a := <-addrs:

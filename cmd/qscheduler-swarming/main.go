@@ -32,6 +32,7 @@ import (
 	"github.com/qscheduler-swarming/qscheduler-swarming/eventlog"
 	"github.com/qscheduler-swarming/qscheduler-swarming/frontend"
 	"github.com/qscheduler-swarming/qscheduler-swarming/frontend/prpc"
+	"github.com/qscheduler-swarming/qscheduler-swarming/metrics"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/embedded"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
@@ -268,6 +269,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // serve runs the service on store and events until ctx is done, then shuts
 // down and closes both.
 func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Store, events sink, started time.Time, listening func(grpcAddr, httpAddr string)) error {
+	exporter, err := metrics.New()
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	defer exporter.Shutdown(context.Background())
 	pipeline := state.New(store, events, state.Options{
 		MaxQueue: c.maxQueue, MaxNotifyQueue: c.maxNotifyQueue, MaxBatch: c.maxBatch, Window: c.batchWindow, Logger: log,
 	})
@@ -292,6 +298,11 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 	ps := prpc.NewServer(prpc.WithUnaryInterceptors(interceptors...))
 	sw := &frontend.Swarming{P: pipeline, MaxClockSkew: c.maxClockSkew, Log: log}
 	admin, view := &frontend.Admin{P: pipeline, Log: log}, &frontend.View{P: pipeline}
+	if err := registerMetrics(exporter.Meter(), pipeline, sw); err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return fmt.Errorf("metrics: %w", err)
+	}
 	for _, r := range []grpc.ServiceRegistrar{gs, ps} {
 		swarmingv1.RegisterExternalSchedulerServer(r, sw)
 		qschedulerv1.RegisterQSchedulerAdminServer(r, admin)
@@ -324,6 +335,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 		})
 	})
 	mux.HandleFunc("/readyz", readyz(&ready, store, pipeline))
+	mux.Handle("/metrics", exporter.Handler())
 	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 2)

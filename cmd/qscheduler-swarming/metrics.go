@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/frontend"
+	"github.com/qscheduler-swarming/qscheduler-swarming/state"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// registerMetrics creates the service's instruments on m. Each is read from
+// the pipeline and the handlers when metrics are collected, so a deleted
+// pool's series disappear with it. docs/operations.md lists them.
+func registerMetrics(m metric.Meter, p *state.Pipeline, sw *frontend.Swarming) error {
+	var errs []error
+	counter := func(name, desc string) metric.Int64ObservableCounter {
+		c, err := m.Int64ObservableCounter(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	gauge := func(name, desc string) metric.Int64ObservableGauge {
+		g, err := m.Int64ObservableGauge(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return g
+	}
+	shed := counter("qscheduler_requests_shed",
+		"Requests refused because their pool's queue was full: AssignTasks answered ResourceExhausted, NotifyTasks and admin calls answered Unavailable.")
+	failures := counter("qscheduler_batch_failures",
+		"Batches that failed: their commit failed (reason=commit) or applying them panicked (reason=panic); their callers got Unavailable or Internal.")
+	restores := counter("qscheduler_pool_restore_failures",
+		"Failed attempts to restore a pool's committed state after a failed batch.")
+	down := gauge("qscheduler_pool_down",
+		"1 while the pool answers Unavailable because its committed state is being restored, else 0.")
+	queued := gauge("qscheduler_queued_requests",
+		"Requests waiting in the pool's queue: kind=notifications (NotifyTasks and admin calls) or kind=polls (AssignTasks).")
+	empty := counter("qscheduler_cron_empty_answers",
+		"GetCancellations and GetCallbacks calls answered with an empty list because the pool they name cannot be read (unknown, empty or invalid id, down).")
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	_, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, st := range p.Status() {
+			pool := attribute.String("pool", st.Pool)
+			with := func(kv ...attribute.KeyValue) metric.ObserveOption {
+				return metric.WithAttributes(append([]attribute.KeyValue{pool}, kv...)...)
+			}
+			c := st.Counters
+			o.ObserveInt64(shed, c.ShedPolls, with(attribute.String("method", "AssignTasks")))
+			o.ObserveInt64(shed, c.ShedNotifications, with(attribute.String("method", "NotifyTasks")))
+			o.ObserveInt64(shed, c.ShedAdmin, with(attribute.String("method", "admin")))
+			o.ObserveInt64(failures, c.FailedCommits, with(attribute.String("reason", "commit")))
+			o.ObserveInt64(failures, c.BatchPanics, with(attribute.String("reason", "panic")))
+			o.ObserveInt64(restores, c.FailedRestores, with())
+			d := int64(0)
+			if st.Down {
+				d = 1
+			}
+			o.ObserveInt64(down, d, with())
+			o.ObserveInt64(queued, int64(st.QueuedNotifications), with(attribute.String("kind", "notifications")))
+			o.ObserveInt64(queued, int64(st.QueuedPolls), with(attribute.String("kind", "polls")))
+		}
+		o.ObserveInt64(empty, sw.EmptyCancellations.Load(), metric.WithAttributes(attribute.String("method", "GetCancellations")))
+		o.ObserveInt64(empty, sw.EmptyCallbacks.Load(), metric.WithAttributes(attribute.String("method", "GetCallbacks")))
+		return nil
+	}, shed, failures, restores, down, queued, empty)
+	return err
+}
