@@ -2,15 +2,24 @@
 // one batcher per pool applies queued requests to the pool's scheduler state
 // in batches (group commit), commits each batch's delta to the store before
 // anyone gets an answer, and hands the batch's events to the event sink after
-// the commit (SERVICE.md §3).
+// the commit.
 //
-// A batch takes everything queued while the previous batch was committing.
-// Inside it, notifications and admin mutations apply in arrival order, then
-// all AssignTasks requests together as one reconciler call (one scheduling
-// pass for the union of idle bots at the latest request time). A batch
-// without AssignTasks still runs a pass at the scheduler's clock, so that
-// preemptions are found when no bot is idle. The batch runs under the
-// pipeline's own context with its own deadline, never under a caller's.
+// A pool's queue has two parts: notifications and admin changes, in arrival
+// order, and polls (AssignTasks) apart, each with its own bound, so that a
+// flood of polls never sheds a notification. A batch takes everything
+// queued while the previous batch was committing, every notification and
+// admin change before any poll. Inside it, notifications and admin
+// mutations apply in arrival order, then all AssignTasks requests together
+// as one reconciler call (one scheduling pass for the union of idle bots at
+// the latest request time). A batch without AssignTasks still runs a pass at
+// the scheduler's clock, so that preemptions are found when no bot is idle.
+// The batch runs under the pipeline's own context with its own deadline,
+// never under a caller's.
+//
+// A batch that fails (its commit, or a panic while applying it) fails all
+// its callers and its state is dropped before anyone can read it; the pool
+// is down, answering ErrUnavailable, until its committed state is restored
+// from the store under a context of its own, retried with backoff.
 package state
 
 import (
