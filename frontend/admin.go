@@ -37,9 +37,13 @@ func (h *Admin) logChange(ctx context.Context, msg, pool string, args ...any) {
 	log.InfoContext(ctx, msg, args...)
 }
 
-// text is a message in one line of protobuf text format, for logs.
+// text is a message in one line of protobuf text format, for logs; "{}"
+// for an empty one (a pool config with every tunable at its default).
 func text(m proto.Message) string {
-	return prototext.MarshalOptions{}.Format(m)
+	if s := (prototext.MarshalOptions{}).Format(m); s != "" {
+		return s
+	}
+	return "{}"
 }
 
 // CreateSchedulerPool creates a pool.

@@ -578,3 +578,33 @@ func TestHTTPEndpoints(t *testing.T) {
 		t.Errorf("invalid UTF-8 pool_id over pRPC: HTTP %d code %q (%s), want 400 and 3", resp.StatusCode, resp.Header.Get("X-Prpc-Grpc-Code"), body)
 	}
 }
+
+// TestAdminChangesAreLogged: every admin change leaves one Info line with
+// the pool, the account and what changed.
+func TestAdminChangesAreLogged(t *testing.T) {
+	ts := startServer(t, "--log-level=info")
+	c, ctx := ts.grpcClients(), context.Background()
+	must(c.admin.CreateSchedulerPool(ctx, &qschedulerv1.CreateSchedulerPoolRequest{PoolId: "audit"}))(t)
+	must(c.admin.CreateAccount(ctx, &qschedulerv1.CreateAccountRequest{PoolId: "audit", AccountId: "team-a", Config: &statev1.AccountConfig{ChargeRate: []float32{5}, MaxChargeSeconds: 600}}))(t)
+	must(c.admin.ModAccount(ctx, &qschedulerv1.ModAccountRequest{PoolId: "audit", AccountId: "team-a", MaxFanout: wrapperspb.Int32(7)}))(t)
+	must(c.admin.ModSchedulerPool(ctx, &qschedulerv1.ModSchedulerPoolRequest{PoolId: "audit", DisablePreemption: wrapperspb.Bool(true)}))(t)
+	notify(t, c, "audit", 1, pendingTask("t1", "team-a", []string{"pool:lab"}))
+	must(c.admin.Wipe(ctx, &qschedulerv1.WipeRequest{PoolId: "audit"}))(t)
+	must(c.admin.DeleteAccount(ctx, &qschedulerv1.DeleteAccountRequest{PoolId: "audit", AccountId: "team-a"}))(t)
+	must(c.admin.DeleteSchedulerPool(ctx, &qschedulerv1.DeleteSchedulerPoolRequest{PoolId: "audit"}))(t)
+	// Protobuf text output varies its spacing on purpose: compare words.
+	log := strings.Join(strings.Fields(ts.log.String()), " ")
+	for _, want := range []string{
+		`level=INFO msg="admin: pool created" pool=audit peer=127.0.0.1:`,
+		`msg="admin: account created" pool=audit account=team-a config="charge_rate:5 max_charge_seconds:600"`,
+		`msg="admin: account modified" pool=audit account=team-a before="charge_rate:5 max_charge_seconds:600" after="charge_rate:5 max_charge_seconds:600 max_fanout:7"`,
+		`msg="admin: pool tunables modified" pool=audit before={} after=disable_preemption:true`,
+		`msg="admin: pool wiped" pool=audit dropped_waiting=1 dropped_running=0 dropped_idle_bots=0`,
+		`msg="admin: account deleted" pool=audit account=team-a`,
+		`msg="admin: pool deleted" pool=audit`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log lacks %s", want)
+		}
+	}
+}
