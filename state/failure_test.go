@@ -67,8 +67,8 @@ func newFailing(t *testing.T, opts Options) *failing {
 }
 
 // runFailing runs the failing batch: the notification, extra (if any), the
-// poll. It returns the notification's and the poll's results.
-func (f *failing) runFailing(t *testing.T, extra func(s *scheduler.Scheduler) error, faults ...faultstore.Fault) (notifyErr, extraErr, assignErr error, out []scheduler.TaskAssignment) {
+// poll. It returns the poll's assignments and the three callers' errors.
+func (f *failing) runFailing(t *testing.T, extra func(s *scheduler.Scheduler) error, faults ...faultstore.Fault) (out []scheduler.TaskAssignment, notifyErr, extraErr, assignErr error) {
 	t.Helper()
 	ctx := context.Background()
 	f.fs.Hold()
@@ -107,7 +107,7 @@ func (f *failing) runFailing(t *testing.T, extra func(s *scheduler.Scheduler) er
 		extraErr = <-mutated
 	}
 	r := <-assigned
-	return notifyErr, extraErr, r.err, r.out
+	return r.out, notifyErr, extraErr, r.err
 }
 
 // stateOf returns the pool's live state, or the error Read gives.
@@ -198,7 +198,7 @@ func TestFailedCommitLeavesNoTrace(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFailing(t, Options{BatchTimeout: 300 * time.Millisecond})
-			nerr, _, aerr, out := f.runFailing(t, nil, tc.faults...)
+			out, nerr, _, aerr := f.runFailing(t, nil, tc.faults...)
 			if !errors.Is(nerr, ErrUnavailable) || !errors.Is(aerr, ErrUnavailable) || len(out) > 0 {
 				t.Errorf("callers of the failed batch got %v, and %v with %v; want ErrUnavailable and no task", nerr, aerr, out)
 			}
@@ -218,7 +218,7 @@ func TestFailedCommitLeavesNoTrace(t *testing.T) {
 // batch and the other writer's change are both there, once.
 func TestConflictReplaysOnCaughtUpState(t *testing.T) {
 	f := newFailing(t, Options{})
-	nerr, _, aerr, out := f.runFailing(t, nil, faultstore.Conflict)
+	out, nerr, _, aerr := f.runFailing(t, nil, faultstore.Conflict)
 	// FIFO by (enqueue time, id): blocker and kept tie on time.
 	if nerr != nil || aerr != nil || len(out) != 1 || out[0].Task != "blocker" {
 		t.Fatalf("replayed batch: %v, %v, %v; want success and blocker for lost-bot", nerr, aerr, out)
@@ -242,7 +242,7 @@ func TestConflictReplaysOnCaughtUpState(t *testing.T) {
 // conflict forever.
 func TestAmbiguousCommitRestoresWhatTheStoreHolds(t *testing.T) {
 	f := newFailing(t, Options{})
-	nerr, _, aerr, _ := f.runFailing(t, nil, faultstore.LandedError)
+	_, nerr, _, aerr := f.runFailing(t, nil, faultstore.LandedError)
 	if !errors.Is(nerr, ErrUnavailable) || !errors.Is(aerr, ErrUnavailable) {
 		t.Errorf("callers: %v, %v; want ErrUnavailable", nerr, aerr)
 	}
@@ -271,7 +271,7 @@ func TestPanicInBatch(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFailing(t, Options{})
-			nerr, merr, aerr, out := f.runFailing(t, tc.extra, tc.fault...)
+			out, nerr, merr, aerr := f.runFailing(t, tc.extra, tc.fault...)
 			for _, err := range []error{nerr, aerr} {
 				if !errors.Is(err, ErrInternal) {
 					t.Errorf("caller of the panicking batch got %v, want ErrInternal", err)
@@ -305,7 +305,7 @@ func TestPanicInBatch(t *testing.T) {
 func TestRestoreRetriesUntilTheStoreAnswers(t *testing.T) {
 	f := newFailing(t, Options{RestoreBackoff: time.Millisecond, RestoreBackoffMax: 5 * time.Millisecond})
 	f.fs.FailLoads(-1)
-	nerr, _, aerr, _ := f.runFailing(t, nil, faultstore.Error)
+	_, nerr, _, aerr := f.runFailing(t, nil, faultstore.Error)
 	if !errors.Is(nerr, ErrUnavailable) || !errors.Is(aerr, ErrUnavailable) {
 		t.Fatalf("callers: %v, %v; want ErrUnavailable", nerr, aerr)
 	}
