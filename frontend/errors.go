@@ -1,7 +1,7 @@
 // Package frontend holds the RPC handlers of qscheduler-swarming: they
 // decode and validate requests, call the pipeline, encode the answers and
 // map errors to gRPC codes. The same handlers serve native gRPC and pRPC
-// (frontend/prpc) through one dispatch path.
+// (package prpc) through one dispatch path.
 package frontend
 
 import (

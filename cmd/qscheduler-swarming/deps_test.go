@@ -8,10 +8,11 @@ import (
 
 const module = "github.com/qscheduler-swarming/qscheduler-swarming/"
 
-// TestImportRules checks DESIGN.md's package rules with go list -deps (as
+// TestImportRules checks the package rules with go list -deps (as
 // Tailscale's deptest does): the core is pure, the pipeline knows only
 // interfaces, the stores and sinks know nothing of the pipeline or the
-// handlers, the handlers know the pipeline and not the store, and nothing
+// handlers, the handlers know the pipeline and not the store, the pRPC
+// transport knows neither the handlers nor what is behind them, and nothing
 // imports cmd.
 func TestImportRules(t *testing.T) {
 	for _, tc := range []struct {
@@ -22,6 +23,7 @@ func TestImportRules(t *testing.T) {
 		{"nodestore/...", []string{module + "frontend", module + "state", module + "eventlog"}},
 		{"eventlog/...", []string{module + "frontend", module + "state", module + "nodestore"}},
 		{"frontend/...", []string{module + "nodestore/embedded", module + "nodestore/memory", module + "nodestore/datastore", module + "eventlog", "go.etcd.io/bbolt"}},
+		{"prpc", []string{module + "frontend", module + "state", module + "nodestore", module + "scheduler"}},
 		{"scheduler", []string{module + "state", module + "frontend", module + "nodestore", module + "eventlog", "google.golang.org/grpc"}},
 	} {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", "../../"+tc.pkg).CombinedOutput()

@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qscheduler-swarming/qscheduler-swarming/frontend/prpc"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
 	swarmingv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/swarming/v1"
+	"github.com/qscheduler-swarming/qscheduler-swarming/prpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"

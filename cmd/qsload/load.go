@@ -16,10 +16,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/qscheduler-swarming/qscheduler-swarming/frontend/prpc"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
 	swarmingv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/swarming/v1"
+	"github.com/qscheduler-swarming/qscheduler-swarming/prpc"
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/benchdata"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"

@@ -34,9 +34,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/qscheduler-swarming/qscheduler-swarming/frontend/prpc"
 	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
 	swarmingv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/swarming/v1"
+	"github.com/qscheduler-swarming/qscheduler-swarming/prpc"
 )
 
 const assignPath = "/prpc/swarming.v1.ExternalScheduler/AssignTasks"
