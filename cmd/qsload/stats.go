@@ -96,6 +96,14 @@ type RPCStats struct {
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
+// perSec is n per second of d (0 for an empty d).
+func perSec(n int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
 func (r *recorder) stats(kind string, over time.Duration) RPCStats {
 	r.mu.Lock()
 	s := slices.Clone(r.ok)
