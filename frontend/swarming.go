@@ -74,24 +74,26 @@ type clockBound struct {
 	skew time.Duration
 }
 
-// check checks a time that moves a pool's clock: set, valid, in the
-// scheduler's range and at most skew ahead of now.
-func (b clockBound) check(field string, ts *timestamppb.Timestamp) (time.Time, error) {
+// check checks that a time that moves a pool's clock is at most skew ahead
+// of now. Only the frontend knows the server's clock; whether the scheduler
+// can hold the time is checked where the time is applied.
+func (b clockBound) check(field string, t time.Time) error {
+	if ahead := t.Sub(b.now); ahead > b.skew {
+		return invalid("%s: %s is %v ahead of the server's clock (%s); at most %v is allowed",
+			field, t.Format(time.RFC3339Nano), ahead.Round(time.Millisecond), b.now.UTC().Format(time.RFC3339Nano), b.skew)
+	}
+	return nil
+}
+
+// timeOf reads a required timestamp: set and valid.
+func timeOf(field string, ts *timestamppb.Timestamp) (time.Time, error) {
 	if ts == nil {
 		return time.Time{}, invalid("%s: not set", field)
 	}
 	if err := ts.CheckValid(); err != nil {
 		return time.Time{}, invalid("%s: %v", field, err)
 	}
-	t := ts.AsTime()
-	if err := scheduler.ValidateTime(field, t); err != nil {
-		return time.Time{}, toStatus(err)
-	}
-	if ahead := t.Sub(b.now); ahead > b.skew {
-		return time.Time{}, invalid("%s: %s is %v ahead of the server's clock (%s); at most %v is allowed",
-			field, t.Format(time.RFC3339Nano), ahead.Round(time.Millisecond), b.now.UTC().Format(time.RFC3339Nano), b.skew)
-	}
-	return t, nil
+	return ts.AsTime(), nil
 }
 
 // AssignTasks answers idle bots' polls.
@@ -99,16 +101,18 @@ func (h *Swarming) AssignTasks(ctx context.Context, req *swarmingv1.AssignTasksR
 	if err := validPool("scheduler_id", req.SchedulerId); err != nil {
 		return nil, err
 	}
-	now, err := h.clockBound().check("time", req.Time)
+	now, err := timeOf("time", req.Time)
 	if err != nil {
 		return nil, err
 	}
+	if err := h.clockBound().check("time", now); err != nil {
+		return nil, err
+	}
+	// The pipeline checks the time's range and the bot ids of each call on
+	// its own, so that one bad call does not fail the batch holding it.
 	in := state.AssignInput{Time: now}
-	for i, b := range req.IdleBots {
-		if err := scheduler.ValidateID(fmt.Sprintf("idle_bots[%d].bot_id", i), b.GetBotId()); err != nil {
-			return nil, toStatus(err)
-		}
-		in.Bots = append(in.Bots, scheduler.IdleWorker{ID: scheduler.WorkerID(b.BotId), Labels: b.Dimensions})
+	for _, b := range req.IdleBots {
+		in.Bots = append(in.Bots, scheduler.IdleWorker{ID: scheduler.WorkerID(b.GetBotId()), Labels: b.GetDimensions()})
 	}
 	out, err := h.P.Assign(ctx, req.SchedulerId, in)
 	if err != nil {

@@ -15,14 +15,24 @@ const accountTag = "qs_account"
 
 // translateNotify turns a NotifyTasks request into pipeline input
 // (SCHEDULER.md §4). An item without time, task or task id, or with a time
-// further ahead of the server's clock than the skew allowed, makes the whole
-// call invalid; every other problem with an item becomes a task error and
-// the other items are applied.
+// the scheduler cannot hold or further ahead of the server's clock than the
+// skew allowed, makes the whole call invalid; every other problem with an
+// item becomes a task error and the other items are applied.
 func translateNotify(req *swarmingv1.NotifyTasksRequest, clock clockBound) (state.NotifyInput, error) {
 	in := state.NotifyInput{IsCallback: req.IsCallback}
 	for i, item := range req.Notifications {
 		field := fmt.Sprintf("notifications[%d]", i)
-		if _, err := clock.check(field+".time", item.GetTime()); err != nil {
+		t, err := timeOf(field+".time", item.GetTime())
+		if err != nil {
+			return in, err
+		}
+		// scheduler.Notify rejects a time out of its range too, but the
+		// pipeline reports what Notify rejects as a task error; such a time
+		// fails the whole call.
+		if err := scheduler.ValidateTime(field+".time", t); err != nil {
+			return in, toStatus(err)
+		}
+		if err := clock.check(field+".time", t); err != nil {
 			return in, err
 		}
 		if item.Task == nil {

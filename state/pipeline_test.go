@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -391,8 +392,8 @@ func TestPoolLifecycle(t *testing.T) {
 }
 
 // TestBadAssignDoesNotFailItsBatch: AssignTasks calls of one batch share
-// one pass; a malformed one gets its own error and the others their
-// answers.
+// one pass; a malformed one (a time the scheduler cannot hold, an empty bot
+// id) gets its own error naming the field and the others their answers.
 func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
 	fs := faultstore.New(memory.New())
 	fs.Hold()
@@ -408,23 +409,35 @@ func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
 		out []scheduler.TaskAssignment
 		err error
 	}
-	good, bad := make(chan result, 1), make(chan result, 1)
+	good, badTime, badBot := make(chan result, 1), make(chan result, 1), make(chan result, 1)
 	go func() {
 		out, err := p.Assign(ctx, "p", AssignInput{Time: t0.Add(2 * time.Second), Bots: []scheduler.IdleWorker{{ID: "bot", Labels: []string{"pool:x"}}}})
 		good <- result{out, err}
 	}()
 	go func() {
 		out, err := p.Assign(ctx, "p", AssignInput{Time: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), Bots: []scheduler.IdleWorker{{ID: "other"}}})
-		bad <- result{out, err}
+		badTime <- result{out, err}
+	}()
+	go func() {
+		out, err := p.Assign(ctx, "p", AssignInput{Time: t0.Add(2 * time.Second), Bots: []scheduler.IdleWorker{{ID: "third"}, {}}})
+		badBot <- result{out, err}
 	}()
 	pl, _ := p.pool("p")
-	waitFor(func() bool { _, polls := pl.q.lens(); return polls == 2 })
+	waitFor(func() bool { _, polls := pl.q.lens(); return polls == 3 })
 	fs.Release()
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	if r := <-bad; !errors.Is(r.err, scheduler.ErrInvalidArgument) {
-		t.Errorf("malformed call: %v, want ErrInvalidArgument", r.err)
+	for _, tc := range []struct {
+		name, field string
+		r           result
+	}{
+		{"time out of range", "time:", <-badTime},
+		{"empty bot id", "idle_bots[1].bot_id:", <-badBot},
+	} {
+		if !errors.Is(tc.r.err, scheduler.ErrInvalidArgument) || !strings.Contains(tc.r.err.Error(), tc.field) {
+			t.Errorf("malformed call (%s): %v, want ErrInvalidArgument naming %s", tc.name, tc.r.err, tc.field)
+		}
 	}
 	if r := <-good; r.err != nil || len(r.out) != 1 || r.out[0].Task != "task" {
 		t.Errorf("good call of the same batch: %v %v, want task assigned to bot", r.out, r.err)
