@@ -50,7 +50,7 @@ type failing struct {
 
 func newFailing(t *testing.T, opts Options) *failing {
 	t.Helper()
-	f := &failing{mem: memory.New(), log: &logBuffer{}}
+	f := &failing{mem: memory.New(memory.Options{}), log: &logBuffer{}}
 	f.fs = faultstore.New(f.mem)
 	opts.Logger = slog.New(slog.NewTextHandler(f.log, nil))
 	f.p = newPipeline(t, f.fs, nil, opts)
@@ -349,7 +349,7 @@ func TestRestoreRetriesUntilTheStoreAnswers(t *testing.T) {
 // TestCallerDeadlineWhileReading: a reader whose own deadline has passed
 // gets its context's error, not Unavailable.
 func TestCallerDeadlineWhileReading(t *testing.T) {
-	p := newPipeline(t, memory.New(), nil, Options{})
+	p := newPipeline(t, memory.New(memory.Options{}), nil, Options{})
 	if err := p.CreatePool(context.Background(), "p"); err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func numWaiting(t *testing.T, p *Pipeline, pool string) int {
 // TestGroupCommit: requests queued while a batch commits form the next
 // batch, answered together after one commit.
 func TestGroupCommit(t *testing.T) {
-	fs := faultstore.New(memory.New())
+	fs := faultstore.New(memory.New(memory.Options{}))
 	fs.Hold()
 	var mu sync.Mutex
 	var batches []BatchStats
@@ -109,7 +109,7 @@ func TestGroupCommit(t *testing.T) {
 // the batch and leaves the committed state; events appear only after a
 // successful commit.
 func TestCommitBeforeReplyAndRollback(t *testing.T) {
-	fs := faultstore.New(memory.New())
+	fs := faultstore.New(memory.New(memory.Options{}))
 	sink := &signalSink{Memory: &eventlog.Memory{}, emitted: make(chan struct{}, 16)}
 	p := newPipeline(t, fs, sink, Options{})
 	ctx := context.Background()
@@ -162,7 +162,7 @@ func (s *signalSink) Emit(pool string, events []scheduler.Event) {
 // process cannot take more). The next batch applies the notifications
 // before the polls, and every shed request is counted.
 func TestBackpressure(t *testing.T) {
-	fs := faultstore.New(memory.New())
+	fs := faultstore.New(memory.New(memory.Options{}))
 	fs.Hold()
 	p := newPipeline(t, fs, nil, Options{MaxQueue: 2, MaxNotifyQueue: 3})
 	ctx := context.Background()
@@ -222,7 +222,7 @@ func TestBackpressure(t *testing.T) {
 // context: a caller that cancels gets its context error, the others their
 // answers.
 func TestCallerGivingUpDoesNotHurtOthers(t *testing.T) {
-	fs := faultstore.New(memory.New())
+	fs := faultstore.New(memory.New(memory.Options{}))
 	fs.Hold()
 	p := newPipeline(t, fs, nil, Options{})
 	ctx := context.Background()
@@ -251,7 +251,7 @@ func TestCallerGivingUpDoesNotHurtOthers(t *testing.T) {
 // other's commits, and a batch that loses the compare-and-swap is replayed
 // on the caught-up state.
 func TestTwoReplicas(t *testing.T) {
-	store := memory.New()
+	store := memory.New(memory.Options{})
 	ctx := context.Background()
 	a := newPipeline(t, store, nil, Options{})
 	if err := a.CreatePool(ctx, "p"); err != nil {
@@ -282,7 +282,7 @@ func TestTwoReplicas(t *testing.T) {
 // state the store rebuilds equals the pipeline's live state.
 func TestRebuiltStateEqualsLive(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
-		store := memory.New(memory.WithSnapshotEvery(5))
+		store := memory.New(memory.Options{SnapshotEvery: 5})
 		p := New(store, nil, Options{})
 		defer p.Close()
 		ctx := context.Background()
@@ -338,7 +338,7 @@ func TestRebuiltStateEqualsLive(t *testing.T) {
 // TestLoadingIsUnavailable: before Load finishes, a pool that may exist is
 // Unavailable (retry), never NotFound (permanent).
 func TestLoadingIsUnavailable(t *testing.T) {
-	store := memory.New()
+	store := memory.New(memory.Options{})
 	ctx := context.Background()
 	if err := store.CreatePool(ctx, "p", &statev1.PoolState{}); err != nil {
 		t.Fatal(err)
@@ -368,7 +368,7 @@ func TestLoadingIsUnavailable(t *testing.T) {
 // TestPoolLifecycle: create, duplicate, delete, and requests to a deleted
 // pool.
 func TestPoolLifecycle(t *testing.T) {
-	store := memory.New()
+	store := memory.New(memory.Options{})
 	p := newPipeline(t, store, nil, Options{})
 	ctx := context.Background()
 	if err := p.CreatePool(ctx, "p"); err != nil {
@@ -395,7 +395,7 @@ func TestPoolLifecycle(t *testing.T) {
 // one pass; a malformed one (a time the scheduler cannot hold, an empty bot
 // id) gets its own error naming the field and the others their answers.
 func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
-	fs := faultstore.New(memory.New())
+	fs := faultstore.New(memory.New(memory.Options{}))
 	fs.Hold()
 	p := newPipeline(t, fs, nil, Options{})
 	ctx := context.Background()
@@ -449,7 +449,7 @@ func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
 // ones once those were emitted.
 func TestEventsOfSuccessiveBatches(t *testing.T) {
 	sink := &signalSink{Memory: &eventlog.Memory{}, emitted: make(chan struct{}, 16)}
-	p := newPipeline(t, memory.New(), sink, Options{})
+	p := newPipeline(t, memory.New(memory.Options{}), sink, Options{})
 	ctx := context.Background()
 	if err := p.CreatePool(ctx, "p"); err != nil {
 		t.Fatal(err)

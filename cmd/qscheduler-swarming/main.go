@@ -195,7 +195,7 @@ func openStore(spec string, log *slog.Logger) (nodestore.Store, error) {
 		}
 		return embedded.Open(arg, embedded.Options{CodeVersion: version, Logger: log})
 	case "memory":
-		return memory.New(), nil
+		return memory.New(memory.Options{}), nil
 	}
 	return nil, fmt.Errorf("--store: %q is not embedded:<dir> or memory (datastore comes later)", spec)
 }

@@ -22,7 +22,7 @@ import (
 // down after a failed commit, and 200 once its state is restored.
 func TestReadyzReportsPoolsDown(t *testing.T) {
 	ctx := context.Background()
-	fs := faultstore.New(memory.New())
+	fs := faultstore.New(memory.New(memory.Options{}))
 	p := state.New(fs, nil, state.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		RestoreBackoff: time.Millisecond, RestoreBackoffMax: time.Millisecond})
 	defer p.Close()

@@ -159,7 +159,7 @@ func waitMetric(t *testing.T, ts *testServer, v float64, name string, labels ...
 // Swarming retries once), counted and logged. A shed poll is 429, final for
 // Swarming and harmless: the bot polls again.
 func TestSwarmingNotifyIsNeverShed(t *testing.T) {
-	fs := faultstore.New(memory.New())
+	fs := faultstore.New(memory.New(memory.Options{}))
 	srv := startServerOn(t, fs, "--max-queue=1", "--max-notify-queue=2")
 	mustCall(t, srv, "admin:CreateSchedulerPool", &qschedulerv1.CreateSchedulerPoolRequest{PoolId: "lab"}, nil)
 	notifyReq := func(id string) *swarmingv1.NotifyTasksRequest {
@@ -269,7 +269,7 @@ func TestSwarmingCronNeverStops(t *testing.T) {
 // GetCancellations an empty list, /readyz 503, and the metrics say so; once
 // the store answers again, the pool serves.
 func TestSwarmingPoolDown(t *testing.T) {
-	fs := faultstore.New(memory.New())
+	fs := faultstore.New(memory.New(memory.Options{}))
 	srv := startServerOn(t, fs)
 	mustCall(t, srv, "admin:CreateSchedulerPool", &qschedulerv1.CreateSchedulerPoolRequest{PoolId: "lab"}, nil)
 	req := &swarmingv1.NotifyTasksRequest{SchedulerId: "lab", Notifications: []*swarmingv1.NotifyTasksItem{{Time: at(1), Task: pendingTask("t", "", []string{"pool:lab"})}}}

@@ -17,14 +17,14 @@ import (
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) nodestore.Store {
 		clock := storetest.NewClock()
-		return storetest.WithClock(faultstore.New(memory.New(memory.WithClock(clock.Now))), clock, memory.DefaultGCLag)
+		return storetest.WithClock(faultstore.New(memory.New(memory.Options{Now: clock.Now})), clock, memory.DefaultGCLag)
 	})
 }
 
 // TestFaults: each fault does what it says to the wrapped store.
 func TestFaults(t *testing.T) {
 	ctx := context.Background()
-	inner := memory.New()
+	inner := memory.New(memory.Options{})
 	s := faultstore.New(inner)
 	if err := s.CreatePool(ctx, "p", &statev1.PoolState{}); err != nil {
 		t.Fatal(err)

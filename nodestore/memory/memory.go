@@ -19,50 +19,35 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Defaults, the same as the embedded store's.
+// Defaults of Options, the same as the embedded store's.
 const (
 	DefaultSnapshotEvery = 20000
 	DefaultSnapshotBytes = 8 << 20
 	DefaultGCLag         = 10 * time.Minute
 )
 
-// Option configures a Store.
-type Option func(*config)
-
-type config struct {
-	snapshotEvery int64
-	snapshotBytes int64
-	gcLag         time.Duration
-	now           func() time.Time
-	onSnapshot    func(pool string, gen int64, bytes int)
-}
-
-// WithSnapshotEvery snapshots a pool once its log since the last snapshot
-// holds n entries (default 20000).
-func WithSnapshotEvery(n int) Option { return func(c *config) { c.snapshotEvery = int64(n) } }
-
-// WithSnapshotBytes snapshots a pool once its log since the last snapshot
-// holds n bytes (default 8 MiB; sizes are proto.Size of the deltas).
-func WithSnapshotBytes(n int64) Option { return func(c *config) { c.snapshotBytes = n } }
-
-// WithGCLag sets how long a snapshot must have been installed before the log
-// entries it covers and the snapshot it replaced are collected (default 10
-// minutes).
-func WithGCLag(d time.Duration) Option { return func(c *config) { c.gcLag = d } }
-
-// WithClock sets the clock the GC lag is measured with (default time.Now).
-func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
-
-// WithOnSnapshot calls fn after each snapshot is installed, with the pool,
-// the generation it covers and its size in bytes. fn runs without the
-// store's lock held.
-func WithOnSnapshot(fn func(pool string, gen int64, bytes int)) Option {
-	return func(c *config) { c.onSnapshot = fn }
+// Options configure a Store. The zero value gives the defaults.
+type Options struct {
+	// A pool is snapshotted once its log since the last snapshot holds
+	// SnapshotEvery entries (default 20000) or SnapshotBytes bytes (default
+	// 8 MiB; sizes are proto.Size of the deltas).
+	SnapshotEvery int
+	SnapshotBytes int64
+	// GCLag is how long a snapshot must have been installed before the log
+	// entries it covers and the snapshot it replaced are collected (default
+	// 10 minutes), measured with Now.
+	GCLag time.Duration
+	// Now is the clock the GC lag is measured with (default time.Now).
+	Now func() time.Time
+	// OnSnapshot, if set, is called after each snapshot is installed, with
+	// the pool, the generation it covers and its size in bytes. It runs
+	// without the store's lock held.
+	OnSnapshot func(pool string, gen int64, bytes int)
 }
 
 // Store is an in-memory nodestore.Store. It is safe for concurrent use.
 type Store struct {
-	cfg config
+	opts Options
 
 	mu     sync.Mutex
 	closed bool
@@ -95,24 +80,20 @@ var (
 )
 
 // New returns an empty store.
-func New(opts ...Option) *Store {
-	c := config{snapshotEvery: DefaultSnapshotEvery, snapshotBytes: DefaultSnapshotBytes, gcLag: DefaultGCLag, now: time.Now}
-	for _, o := range opts {
-		o(&c)
+func New(opts Options) *Store {
+	if opts.SnapshotEvery <= 0 {
+		opts.SnapshotEvery = DefaultSnapshotEvery
 	}
-	if c.snapshotEvery <= 0 {
-		c.snapshotEvery = DefaultSnapshotEvery
+	if opts.SnapshotBytes <= 0 {
+		opts.SnapshotBytes = DefaultSnapshotBytes
 	}
-	if c.snapshotBytes <= 0 {
-		c.snapshotBytes = DefaultSnapshotBytes
+	if opts.GCLag <= 0 {
+		opts.GCLag = DefaultGCLag
 	}
-	if c.gcLag <= 0 {
-		c.gcLag = DefaultGCLag
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
-	if c.now == nil {
-		c.now = time.Now
-	}
-	return &Store{cfg: c, pools: map[string]*pool{}}
+	return &Store{opts: opts, pools: map[string]*pool{}}
 }
 
 func (s *Store) lock(ctx context.Context) error {
@@ -151,7 +132,7 @@ func (s *Store) CreatePool(ctx context.Context, id string, st *statev1.PoolState
 	if s.pools[id] != nil {
 		return fmt.Errorf("%w: %q", nodestore.ErrAlreadyExists, id)
 	}
-	s.pools[id] = &pool{gen: 1, snap: snap, snaps: []snapInfo{{gen: 1, installed: s.cfg.now()}}, logStart: 2}
+	s.pools[id] = &pool{gen: 1, snap: snap, snaps: []snapInfo{{gen: 1, installed: s.opts.Now()}}, logStart: 2}
 	return nil
 }
 
@@ -252,15 +233,15 @@ func (s *Store) Commit(ctx context.Context, id string, expect int64, d *statev1.
 	s.stats.Commits++
 	s.stats.LogBytes += int64(size)
 	var snapBytes int
-	snapped := p.gen-p.snapGen() >= s.cfg.snapshotEvery || p.logBytes >= s.cfg.snapshotBytes
+	snapped := p.gen-p.snapGen() >= int64(s.opts.SnapshotEvery) || p.logBytes >= s.opts.SnapshotBytes
 	if snapped {
 		snapBytes = s.snapshotLocked(p)
 		s.collectLocked(p)
 	}
 	gen := p.gen
 	s.mu.Unlock()
-	if snapped && s.cfg.onSnapshot != nil {
-		s.cfg.onSnapshot(id, gen, snapBytes)
+	if snapped && s.opts.OnSnapshot != nil {
+		s.opts.OnSnapshot(id, gen, snapBytes)
 	}
 	return nodestore.CommitStats{Generation: gen, LogBytes: size}, nil
 }
@@ -268,7 +249,7 @@ func (s *Store) Commit(ctx context.Context, id string, expect int64, d *statev1.
 // snapshotLocked installs a snapshot at p.gen and returns its size.
 func (s *Store) snapshotLocked(p *pool) int {
 	p.snap = p.current()
-	now := s.cfg.now()
+	now := s.opts.Now()
 	p.snaps[len(p.snaps)-1].retired = now
 	p.snaps = append(p.snaps, snapInfo{gen: p.gen, installed: now})
 	p.logBytes = 0
@@ -281,8 +262,8 @@ func (s *Store) snapshotLocked(p *pool) int {
 // collectLocked drops the log entries covered by a snapshot installed at
 // least the lag ago, and the snapshots replaced at least the lag ago.
 func (s *Store) collectLocked(p *pool) {
-	now := s.cfg.now()
-	old := func(t time.Time) bool { return !t.IsZero() && !now.Before(t.Add(s.cfg.gcLag)) }
+	now := s.opts.Now()
+	old := func(t time.Time) bool { return !t.IsZero() && !now.Before(t.Add(s.opts.GCLag)) }
 	var cut int64
 	for _, si := range p.snaps {
 		if old(si.installed) {
@@ -319,8 +300,8 @@ func (s *Store) SnapshotNow(ctx context.Context, id string) error {
 	n := s.snapshotLocked(p)
 	gen := p.gen
 	s.mu.Unlock()
-	if s.cfg.onSnapshot != nil {
-		s.cfg.onSnapshot(id, gen, n)
+	if s.opts.OnSnapshot != nil {
+		s.opts.OnSnapshot(id, gen, n)
 	}
 	return nil
 }
