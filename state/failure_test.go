@@ -76,16 +76,16 @@ func (f *failing) runFailing(t *testing.T, extra func(s *scheduler.Scheduler) er
 	go func() {
 		blocker <- f.p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("blocker", 2)}})
 	}()
-	waitFor(func() bool { return f.fs.Held() == 1 })
+	waitFor(t, "a commit to be held", func() bool { return f.fs.Held() == 1 })
 	pl, _ := f.p.pool("p")
 	notified, mutated := make(chan error, 1), make(chan error, 1)
 	go func() {
 		notified <- f.p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("lost-task", 3)}})
 	}()
-	waitFor(func() bool { u, _ := pl.q.lens(); return u == 1 })
+	waitFor(t, "the notification to be queued", func() bool { u, _ := pl.q.lens(); return u == 1 })
 	if extra != nil {
 		go func() { mutated <- f.p.Mutate(ctx, "p", extra) }()
-		waitFor(func() bool { u, _ := pl.q.lens(); return u == 2 })
+		waitFor(t, "the admin change to be queued", func() bool { u, _ := pl.q.lens(); return u == 2 })
 	}
 	type result struct {
 		out []scheduler.TaskAssignment
@@ -96,7 +96,7 @@ func (f *failing) runFailing(t *testing.T, extra func(s *scheduler.Scheduler) er
 		out, err := f.p.Assign(ctx, "p", AssignInput{Time: t0.Add(4 * time.Second), Bots: []scheduler.IdleWorker{{ID: "lost-bot", Labels: []string{"pool:x"}}}})
 		assigned <- result{out, err}
 	}()
-	waitFor(func() bool { _, polls := pl.q.lens(); return polls == 1 })
+	waitFor(t, "the poll to be queued", func() bool { _, polls := pl.q.lens(); return polls == 1 })
 	f.fs.FailCommits(faults...)
 	f.fs.Release()
 	if err := <-blocker; err != nil {
@@ -333,7 +333,7 @@ func TestRestoreRetriesUntilTheStoreAnswers(t *testing.T) {
 	}
 	before := countersOf(t, f.p, "p").FailedRestores
 	f.fs.FailLoads(2)
-	waitFor(func() bool { return len(f.p.Outages()) == 0 })
+	waitFor(t, "pool p to be restored", func() bool { return len(f.p.Outages()) == 0 })
 	if got := countersOf(t, f.p, "p").FailedRestores - before; got != 2 {
 		t.Errorf("%d more failed restores, want 2", got)
 	}

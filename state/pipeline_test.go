@@ -39,8 +39,18 @@ func newPipeline(t *testing.T, store nodestore.Store, sink EventSink, opts Optio
 	return p
 }
 
-func waitFor(cond func() bool) {
+// waitTimeout bounds every wait of waitFor.
+const waitTimeout = 30 * time.Second
+
+// waitFor yields the processor until cond holds, and fails the test, saying
+// what it waited for, if cond does not hold within waitTimeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
 	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %v waiting for %s", waitTimeout, what)
+		}
 		runtime.Gosched()
 	}
 }
@@ -71,7 +81,7 @@ func TestGroupCommit(t *testing.T) {
 	}
 	first := make(chan error, 1)
 	go func() { first <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("first", 1)}}) }()
-	waitFor(func() bool { return fs.Held() == 1 }) // the first batch is committing
+	waitFor(t, "the first batch's commit to be held", func() bool { return fs.Held() == 1 })
 	const n = 50
 	errs := make(chan error, n)
 	for i := range n {
@@ -80,7 +90,7 @@ func TestGroupCommit(t *testing.T) {
 		}()
 	}
 	pl, _ := p.pool("p")
-	waitFor(func() bool { u, _ := pl.q.lens(); return u == n })
+	waitFor(t, fmt.Sprintf("%d notifications to be queued", n), func() bool { u, _ := pl.q.lens(); return u == n })
 	fs.Release() // let every commit through
 	if err := <-first; err != nil {
 		t.Fatal(err)
@@ -171,7 +181,7 @@ func TestBackpressure(t *testing.T) {
 	}
 	results := make(chan error, 6)
 	go func() { results <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("a", 1)}}) }()
-	waitFor(func() bool { return fs.Held() == 1 })
+	waitFor(t, "a commit to be held", func() bool { return fs.Held() == 1 })
 	pl, _ := p.pool("p")
 	assigned := make(chan []scheduler.TaskAssignment, 2)
 	for _, bot := range []scheduler.WorkerID{"bot-1", "bot-2"} {
@@ -181,7 +191,7 @@ func TestBackpressure(t *testing.T) {
 			assigned <- out
 		}()
 	}
-	waitFor(func() bool { _, polls := pl.q.lens(); return polls == 2 })
+	waitFor(t, "2 polls to be queued", func() bool { _, polls := pl.q.lens(); return polls == 2 })
 	_, err := p.Assign(ctx, "p", AssignInput{Time: t0.Add(3 * time.Second), Bots: []scheduler.IdleWorker{{ID: "bot-3", Labels: []string{"pool:x"}}}})
 	if !errors.Is(err, ErrOverloaded) {
 		t.Errorf("third poll: %v, want ErrOverloaded", err)
@@ -190,7 +200,7 @@ func TestBackpressure(t *testing.T) {
 	for _, id := range []string{"b", "c", "d"} {
 		go func() { results <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting(id, 2)}}) }()
 	}
-	waitFor(func() bool { u, _ := pl.q.lens(); return u == 3 })
+	waitFor(t, "3 notifications to be queued", func() bool { u, _ := pl.q.lens(); return u == 3 })
 	err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("e", 2)}})
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOverloaded) {
 		t.Errorf("fourth queued notification: %v, want ErrUnavailable", err)
@@ -236,7 +246,7 @@ func TestCallerGivingUpDoesNotHurtOthers(t *testing.T) {
 		gaveUp <- p.Notify(impatient, "p", NotifyInput{Items: []scheduler.Notification{waiting("a", 1)}})
 	}()
 	go func() { patient <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("b", 1)}}) }()
-	waitFor(func() bool { return fs.Held() == 1 })
+	waitFor(t, "a commit to be held", func() bool { return fs.Held() == 1 })
 	cancel()
 	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
 		t.Errorf("impatient caller got %v, want context.Canceled", err)
@@ -404,7 +414,7 @@ func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
 	}
 	first := make(chan error, 1)
 	go func() { first <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("task", 1)}}) }()
-	waitFor(func() bool { return fs.Held() == 1 })
+	waitFor(t, "a commit to be held", func() bool { return fs.Held() == 1 })
 	type result struct {
 		out []scheduler.TaskAssignment
 		err error
@@ -423,7 +433,7 @@ func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
 		badBot <- result{out, err}
 	}()
 	pl, _ := p.pool("p")
-	waitFor(func() bool { _, polls := pl.q.lens(); return polls == 3 })
+	waitFor(t, "3 polls to be queued", func() bool { _, polls := pl.q.lens(); return polls == 3 })
 	fs.Release()
 	if err := <-first; err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -125,6 +126,22 @@ func startServerOn(t *testing.T, store nodestore.Store, args ...string) *testSer
 	ts.conn = conn
 	waitServing(t, conn)
 	return ts
+}
+
+// waitTimeout bounds every wait of waitFor.
+const waitTimeout = 30 * time.Second
+
+// waitFor yields the processor until cond holds, and fails the test, saying
+// what it waited for, if cond does not hold within waitTimeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %v waiting for %s", waitTimeout, what)
+		}
+		runtime.Gosched()
+	}
 }
 
 func waitServing(t *testing.T, conn *grpc.ClientConn) {

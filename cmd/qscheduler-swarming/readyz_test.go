@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -53,9 +52,7 @@ func TestReadyzReportsPoolsDown(t *testing.T) {
 		t.Errorf("/readyz = %d %q while lab is down, want 503 naming lab and the error", code, body)
 	}
 	fs.FailLoads(0)
-	for len(p.Outages()) > 0 {
-		runtime.Gosched()
-	}
+	waitFor(t, "pool lab to be restored", func() bool { return len(p.Outages()) == 0 })
 	if code, body := get(); code != 200 {
 		t.Errorf("/readyz = %d %s after lab was restored", code, body)
 	}

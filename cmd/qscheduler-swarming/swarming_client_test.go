@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -140,17 +139,10 @@ func metricValue(t *testing.T, ts *testServer, name string, labels ...string) (v
 // requests queue; nothing else says when).
 func waitMetric(t *testing.T, ts *testServer, v float64, name string, labels ...string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if got, ok := metricValue(t, ts, name, labels...); ok && got == v {
-			return
-		}
-		if time.Now().After(deadline) {
-			got, ok := metricValue(t, ts, name, labels...)
-			t.Fatalf("%s%v is %v (present %v), want %v", name, labels, got, ok, v)
-		}
-		runtime.Gosched()
-	}
+	waitFor(t, fmt.Sprintf("%s%v to be %v", name, labels, v), func() bool {
+		got, ok := metricValue(t, ts, name, labels...)
+		return ok && got == v
+	})
 }
 
 // TestSwarmingNotifyIsNeverShed: with AssignTasks shedding load (its queue
@@ -171,9 +163,7 @@ func TestSwarmingNotifyIsNeverShed(t *testing.T) {
 	fs.Hold() // every commit waits: the first batch holds the pool
 	answers := make(chan answer, 4)
 	go func() { answers <- swarmingCall(t, srv, "swarming:NotifyTasks", notifyReq("task-0"), nil) }()
-	for fs.Held() != 1 {
-		runtime.Gosched()
-	}
+	waitFor(t, "the first batch's commit to be held", func() bool { return fs.Held() == 1 })
 	polled := make(chan *swarmingv1.AssignTasksResponse, 1)
 	go func() {
 		resp := &swarmingv1.AssignTasksResponse{}
@@ -390,17 +380,10 @@ func TestSwarmingFindsOurReasons(t *testing.T) {
 		t.Errorf("the server log lacks %q", text)
 	}
 	// The event log is written in the background: wait for the row.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	waitFor(t, fmt.Sprintf("a TASK_ERROR row of three-slices with %q in the event log", text), func() bool {
 		b, _ := os.ReadFile(events)
-		if bytes.Contains(b, []byte(`"TYPE_TASK_ERROR"`)) && bytes.Contains(b, []byte(text)) && bytes.Contains(b, []byte(`"three-slices"`)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the event log has no TASK_ERROR row with %q:\n%s", text, b)
-		}
-		runtime.Gosched()
-	}
+		return bytes.Contains(b, []byte(`"TYPE_TASK_ERROR"`)) && bytes.Contains(b, []byte(text)) && bytes.Contains(b, []byte(`"three-slices"`))
+	})
 }
 
 // TestExpiredDeadlineIsDeadlineExceeded: a caller whose deadline passes

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
@@ -102,16 +103,32 @@ func TestFaults(t *testing.T) {
 		_, err := s.Commit(ctx, "p", 4, d)
 		done <- err
 	}()
-	for s.Held() != 1 {
+	waitFor(t, "the commit to be held", func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("held commit returned %v", err)
 		default:
-			runtime.Gosched()
 		}
-	}
+		return s.Held() == 1
+	})
 	s.Release()
 	if err := <-done; err != nil {
 		t.Errorf("released commit: %v", err)
+	}
+}
+
+// waitTimeout bounds every wait of waitFor.
+const waitTimeout = 30 * time.Second
+
+// waitFor yields the processor until cond holds, and fails the test, saying
+// what it waited for, if cond does not hold within waitTimeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %v waiting for %s", waitTimeout, what)
+		}
+		runtime.Gosched()
 	}
 }
