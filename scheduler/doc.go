@@ -7,12 +7,10 @@
 // provisionable labels, fanout and per-label limits, and the reconciler's
 // pending assignments, cancellations and callbacks.
 //
-// The package does no I/O, never reads a clock and never logs: every time is
-// a parameter, and the same state and inputs give the same outputs, events
-// and resulting state. Its one goroutine does a preemption storm's
-// bookkeeping and pending entries on another core while AssignTasks's pass
-// goes on, and ends before AssignTasks returns; the results are those of
-// doing all of it in order on the caller's goroutine. Events are values collected
+// The package does no I/O, never reads a clock, never logs and starts no
+// goroutine: every time is a parameter, every call does its work on the
+// caller's goroutine, and the same state and inputs give the same outputs,
+// events and resulting state. Events are values collected
 // in the Scheduler and handed out by TakeEvents, so that the caller can emit
 // them after the change is durable. The whole state converts losslessly to
 // and from the statev1.PoolState protobuf message (ToProto, FromProto).

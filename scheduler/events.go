@@ -218,24 +218,13 @@ func (b *eventBuf) chunk() []Event {
 // fields of its type. It is written once, in place: storms record
 // thousands.
 func (s *Scheduler) event(typ EventType, t int64, r *request, w *worker, fromCallback bool) *Event {
-	var bal Vector
-	if r != nil {
-		bal = r.acct.balance
-	}
-	return s.eventAt(typ, t, r, w, fromCallback, bal)
-}
-
-// eventAt is event showing bal as r's account balance: a preemption's
-// bookkeeping, which may run while the step goes on changing balances,
-// shows those of its decision (see step).
-func (s *Scheduler) eventAt(typ EventType, t int64, r *request, w *worker, fromCallback bool, bal Vector) *Event {
 	p := s.events.slot()
 	p.Type, p.Time = typ, t
 	if r != nil {
 		p.Task = r.id
 		p.Account = r.acct.id
 		p.AccountValid = r.acct.cfg != nil
-		p.Balance = bal
+		p.Balance = r.acct.balance
 		p.BaseLabels = r.base.names
 		p.ProvisionableLabels = r.prov.names
 		if r.w != nil {

@@ -130,7 +130,7 @@ func (p *pass) preempt(l Priority) {
 		for pl := l + 1; pl <= FreeBucket; pl++ {
 			for _, w := range a.running[pl] {
 				if c := w.costAt(s.now); c.Less(bound) {
-					keys = append(keys, victimKey{w: w, a: a, c: c})
+					keys = append(keys, victimKey{w: w, c: c})
 				}
 			}
 		}
@@ -147,18 +147,10 @@ func (p *pass) preempt(l Priority) {
 	vset := &sc.vset
 	vset.costs = slices.Grow(vset.costs[:0], len(keys))[:len(keys)]
 	vset.ws = slices.Grow(vset.ws[:0], len(keys))[:len(keys)]
-	vset.accts = slices.Grow(vset.accts[:0], len(keys))[:len(keys)]
 	for i := range keys {
 		v := &keys[i]
 		vset.costs[i] = v.c
 		vset.ws[i] = v.w
-		vset.accts[i] = v.a
-	}
-	// The step counts each account's tasks below l itself, so that its
-	// decisions never read the running lists, which the preemptions'
-	// bookkeeping may be changing on the feed's goroutine (see step).
-	for _, a := range accts {
-		a.stepBelow = a.runningBelow(l)
 	}
 	vset.words = (len(keys) + 63) / 64
 	vset.epoch = stepEpoch
@@ -168,7 +160,6 @@ func (p *pass) preempt(l Priority) {
 		clear(sc.keys)
 		clear(sc.sorted)
 		clear(vset.ws)
-		clear(vset.accts)
 		clear(sc.touched)
 		clear(sc.slab)
 		clear(sc.cands)
@@ -217,7 +208,7 @@ func (p *pass) preempt(l Priority) {
 			if a.cfg == nil || a.level != l {
 				continue
 			}
-			if a.stepBelow == 0 && !cheapest.Less(a.balance) {
+			if a.runningBelow(l) == 0 && !cheapest.Less(a.balance) {
 				continue // cannot afford any victim of bi, now or later
 			}
 			if !a.limited() {
@@ -253,7 +244,7 @@ func (p *pass) preempt(l Priority) {
 		}
 		for i := g.start; i < g.end; i++ {
 			u := &slab[i]
-			if u.acct.stepBelow > 0 {
+			if u.acct.runningBelow(l) > 0 {
 				if len(u.acct.dormant) == 0 {
 					sleepers = append(sleepers, u.acct)
 				}
@@ -289,7 +280,6 @@ func (p *pass) preempt(l Priority) {
 			gh.Fix(g.idx)
 		}
 	}
-	st := p.newStep(accts)
 	for gh.Len() > 0 {
 		g := gh.Top()
 		u := g.h.Top()
@@ -311,9 +301,10 @@ func (p *pass) preempt(l Priority) {
 			settle(g)
 			continue
 		}
-		b := vset.accts[vi]
+		v := vset.ws[vi]
+		b := v.req.acct
 		vset.take(vi)
-		st.preempt(vset.ws[vi], b, r, l, vset.costs[vi])
+		p.preemptOne(v, r, l, vset.costs[vi])
 		if u.advance() {
 			g.h.Fix(u.idx)
 		} else {
@@ -322,7 +313,7 @@ func (p *pass) preempt(l Priority) {
 		settle(g)
 		// The victim's account may have lost its ban: its requests after r
 		// take part from now on.
-		if len(b.dormant) > 0 && b.stepBelow == 0 {
+		if len(b.dormant) > 0 && b.runningBelow(l) == 0 {
 			woken := b.dormant
 			b.dormant = nil
 			rk := keyOf(r)
@@ -369,11 +360,9 @@ func (p *pass) preempt(l Priority) {
 			}
 		}
 	}
-	st.end()
 	for _, a := range sleepers {
 		a.dormant = nil
 	}
-
 }
 
 // victimSet is the victims of one preemption step, indexed in victim order
@@ -383,7 +372,6 @@ func (p *pass) preempt(l Priority) {
 // provision match not taken" are word scans from a cursor.
 type victimSet struct {
 	ws    []*worker
-	accts []*account // of the victims' tasks
 	costs []Vector
 	taken []uint64
 	words int
@@ -495,126 +483,35 @@ func (p *pass) findVictim(vs *victimSet, bi *baseIndex, c *class, a *account, l 
 	return firstOK, refused && firstOK < 0
 }
 
-// A preemption has two parts. The decision's (balances, the step's counts,
-// the preemptor's queue) is what the rest of the step reads; the
-// bookkeeping (the worker and its lists, the victim's request, events,
-// the assignment and its pending entry) is read by nothing until the step
-// ends. In a step of many preemptions where no account has limits (whose
-// counters the decisions would read), the bookkeeping runs on the entry
-// feed's goroutine while the step decides the next preemptions, and the
-// step waits for it at its end.
-
-// preemption is one preemption's bookkeeping: what it changes, and the
-// balances its events show (the decisions go on changing them).
-type preemption struct {
-	v          *worker
-	r          *request
-	l          Priority
-	cost       Vector
-	balA, balB Vector // the preemptor's and the victim's account's balances after it
-}
-
-// step is a preemption step's way of doing the bookkeeping.
-type step struct {
-	p       *pass
-	mayHand bool // the bookkeeping may go to the feed's goroutine
-	async   bool // it does
-	n       int  // preemptions decided
-	jobs    []preemption
-	sent    int // jobs handed over
-}
-
-// handAfterDefault is the number of preemptions a step makes itself before
-// it hands the bookkeeping over: a step of steady traffic (tens) never does.
-const handAfterDefault = 64
-
-// stepBatch is the number of preemptions handed over at a time.
-const stepBatch = 32
-
-func (p *pass) newStep(accts []*account) step {
-	st := step{p: p, jobs: p.s.pscratch.jobs[:0], mayHand: p.feed != nil}
-	for _, a := range accts {
-		if a.limited() {
-			st.mayHand = false
-		}
-	}
-	return st
-}
-
-// preempt makes request r take worker v, whose task of account b runs
-// below l, at cost.
-func (st *step) preempt(v *worker, b *account, r *request, l Priority, cost Vector) {
-	p := st.p
+// preemptOne makes request r (waiting, of an account at level l) take the
+// worker v, whose task runs below l, at cost: the victim's account is
+// refunded if configured, r's account charged, the victim's request leaves
+// the state (Swarming re-notifies it) and r runs on v at l.
+func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 	s := p.s
-	a := r.acct
+	victim := v.req
+	a, b := r.acct, victim.acct
 	if b.cfg != nil {
 		b.balance = b.balance.Add(cost)
+		s.dirty.balance(b.id)
 	}
 	a.balance = a.balance.Sub(cost)
 	a.hasBalance = true
-	b.stepBelow--
-	s.unqueue(r)
-	x := preemption{v: v, r: r, l: l, cost: cost, balA: a.balance, balB: b.balance}
-	st.n++
-	if !st.async && st.mayHand && st.n >= p.feed.handAfter {
-		st.async = true
-		p.feed.begin(p)
-	}
-	if !st.async {
-		s.bookPreemption(p, &x, true)
-		return
-	}
-	st.jobs = append(st.jobs, x)
-	if len(st.jobs)-st.sent >= stepBatch {
-		st.flush()
-	}
-}
-
-func (st *step) flush() {
-	if st.sent < len(st.jobs) {
-		st.p.feed.sendJobs(st.p, st.jobs[st.sent:len(st.jobs):len(st.jobs)])
-		st.sent = len(st.jobs)
-	}
-}
-
-// end waits for the bookkeeping handed over.
-func (st *step) end() {
-	if st.async {
-		st.flush()
-		st.p.feed.sync(st.p)
-	}
-	clear(st.jobs)
-	st.p.s.pscratch.jobs = st.jobs[:0]
-}
-
-// bookPreemption does x's bookkeeping; offer says whether to offer the new
-// assignment to the entry feed (false on the feed's goroutine, which records
-// the entries itself).
-func (s *Scheduler) bookPreemption(p *pass, x *preemption, offer bool) {
-	v, r, l, cost := x.v, x.r, x.l, x.cost
-	victim := v.req
-	b, a := victim.acct, r.acct
-	if b.cfg != nil {
-		s.dirty.balance(b.id)
-	}
 	s.dirty.balance(a.id)
-	pe := s.eventAt(EventPreempted, s.now, victim, v, false, x.balB)
+	s.dequeue(r)
+	pe := s.event(EventPreempted, s.now, victim, v, false)
 	pe.Level, pe.PreemptorTask = l, r.id
 	s.detach(v)
 	s.dropRequest(victim)
-	s.dirty.request(r.id) // unqueued by the decision
 	s.attach(v, r, l, cost)
 	provReq := !subsetOf(r.prov.ids, v.ids)
-	e := s.eventAt(EventAssigned, s.now, r, v, false, x.balA)
+	e := s.event(EventAssigned, s.now, r, v, false)
 	e.Level, e.ProvisionRequired = l, provReq
 	e.Preempting, e.PreemptionCost, e.PreemptedTask = true, cost, victim.id
 	p.out = append(p.out, Assignment{
 		Worker: v.id, Request: r.id, Priority: l, Time: Time(s.now),
 		Preempted: victim.id, ProvisionRequired: provReq,
 	})
-	if offer && p.feed != nil {
-		p.feed.offer(p.out)
-	}
 }
 
 // preemptScratch is the memory of a preemption step, kept for the next.
@@ -632,13 +529,11 @@ type preemptScratch struct {
 	groups  []unitGroup
 	gheap   []*unitGroup
 	cands   []wakeCand // of the units woken in the step
-	jobs    []preemption
 }
 
-// victimKey is a victim with its account and cost.
+// victimKey is a victim with its cost.
 type victimKey struct {
 	w *worker
-	a *account
 	c Vector
 }
 

@@ -1,9 +1,7 @@
 package scheduler
 
 import (
-	"fmt"
 	"math"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"time"
@@ -178,10 +176,7 @@ func (s *Scheduler) assignTasks(t int64, workers []IdleWorker) []TaskAssignment 
 		s.markIdle(iw.ID, iw.Labels, t, false)
 	}
 	// (4)
-	f := entryFeed{s: s, chunk: tuned(s.feedChunk, feedChunkDefault), handAfter: tuned(s.preemptHandAfter, handAfterDefault)}
-	defer f.stop() // if the pass panics, the goroutine still ends
-	as := s.runOnce(&f)
-	f.finish(as)
+	s.recordEntries(s.runOnce())
 	// (5)
 	var out []TaskAssignment
 	for _, iw := range workers {
@@ -399,158 +394,6 @@ func lacksAny(have, want []string) bool {
 		}
 	}
 	return false
-}
-
-// entryFeed records the pending entries of a pass's assignments. In a pass
-// that makes thousands (a preemption storm), a goroutine records them on the
-// other core while the pass goes on, chunk by chunk in the order of the
-// assignments, so that the result is the same as recording them after the
-// pass. This is safe because a pass never reads or writes the reconciler,
-// and an assignment is not changed once made. The same goroutine does a
-// big preemption step's bookkeeping (see step) while the step decides. It
-// ends before AssignTasks returns.
-type entryFeed struct {
-	s         *Scheduler
-	chunk     int // assignments handed over at a time
-	handAfter int // a step's preemptions before it hands over bookkeeping
-	ch        chan feedWork
-	done      chan struct{}
-	n         int // assignments whose entries are recorded or handed over
-	// failed is the goroutine's panic, if any (read after done or an ack).
-	failed   *feedPanic
-	rethrown bool // by the caller's goroutine
-}
-
-// feedWork is one hand-over: assignments whose entries to record, or the
-// bookkeeping of preemptions (whose entries the goroutine then records), or
-// a request to report back when everything before it is done.
-type feedWork struct {
-	as   []Assignment
-	jobs []preemption
-	p    *pass
-	ack  chan struct{}
-}
-
-// feedChunkDefault is the number of assignments handed over at a time: a
-// pass of steady traffic (a hundred) never starts the goroutine.
-const feedChunkDefault = 256
-
-func (f *entryFeed) start() {
-	if f.ch != nil {
-		return
-	}
-	f.ch = make(chan feedWork, 64)
-	f.done = make(chan struct{})
-	go func() {
-		defer close(f.done)
-		for w := range f.ch {
-			if f.failed == nil {
-				f.do(w)
-			}
-			if w.ack != nil {
-				close(w.ack)
-			}
-		}
-	}()
-}
-
-// do does w. A panic (a bug) stops the work; the goroutine goes on
-// acknowledging, and the caller's goroutine panics with it when it next
-// waits (rethrow), as it would have had it done the work itself.
-func (f *entryFeed) do(w feedWork) {
-	defer func() {
-		if p := recover(); p != nil {
-			f.failed = &feedPanic{p, debug.Stack()}
-		}
-	}()
-	f.s.recordEntries(w.as)
-	if len(w.jobs) > 0 {
-		from := len(w.p.out)
-		for i := range w.jobs {
-			f.s.bookPreemption(w.p, &w.jobs[i], false)
-		}
-		f.s.recordEntries(w.p.out[from:])
-	}
-}
-
-// feedPanic is a panic of the feed's goroutine, rethrown on the caller's.
-type feedPanic struct {
-	value any
-	stack []byte
-}
-
-func (p *feedPanic) String() string {
-	return fmt.Sprintf("scheduler: panic in the entry feed's goroutine: %v\n%s", p.value, p.stack)
-}
-
-func (f *entryFeed) rethrow() {
-	if f.failed != nil && !f.rethrown {
-		f.rethrown = true
-		panic(f.failed.String())
-	}
-}
-
-// offer hands over the assignments of out not yet handed over once there
-// are f.chunk of them, starting the goroutine at the first.
-func (f *entryFeed) offer(out []Assignment) {
-	if len(out)-f.n < f.chunk {
-		return
-	}
-	f.start()
-	f.ch <- feedWork{as: out[f.n:len(out):len(out)]}
-	f.n = len(out)
-}
-
-// begin hands the pass p to the goroutine for a preemption step's
-// bookkeeping: the entries of p's assignments so far first. Until sync, the
-// goroutine owns p.out, the running lists, the workers' and requests'
-// running state, the request index, the events and the change marks.
-func (f *entryFeed) begin(p *pass) {
-	f.s.handOvers++
-	f.start()
-	if f.n < len(p.out) {
-		f.ch <- feedWork{as: p.out[f.n:len(p.out):len(p.out)]}
-	}
-}
-
-// sendJobs hands over the bookkeeping of preemptions of pass p.
-func (f *entryFeed) sendJobs(p *pass, jobs []preemption) {
-	f.ch <- feedWork{jobs: jobs, p: p}
-}
-
-// sync waits until the goroutine has done everything handed over, whose
-// entries include all of p.out's.
-func (f *entryFeed) sync(p *pass) {
-	ack := make(chan struct{})
-	f.ch <- feedWork{ack: ack}
-	<-ack
-	f.rethrow()
-	f.n = len(p.out)
-}
-
-// finish records the assignments of the pass, as, not handed over yet and
-// waits for the goroutine.
-func (f *entryFeed) finish(as []Assignment) {
-	if f.ch == nil {
-		f.s.recordEntries(as[f.n:])
-		f.n = len(as)
-		return
-	}
-	if f.n < len(as) {
-		f.ch <- feedWork{as: as[f.n:]}
-		f.n = len(as)
-	}
-	f.stop()
-}
-
-// stop ends the goroutine, if any, after the work handed over.
-func (f *entryFeed) stop() {
-	if f.ch != nil {
-		close(f.ch)
-		<-f.done
-		f.ch = nil
-		f.rethrow()
-	}
 }
 
 // recordEntries makes the pending entries of as, allocated together.

@@ -26,20 +26,18 @@ type Assignment struct {
 // sub-passes. It returns the assignments in the order made; the state is
 // already updated.
 func (s *Scheduler) RunOnce() []Assignment {
-	out := s.runOnce(nil)
+	out := s.runOnce()
 	s.gc()
 	return out
 }
 
 // runOnce is RunOnce without the reclaiming of empty classes (AssignTasks
-// reclaims once, at its end), offering the assignments to feed as they are
-// made when feed is not nil.
-func (s *Scheduler) runOnce(feed *entryFeed) []Assignment {
+// reclaims once, at its end).
+func (s *Scheduler) runOnce() []Assignment {
 	if !s.hasClock {
 		return nil
 	}
 	p := s.startPass()
-	p.feed = feed
 	for l := Priority(0); l < FreeBucket; l++ {
 		p.match(l, true)
 		p.match(l, false)
@@ -63,7 +61,6 @@ type pass struct {
 	idle   []*worker               // idle workers by id
 	cands  []limitedCand
 	out    []Assignment
-	feed   *entryFeed
 	step   uint64
 }
 
@@ -277,9 +274,6 @@ func (p *pass) assign(w *worker, c *class, l Priority) {
 	e := s.event(EventAssigned, s.now, r, w, false)
 	e.Level, e.ProvisionRequired = l, provReq
 	p.out = append(p.out, Assignment{Worker: w.id, Request: r.id, Priority: l, Time: Time(s.now), ProvisionRequired: provReq})
-	if p.feed != nil {
-		p.feed.offer(p.out)
-	}
 }
 
 func (p *pass) reprioritized(w *worker, l Priority) {

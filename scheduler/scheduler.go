@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"cmp"
-	"math"
 	"slices"
 	"strings"
 
@@ -39,15 +38,7 @@ type Scheduler struct {
 
 	tombs tombstones
 	rec   reconciler
-	// Test knobs (see tuned): how many assignments of a pass AssignTasks
-	// hands over at a time to the goroutine that records their pending
-	// entries (entryFeed; feedChunkDefault), and how many preemptions a step
-	// makes itself before it hands their bookkeeping to that goroutine
-	// (step; handAfterDefault).
-	feedChunk        int
-	preemptHandAfter int
-	handOvers        int         // steps that handed their bookkeeping over (tests read it)
-	elig             eligibility // scratch of eligible()
+	elig  eligibility // scratch of eligible()
 
 	pscratch    preemptScratch
 	costScratch struct { // of pass.byCost
@@ -86,7 +77,6 @@ type account struct {
 	balance     Vector
 	hasBalance  bool
 	balanceSeen bool // FromProto: duplicate detection
-	stepBelow   int  // a preemption step's count of runningBelow(its level)
 
 	running    [NumPaidLevels + 1][]*worker // workers running this account's tasks, by level
 	labelCount map[labelID]int32            // for labels whose key it limits: running tasks on workers carrying the label
@@ -515,12 +505,6 @@ func (s *Scheduler) enqueue(r *request) {
 
 // dequeue makes a waiting r neither waiting nor running.
 func (s *Scheduler) dequeue(r *request) {
-	s.unqueue(r)
-	s.dirty.request(r.id)
-}
-
-// unqueue is dequeue without marking r changed.
-func (s *Scheduler) unqueue(r *request) {
 	c := r.cls
 	wasHead := c.head() == r
 	c.remove(r)
@@ -533,6 +517,7 @@ func (s *Scheduler) unqueue(r *request) {
 	}
 	r.acct.waiting--
 	s.nWaiting--
+	s.dirty.request(r.id)
 }
 
 func (s *Scheduler) classFor(a *account, base, prov *labelSet) *class {
@@ -879,16 +864,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-// tuned is a test knob's value: def when unset (0), never (the largest int)
-// when negative.
-func tuned(v, def int) int {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return math.MaxInt
-	}
-	return v
 }
