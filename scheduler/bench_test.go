@@ -98,7 +98,7 @@ func benchCold(b *testing.B, w *benchdata.Workload) {
 		}
 		runtime.GC()
 		b.StartTimer()
-		n = len(s.RunOnce())
+		n = len(s.runOnce())
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(n), "assignments")

@@ -155,9 +155,9 @@ func TestUpdateTimeUnsetClockAndBackwards(t *testing.T) {
 }
 
 // checkPass runs one pass and compares its decisions with want.
-func checkPass(t *testing.T, s *Scheduler, want []Assignment) {
+func checkPass(t *testing.T, s *Scheduler, want []assignment) {
 	t.Helper()
-	if diff := cmp.Diff(want, decisions(s.RunOnce())); diff != "" {
+	if diff := cmp.Diff(want, decisions(s.runOnce())); diff != "" {
 		t.Errorf("pass (-want +got):\n%s", diff)
 	}
 }
@@ -173,8 +173,8 @@ func TestRunOnceProvisionMatchFirst(t *testing.T) {
 	must(t, s.MarkIdle("w2", []string{"label1"}, at(0), false))
 	must(t, s.AddRequest(Task{ID: "r1", Account: "a1", EnqueueTime: at(0), ProvisionableLabels: []string{"label1"}}, at(0), false))
 	must(t, s.AddRequest(Task{ID: "r2", Account: "a1", EnqueueTime: at(0), ProvisionableLabels: []string{"label2"}}, at(0), false))
-	checkPass(t, s, []Assignment{{Worker: "w2", Request: "r1", Priority: 0}, {Worker: "w1", Request: "r2", Priority: 0}})
-	if got := s.RunOnce(); len(got) != 0 {
+	checkPass(t, s, []assignment{{Worker: "w2", Request: "r1", Priority: 0}, {Worker: "w1", Request: "r2", Priority: 0}})
+	if got := s.runOnce(); len(got) != 0 {
 		t.Errorf("second pass assigned %v, want nothing", got)
 	}
 }
@@ -190,7 +190,7 @@ func TestRunOnceProvisionMatchAmongMany(t *testing.T) {
 	}
 	must(t, s.AddRequest(Task{ID: "b", Account: "a1", EnqueueTime: at(1), ProvisionableLabels: []string{"b"}}, at(1), false))
 	must(t, s.MarkIdle("w", []string{"b", "c"}, at(1), false))
-	checkPass(t, s, []Assignment{{Worker: "w", Request: "b", Priority: 0}})
+	checkPass(t, s, []assignment{{Worker: "w", Request: "b", Priority: 0}})
 }
 
 // §2.4: 10 workers {Common} + 1 worker {Common, Rare}; 10 requests {Common}
@@ -208,7 +208,7 @@ func TestRunOnceRareLabel(t *testing.T) {
 			}
 			must(t, s.MarkIdle(rareID, []string{"Common", "Rare"}, at(0), false))
 			must(t, s.AddRequest(Task{ID: "rare", Account: "a1", EnqueueTime: at(1), BaseLabels: []string{"Common", "Rare"}}, at(1), false))
-			got := s.RunOnce()
+			got := s.runOnce()
 			if len(got) != 11 {
 				t.Fatalf("%d assignments, want 11: %v", len(got), got)
 			}
@@ -227,7 +227,7 @@ func TestRunOnceAccountlessAtFreeBucket(t *testing.T) {
 	must(t, err)
 	must(t, s.MarkIdle("w1", nil, at(0), false))
 	must(t, s.AddRequest(Task{ID: "r1", EnqueueTime: at(0)}, at(0), false))
-	checkPass(t, s, []Assignment{{Worker: "w1", Request: "r1", Priority: FreeBucket}})
+	checkPass(t, s, []assignment{{Worker: "w1", Request: "r1", Priority: FreeBucket}})
 }
 
 // §2.4: a request whose base label no worker has → nothing.
@@ -236,7 +236,7 @@ func TestRunOnceUnservableRequest(t *testing.T) {
 	must(t, err)
 	must(t, s.MarkIdle("w1", []string{"a"}, at(0), false))
 	must(t, s.AddRequest(Task{ID: "r1", EnqueueTime: at(0), BaseLabels: []string{"b"}}, at(0), false))
-	if got := s.RunOnce(); len(got) != 0 {
+	if got := s.runOnce(); len(got) != 0 {
 		t.Errorf("assigned %v, want nothing", got)
 	}
 }
@@ -268,7 +268,7 @@ func levels(s *Scheduler) map[RequestID]Priority {
 // §2.5: both at P0 → the cheaper moves to P1, the other stays.
 func TestReprioritizeDemotesCheapest(t *testing.T) {
 	s := reprioExample(t, 0)
-	s.RunOnce()
+	s.runOnce()
 	want := map[RequestID]Priority{"cheap": 1, "dear": 0}
 	if diff := cmp.Diff(want, levels(s)); diff != "" {
 		t.Errorf("levels (-want +got):\n%s", diff)
@@ -278,7 +278,7 @@ func TestReprioritizeDemotesCheapest(t *testing.T) {
 // §2.5: both at P2 → the more expensive moves up to P1, the other stays.
 func TestReprioritizePromotesMostExpensive(t *testing.T) {
 	s := reprioExample(t, 2)
-	s.RunOnce()
+	s.runOnce()
 	want := map[RequestID]Priority{"cheap": 2, "dear": 1}
 	if diff := cmp.Diff(want, levels(s)); diff != "" {
 		t.Errorf("levels (-want +got):\n%s", diff)
@@ -325,7 +325,7 @@ func preemptReference(t *testing.T, r3Acct string, a2Balance []float64) *Schedul
 // cheaper victim).
 func TestPreemptionReference(t *testing.T) {
 	s := preemptReference(t, "a2", []float64{1})
-	checkPass(t, s, []Assignment{{Worker: "w2", Request: "r3", Priority: 0, Preempted: "r2"}})
+	checkPass(t, s, []assignment{{Worker: "w2", Request: "r3", Priority: 0, Preempted: "r2"}})
 	// r2's cost {0,1,0} was refunded to a1 and charged to a2.
 	if got, want := balanceOf(t, s, "a2"), vec(1, -1); got != want {
 		t.Errorf("a2 balance = %v, want %v", got, want)
@@ -338,7 +338,7 @@ func TestPreemptionReference(t *testing.T) {
 // §2.6: if a2 has zero balance → nothing.
 func TestPreemptionNeedsBalance(t *testing.T) {
 	s := preemptReference(t, "a2", nil)
-	if got := s.RunOnce(); len(got) != 0 {
+	if got := s.runOnce(); len(got) != 0 {
 		t.Errorf("pass = %v, want nothing", got)
 	}
 }
@@ -346,7 +346,7 @@ func TestPreemptionNeedsBalance(t *testing.T) {
 // §2.6: if r3 belongs to a1 (banned: it runs tasks at P1) → nothing.
 func TestPreemptionBannedAccount(t *testing.T) {
 	s := preemptReference(t, "a1", []float64{1})
-	if got := s.RunOnce(); len(got) != 0 {
+	if got := s.runOnce(); len(got) != 0 {
 		t.Errorf("pass = %v, want nothing", got)
 	}
 }
@@ -389,7 +389,7 @@ func TestPreemptionAfterRefundLiftsBan(t *testing.T) {
 		busyWorker("wb", "vb", "b", 1, 0.2),
 		busyWorker("wc", "vc", "c", FreeBucket, 1.05),
 	}, waitingReq("ra", "a", 0), waitingReq("rb", "b", 1))
-	checkPass(t, s, []Assignment{
+	checkPass(t, s, []assignment{
 		{Worker: "wb", Request: "ra", Priority: 0, Preempted: "vb"},
 		{Worker: "wc", Request: "rb", Priority: 0, Preempted: "vc"},
 	})
@@ -411,7 +411,7 @@ func TestPreemptionWokenAccountKeepsListOrder(t *testing.T) {
 		waitingReq("rb2", "b", 2, "image:x"),
 		waitingReq("rb1", "b", 3, "image:y"),
 	)
-	checkPass(t, s, []Assignment{
+	checkPass(t, s, []assignment{
 		{Worker: "wb", Request: "ra", Priority: 0, Preempted: "vb"},
 		{Worker: "w1", Request: "rb2", Priority: 0, Preempted: "v1"},
 		{Worker: "w2", Request: "rb1", Priority: 0, Preempted: "v2"},
@@ -429,7 +429,7 @@ func TestPreemptionProvisionMatchForRicherAccount(t *testing.T) {
 		busyWorker("w2", "v2", "c", FreeBucket, 0.5, "image:x"),
 		busyWorker("w3", "v3", "c", FreeBucket, 0.2),
 	}, waitingReq("ra", "a", 0, "image:x"), waitingReq("rb", "b", 1, "image:x"))
-	checkPass(t, s, []Assignment{
+	checkPass(t, s, []assignment{
 		{Worker: "w1", Request: "ra", Priority: 0, Preempted: "v1"},
 		{Worker: "w2", Request: "rb", Priority: 0, Preempted: "v2"},
 	})

@@ -237,7 +237,7 @@ func drawOp(t *rapid.T, clock *float64) invOp {
 		if rapid.IntRange(0, 9).Draw(t, "wipe") == 0 {
 			return invOp{"wipe", func(s *Scheduler) (any, error) { s.Wipe(); return nil, nil }}
 		}
-		return invOp{"run", func(s *Scheduler) (any, error) { return decisions(s.RunOnce()), nil }}
+		return invOp{"run", func(s *Scheduler) (any, error) { return decisions(s.runOnce()), nil }}
 	default:
 		return invOp{fmt.Sprintf("tick %v", when), func(s *Scheduler) (any, error) { return nil, s.UpdateTime(when) }}
 	}

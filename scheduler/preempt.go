@@ -508,7 +508,7 @@ func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 	e := s.event(EventAssigned, s.now, r, v, false)
 	e.Level, e.ProvisionRequired = l, provReq
 	e.Preempting, e.PreemptionCost, e.PreemptedTask = true, cost, victim.id
-	p.out = append(p.out, Assignment{
+	p.out = append(p.out, assignment{
 		Worker: v.id, Request: r.id, Priority: l, Time: Time(s.now),
 		Preempted: victim.id, ProvisionRequired: provReq,
 	})

@@ -132,19 +132,19 @@ func genState(t *rapid.T) *statev1.PoolState {
 	return st
 }
 
-func fromRef(as []refAssignment) []Assignment {
-	var out []Assignment
+func fromRef(as []refAssignment) []assignment {
+	var out []assignment
 	for _, a := range as {
-		out = append(out, Assignment{Worker: WorkerID(a.Worker), Request: RequestID(a.Request), Priority: Priority(a.Priority), Preempted: RequestID(a.Aborted)})
+		out = append(out, assignment{Worker: WorkerID(a.Worker), Request: RequestID(a.Request), Priority: Priority(a.Priority), Preempted: RequestID(a.Aborted)})
 	}
 	return out
 }
 
 // decisions strips what the reference does not compute.
-func decisions(as []Assignment) []Assignment {
-	var out []Assignment
+func decisions(as []assignment) []assignment {
+	var out []assignment
 	for _, a := range as {
-		out = append(out, Assignment{Worker: a.Worker, Request: a.Request, Priority: a.Priority, Preempted: a.Preempted})
+		out = append(out, assignment{Worker: a.Worker, Request: a.Request, Priority: a.Priority, Preempted: a.Preempted})
 	}
 	return out
 }
@@ -163,7 +163,7 @@ func TestRunOnceMatchesReference(t *testing.T) {
 			t.Fatalf("state -> proto is not lossless (-in +out):\n%s", diff)
 		}
 		wantState, wantAs := refRunOnce(st)
-		got := s.RunOnce()
+		got := s.runOnce()
 		if diff := cmp.Diff(fromRef(wantAs), decisions(got)); diff != "" {
 			t.Fatalf("assignments differ from the reference (-ref +indexed):\n%s", diff)
 		}

@@ -145,9 +145,7 @@ func (s *Scheduler) AssignTasks(t time.Time, workers []IdleWorker) ([]TaskAssign
 			return nil, err
 		}
 	}
-	out := s.assignTasks(ns, workers)
-	s.gc()
-	return out, nil
+	return s.assignTasks(ns, workers), nil
 }
 
 func (s *Scheduler) assignTasks(t int64, workers []IdleWorker) []TaskAssignment {
@@ -397,7 +395,7 @@ func lacksAny(have, want []string) bool {
 }
 
 // recordEntries makes the pending entries of as, allocated together.
-func (s *Scheduler) recordEntries(as []Assignment) {
+func (s *Scheduler) recordEntries(as []assignment) {
 	if len(as) == 0 {
 		return
 	}

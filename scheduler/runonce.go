@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// Assignment is one decision of a scheduling pass.
-type Assignment struct {
+// assignment is one decision of a scheduling pass.
+type assignment struct {
 	Worker   WorkerID
 	Request  RequestID
 	Priority Priority
@@ -20,21 +20,15 @@ type Assignment struct {
 	ProvisionRequired bool
 }
 
-// RunOnce performs one scheduling pass at the current clock (SCHEDULER.md
-// §2.4): for each paid level, a provision-matching and an any-label sub-pass
-// over idle workers, reprioritization and preemption; then the FreeBucket
+// runOnce performs one scheduling pass at the clock (SCHEDULER.md §2.4):
+// for each paid level, a provision-matching and an any-label sub-pass over
+// idle workers, reprioritization and preemption; then the FreeBucket
 // sub-passes. It returns the assignments in the order made; the state is
-// already updated.
-func (s *Scheduler) RunOnce() []Assignment {
-	out := s.runOnce()
-	s.gc()
-	return out
-}
-
-// runOnce is RunOnce without the reclaiming of empty classes (AssignTasks
-// reclaims once, at its end).
-func (s *Scheduler) runOnce() []Assignment {
+// already updated and what the pass emptied is reclaimed (gc). Without a
+// clock there is no pass.
+func (s *Scheduler) runOnce() []assignment {
 	if !s.hasClock {
+		s.gc()
 		return nil
 	}
 	p := s.startPass()
@@ -50,17 +44,18 @@ func (s *Scheduler) runOnce() []Assignment {
 	p.match(FreeBucket, false)
 	p.finish()
 	s.lastPassOut = len(p.out)
+	s.gc()
 	return p.out
 }
 
-// pass is the scratch state of one RunOnce.
+// pass is the scratch state of one runOnce.
 type pass struct {
 	s      *Scheduler
 	epoch  uint64
 	active [NumPaidLevels + 1]bool // some account may have requests in L[l]
 	idle   []*worker               // idle workers by id
 	cands  []limitedCand
-	out    []Assignment
+	out    []assignment
 	step   uint64
 }
 
@@ -71,7 +66,7 @@ type limitedCand struct {
 
 func (s *Scheduler) startPass() *pass {
 	s.epoch++
-	p := &pass{s: s, epoch: s.epoch, out: make([]Assignment, 0, s.lastPassOut)}
+	p := &pass{s: s, epoch: s.epoch, out: make([]assignment, 0, s.lastPassOut)}
 	// Priorities per account, from the balances at the start (§2.2).
 	for _, a := range s.sortedAccounts() {
 		a.level = a.priority()
@@ -273,7 +268,7 @@ func (p *pass) assign(w *worker, c *class, l Priority) {
 	provReq := !subsetOf(r.prov.ids, w.ids)
 	e := s.event(EventAssigned, s.now, r, w, false)
 	e.Level, e.ProvisionRequired = l, provReq
-	p.out = append(p.out, Assignment{Worker: w.id, Request: r.id, Priority: l, Time: Time(s.now), ProvisionRequired: provReq})
+	p.out = append(p.out, assignment{Worker: w.id, Request: r.id, Priority: l, Time: Time(s.now), ProvisionRequired: provReq})
 }
 
 func (p *pass) reprioritized(w *worker, l Priority) {

@@ -37,7 +37,7 @@ package scheduler
 //	assign t=T bots=W1,W2:a+b                   AssignTasks; a bot's labels are the
 //	                                            inline ones after ':' ('+'-separated),
 //	                                            else those of its last idle/assign line
-//	run                                         RunOnce at the current clock
+//	run                                         a scheduling pass at the clock (runOnce)
 //	tick t=T                                    UpdateTime
 //	set-balance A balance=-1,2                  state surgery through ToProto/FromProto:
 //	                                            sets a balance (negative values allowed)
@@ -465,7 +465,7 @@ func (h *scnHarness) exec(line string) ([]string, error) {
 		if err := a.finish(0); err != nil {
 			return nil, err
 		}
-		return scnFormatAssignments(h.s.RunOnce()), nil
+		return scnFormatAssignments(h.s.runOnce()), nil
 	case "tick":
 		t, err := a.time("t")
 		if err != nil {
@@ -817,7 +817,7 @@ func scnVec(v []float64) string {
 
 func scnLabels(ls []string) string { return "[" + strings.Join(ls, ",") + "]" }
 
-func scnFormatAssignments(as []Assignment) []string {
+func scnFormatAssignments(as []assignment) []string {
 	if len(as) == 0 {
 		return []string{"no assignments"}
 	}

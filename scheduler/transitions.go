@@ -287,25 +287,10 @@ func (s *Scheduler) markIdle(id WorkerID, labels []string, t int64, fromCallback
 	s.dirty.worker(w.id)
 }
 
-// NotifyTaskRunning reports that request rid was running on worker wid at t.
-// It sets the clock to t when there is none and never moves a clock that is
-// set (Notify does); a task it starts starts at the clock.
-func (s *Scheduler) NotifyTaskRunning(rid RequestID, wid WorkerID, t time.Time, fromCallback bool) error {
-	ns, err := nanos("time", t)
-	if err != nil {
-		return err
-	}
-	if err := ValidateID("task id", string(rid)); err != nil {
-		return err
-	}
-	if err := ValidateID("bot id", string(wid)); err != nil {
-		return err
-	}
-	s.notifyRunning(rid, wid, ns, fromCallback)
-	s.gc()
-	return nil
-}
-
+// notifyRunning applies a report that request rid was running on worker
+// wid at t (SCHEDULER.md §2.3). It sets the clock to t when there is none
+// and never moves a clock that is set (Notify does); a task it starts
+// starts at the clock.
 func (s *Scheduler) notifyRunning(rid RequestID, wid WorkerID, t int64, fromCallback bool) {
 	s.setClock(t)
 	r := s.requests.get(rid)
@@ -374,23 +359,10 @@ func (s *Scheduler) confirm(r *request, w *worker, t int64) {
 	}
 }
 
-// NotifyTaskAbsent reports that request rid was no longer waiting or running
-// at t (it finished, was cancelled or never existed). It sets the clock to t
-// when there is none and never moves a clock that is set (Notify does), so a
-// task it ends has been charged up to the clock.
-func (s *Scheduler) NotifyTaskAbsent(rid RequestID, t time.Time, fromCallback bool) error {
-	ns, err := nanos("time", t)
-	if err != nil {
-		return err
-	}
-	if err := ValidateID("task id", string(rid)); err != nil {
-		return err
-	}
-	s.notifyAbsent(rid, ns, fromCallback)
-	s.gc()
-	return nil
-}
-
+// notifyAbsent applies a report that request rid was no longer waiting or
+// running at t (it finished, was cancelled or never existed). It sets the
+// clock to t when there is none and never moves a clock that is set (Notify
+// does), so a task it ends has been charged up to the clock.
 func (s *Scheduler) notifyAbsent(rid RequestID, t int64, fromCallback bool) {
 	s.setClock(t)
 	r := s.requests.get(rid)

@@ -176,7 +176,7 @@ func TestFromProtoNeverPanics(t *testing.T) {
 		if !proto.Equal(out, again.ToProto()) {
 			t.Fatal("round trip of an accepted state is not lossless")
 		}
-		s.RunOnce()
+		s.runOnce()
 		if err := s.checkIndexes(); err != nil {
 			t.Fatal(err)
 		}
