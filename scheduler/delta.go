@@ -45,7 +45,7 @@ func (s *Scheduler) TakeDelta() *statev1.PoolDelta {
 		}
 	}
 	for _, id := range sortedSet(dirty.requests) {
-		if r := s.requests.get(id); r != nil && r.cls != nil {
+		if r := s.requests.Get(id); r != nil && r.cls != nil {
 			d.Waiting = append(d.Waiting, r.toProto())
 		} else {
 			d.DeletedWaiting = append(d.DeletedWaiting, string(id))

@@ -4,6 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,44 +14,73 @@ import (
 )
 
 // TestDependencies proves the core stays pure: besides the standard library
-// it may import only the protobuf runtime and its own state messages.
+// package scheduler and its internal packages may import only the protobuf
+// runtime, the state messages and each other.
 func TestDependencies(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").CombinedOutput()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".", "./internal/...").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
 	const module = "github.com/qscheduler-swarming/qscheduler-swarming/"
 	allowed := func(p string) bool {
 		return p == module+"scheduler" ||
+			strings.HasPrefix(p, module+"scheduler/internal/") ||
 			p == module+"proto/qscheduler/state/v1" ||
 			strings.HasPrefix(p, "google.golang.org/protobuf/")
 	}
-	var n int
+	var n, internal int
 	for _, p := range strings.Fields(string(out)) {
 		n++
+		if strings.HasPrefix(p, module+"scheduler/internal/") {
+			internal++
+		}
 		if !allowed(p) {
-			t.Errorf("scheduler depends on %s; it may import only the standard library, google.golang.org/protobuf and proto/qscheduler/state/v1", p)
+			t.Errorf("%s is imported by the core; it may import only the standard library, google.golang.org/protobuf, proto/qscheduler/state/v1 and scheduler/internal/...", p)
 		}
 	}
-	if n == 0 {
-		t.Fatal("go list printed no packages; the check checked nothing")
+	if n == 0 || internal == 0 {
+		t.Fatalf("go list printed %d packages, %d of them internal; the check checked nothing", n, internal)
 	}
 }
 
-// TestNoClockNoGoroutines: the core never reads a clock, draws random
-// numbers (SCHEDULER.md §1.6) or starts a goroutine (no go statement at
-// all): every call does its work on the caller's goroutine and returns.
-func TestNoClockNoGoroutines(t *testing.T) {
-	files, err := filepath.Glob("*.go")
+// coreSources lists the non-test Go files of package scheduler and of every
+// package under internal/.
+func coreSources(t *testing.T) []string {
+	var files []string
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if path != "." && path != "internal" && !strings.HasPrefix(path, "internal"+string(filepath.Separator)) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(path, ".go") && !strings.HasSuffix(path, "_test.go") {
+			files = append(files, path)
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return files
+}
+
+// TestNoClockNoGoroutines: the core (package scheduler and its internal
+// packages) never reads a clock, draws random numbers (SCHEDULER.md §1.6)
+// or starts a goroutine (no go statement at all): every call does its work
+// on the caller's goroutine and returns.
+func TestNoClockNoGoroutines(t *testing.T) {
+	files := coreSources(t)
 	forbidden := regexp.MustCompile(`time\.(Now|Since|Until|Sleep|After|Tick|NewTimer|NewTicker)\(|"math/rand|"crypto/rand`)
 	checked := 0
 	fset := token.NewFileSet()
+	internal := 0
 	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
+		if strings.HasPrefix(f, "internal") {
+			internal++
 		}
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -74,7 +104,7 @@ func TestNoClockNoGoroutines(t *testing.T) {
 			return true
 		})
 	}
-	if checked == 0 {
-		t.Fatal("no source files checked")
+	if checked == 0 || internal == 0 {
+		t.Fatalf("%d source files checked, %d of them internal", checked, internal)
 	}
 }

@@ -103,122 +103,39 @@ type Event struct {
 
 // TakeEvents returns the events recorded since the last call and forgets
 // them. The caller owns the slice; ReuseEvents may hand it back.
-func (s *Scheduler) TakeEvents() []Event {
-	b := &s.events
-	var out []Event
-	switch len(b.full) {
-	case 0:
-		out = b.cur
-		b.cur = nil
-	default:
-		n := len(b.cur)
-		for _, c := range b.full {
-			n += len(c)
-		}
-		out = make([]Event, 0, n)
-		for _, c := range b.full {
-			out = append(out, c...)
-		}
-		out = append(out, b.cur...)
-		b.recycle() // the chunks were copied
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
-}
+func (s *Scheduler) TakeEvents() []Event { return s.events.Take() }
 
 // ReuseEvents hands back a slice returned by TakeEvents that the caller no
 // longer uses (nor any copy of it), so that later events are recorded into
 // its memory instead of new memory: a pool whose batches are alike then
 // records events without allocating.
-func (s *Scheduler) ReuseEvents(evs []Event) { s.events.keep(evs) }
+func (s *Scheduler) ReuseEvents(evs []Event) { s.events.Keep(evs) }
 
 // DiscardEvents forgets recorded events without returning them.
-func (s *Scheduler) DiscardEvents() { s.events.recycle() }
+func (s *Scheduler) DiscardEvents() { s.events.Recycle() }
 
-// eventBuf collects events in chunks, so that a pass with thousands of
+// Events are recorded in a chunkbuf.Buffer: a pass with thousands of
 // changes never copies its events to grow a buffer, and records into memory
-// handed back (free) before it allocates: a storm of thousands of events
-// then writes mostly into memory the last storm used, instead of zeroing
+// handed back before it allocates, so that a storm of thousands of events
+// writes mostly into memory the last storm used instead of zeroing
 // megabytes of new memory in the middle of a pass.
-type eventBuf struct {
-	full    [][]Event
-	cur     []Event
-	free    [][]Event // cleared, length 0
-	freeCap int       // the events free holds, at most maxSpare
-}
 
-// eventChunk is the capacity of a newly allocated chunk (390 KB): a batch
-// of steady traffic fits in one, which TakeEvents hands over without
-// copying.
+// eventChunk is the capacity of a newly allocated chunk of events (390 KB):
+// a batch of steady traffic fits in one, which TakeEvents hands over
+// without copying.
 const eventChunk = 1024
 
-// maxSpare bounds the memory kept for reuse (3 MiB): a batch that recorded
-// more (loading a pool's backlog) does not make the pool hold it for good.
+// maxSpare bounds the event memory kept for reuse (3 MiB): a batch that
+// recorded more (loading a pool's backlog) does not make the pool hold it
+// for good.
 const maxSpare = 8192
-
-// keep offers c's memory for reuse while the free memory stays within
-// maxSpare. All of it is cleared, here rather than event by event in the
-// pass that records into it, so that the buffer does not keep what the
-// events point to alive and every slot starts zeroed.
-func (b *eventBuf) keep(c []Event) {
-	if cap(c) == 0 || b.freeCap+cap(c) > maxSpare {
-		return
-	}
-	clear(c[:cap(c)])
-	b.free = append(b.free, c[:0])
-	b.freeCap += cap(c)
-}
-
-// recycle forgets the recorded events, keeping their chunks for reuse.
-func (b *eventBuf) recycle() {
-	for _, c := range b.full {
-		b.keep(c)
-	}
-	b.keep(b.cur)
-	clear(b.full)
-	b.full, b.cur = b.full[:0], nil
-}
-
-// slot returns the place of the next event, at the end of the buffer,
-// zeroed.
-func (b *eventBuf) slot() *Event {
-	if len(b.cur) == cap(b.cur) {
-		if len(b.cur) > 0 {
-			b.full = append(b.full, b.cur)
-		}
-		b.cur = b.chunk()
-	}
-	b.cur = b.cur[:len(b.cur)+1]
-	return &b.cur[len(b.cur)-1]
-}
-
-// chunk returns the largest free chunk, or a new one.
-func (b *eventBuf) chunk() []Event {
-	if len(b.free) == 0 {
-		return make([]Event, 0, eventChunk)
-	}
-	best := 0
-	for i, c := range b.free {
-		if cap(c) > cap(b.free[best]) {
-			best = i
-		}
-	}
-	c := b.free[best]
-	last := len(b.free) - 1
-	b.free[best], b.free[last] = b.free[last], nil
-	b.free = b.free[:last]
-	b.freeCap -= cap(c)
-	return c
-}
 
 // event records an event of type typ at time t about r and w (either may
 // be nil) as they are now, and returns it for the caller to fill in the
 // fields of its type. It is written once, in place: storms record
 // thousands.
 func (s *Scheduler) event(typ EventType, t int64, r *request, w *worker, fromCallback bool) *Event {
-	p := s.events.slot()
+	p := s.events.Slot()
 	p.Type, p.Time = typ, t
 	if r != nil {
 		p.Task = r.id

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"fmt"
-	"hash/maphash"
 	"slices"
 	"strings"
 	"testing"
@@ -40,13 +39,13 @@ func (s *Scheduler) checkIndexes() error {
 		}
 		if w.req == nil {
 			idle++
-			if w.idleIdx < 0 || s.idle.items[w.idleIdx] != w {
+			if w.idleIdx < 0 || s.idle.Items[w.idleIdx] != w {
 				return fmt.Errorf("idle worker %s not in the idle heap", id)
 			}
 			continue
 		}
 		r := w.req
-		if r.w != w || r.cls != nil || s.requests.get(r.id) != r {
+		if r.w != w || r.cls != nil || s.requests.Get(r.id) != r {
 			return fmt.Errorf("running request %s inconsistent", r.id)
 		}
 		a := r.acct
@@ -75,20 +74,22 @@ func (s *Scheduler) checkIndexes() error {
 	perAcct := map[AccountID]int{}
 	var reqs []*request
 	count := 0
-	for _, sl := range s.requests.slots {
-		if r := sl.r; r != nil {
-			if r.hash != sl.h || maphash.String(s.requests.seed, string(r.id)) != sl.h {
-				return fmt.Errorf("request %s filed under hash %x", r.id, sl.h)
-			}
-			if s.requests.get(r.id) != r {
-				return fmt.Errorf("request %s not found by its id", r.id)
-			}
-			reqs = append(reqs, r)
-			count++
+	var misfiled error
+	s.requests.All(func(r *request) {
+		switch {
+		case r.hash != s.requests.Hash(r.id):
+			misfiled = fmt.Errorf("request %s keeps hash %x, not its id's", r.id, r.hash)
+		case s.requests.Lookup(r.hash, r.id) != r || s.requests.Get(r.id) != r:
+			misfiled = fmt.Errorf("request %s not found by its id", r.id)
 		}
+		reqs = append(reqs, r)
+		count++
+	})
+	if misfiled != nil {
+		return misfiled
 	}
-	if count != s.requests.len() {
-		return fmt.Errorf("request index holds %d requests, counts %d", count, s.requests.len())
+	if count != s.requests.Len() {
+		return fmt.Errorf("request index holds %d requests, counts %d", count, s.requests.Len())
 	}
 	for _, r := range reqs {
 		id := r.id
@@ -107,7 +108,7 @@ func (s *Scheduler) checkIndexes() error {
 		if i, ok := slices.BinarySearchFunc(c.q[c.h:], r, cmpQ); !ok || c.q[c.h+i].r != r {
 			return fmt.Errorf("request %s missing from its class queue", id)
 		}
-		if c.ab.heap.items[c.heapIdx] != c {
+		if c.ab.byHead.Items[c.heapIdx] != c {
 			return fmt.Errorf("class of %s not in its heap", id)
 		}
 		if c.base.base == nil || c.base.base.node == nil || c.base.base.node.bi != c.base.base {

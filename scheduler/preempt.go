@@ -4,6 +4,10 @@ import (
 	"math"
 	"math/bits"
 	"slices"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/bitset"
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/heap"
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/rank"
 )
 
 // unit is a set of requests that succeed or fail together in the preemption
@@ -31,7 +35,7 @@ type unit struct {
 // unitGroup is the units of one base set in a preemption step.
 type unitGroup struct {
 	bi         *baseIndex
-	h          iheap[*unit]
+	h          heap.Heap[*unit]
 	start, end int // its units' range in the step's slab
 	idx        int // in the step's heap of groups, -1 when out of it
 }
@@ -75,10 +79,10 @@ func (u *unit) advance() bool {
 		u.head, u.hk = u.cands[best].h, u.cands[best].hk
 		return true
 	}
-	if u.ab.heap.Len() == 0 {
+	if u.ab.byHead.Len() == 0 {
 		return u.setHead(nil)
 	}
-	c := u.ab.heap.Top()
+	c := u.ab.byHead.Top()
 	u.head, u.hk = c.head(), c.hk
 	return u.head != nil
 }
@@ -152,7 +156,7 @@ func (p *pass) preempt(l Priority) {
 		vset.costs[i] = v.c
 		vset.ws[i] = v.w
 	}
-	vset.words = (len(keys) + 63) / 64
+	vset.words = bitset.Words(len(keys))
 	vset.epoch = stepEpoch
 	vset.taken = slices.Grow(vset.taken[:0], vset.words)[:vset.words]
 	clear(vset.taken)
@@ -181,7 +185,7 @@ func (p *pass) preempt(l Priority) {
 				bi.victimCur = 0
 				touched = append(touched, bi)
 			}
-			bi.victimBits[i/64] |= 1 << (i % 64)
+			bitset.Add(bi.victimBits, i)
 		}
 	}
 	sc.touched = touched
@@ -218,7 +222,7 @@ func (p *pass) preempt(l Priority) {
 				}
 				continue
 			}
-			for _, c := range ab.heap.items {
+			for _, c := range ab.byHead.Items {
 				if c.len() > 0 && !p.fullAtStart(c) {
 					slab = append(slab, unit{acct: a, bi: bi, cls: c, head: c.head(), hk: c.hk, g: g})
 				}
@@ -229,18 +233,18 @@ func (p *pass) preempt(l Priority) {
 	sc.slab, sc.groups = slab, groups
 	// Each group's heap starts in its own part of one slice (a unit woken
 	// later may grow it elsewhere).
-	uh := slices.Grow(sc.heap[:0], len(slab))[:len(slab)]
-	gh := iheap[*unitGroup]{
-		items:  sc.gheap[:0],
-		less:   func(a, b *unitGroup) bool { return a.h.items[0].hk.before(b.h.items[0].hk) },
-		setIdx: func(g *unitGroup, i int) { g.idx = i },
+	uh := slices.Grow(sc.unitHeaps[:0], len(slab))[:len(slab)]
+	gh := heap.Heap[*unitGroup]{
+		Items:    sc.groupHeap[:0],
+		Less:     func(a, b *unitGroup) bool { return a.h.Items[0].hk.before(b.h.Items[0].hk) },
+		SetIndex: func(g *unitGroup, i int) { g.idx = i },
 	}
 	for gi := range groups {
 		g := &groups[gi]
-		g.h = iheap[*unit]{
-			items:  uh[g.start:g.start:g.end],
-			less:   func(a, b *unit) bool { return a.hk.before(b.hk) },
-			setIdx: func(u *unit, i int) { u.idx = i },
+		g.h = heap.Heap[*unit]{
+			Items:    uh[g.start:g.start:g.end],
+			Less:     func(a, b *unit) bool { return a.hk.before(b.hk) },
+			SetIndex: func(u *unit, i int) { u.idx = i },
 		}
 		for i := g.start; i < g.end; i++ {
 			u := &slab[i]
@@ -251,21 +255,21 @@ func (p *pass) preempt(l Priority) {
 				u.acct.dormant = append(u.acct.dormant, u)
 				continue
 			}
-			u.idx = len(g.h.items)
-			g.h.items = append(g.h.items, u)
+			u.idx = len(g.h.Items)
+			g.h.Items = append(g.h.Items, u)
 		}
 		if g.h.Len() > 0 {
 			g.h.Init()
-			g.idx = len(gh.items)
-			gh.items = append(gh.items, g)
+			g.idx = len(gh.Items)
+			gh.Items = append(gh.Items, g)
 		}
 	}
 	gh.Init()
 	defer func() {
 		clear(uh[:cap(uh)])
-		sc.heap = uh[:0]
-		clear(gh.items[:cap(gh.items)])
-		sc.gheap = gh.items[:0]
+		sc.unitHeaps = uh[:0]
+		clear(gh.Items[:cap(gh.Items)])
+		sc.groupHeap = gh.Items[:0]
 		clear(sc.groups)
 	}()
 	// settle puts g back in order after its heap changed.
@@ -293,7 +297,7 @@ func (p *pass) preempt(l Priority) {
 			if vset.firstFree(g.bi) < 0 {
 				// Every victim of this base set is taken: none of its
 				// units can succeed.
-				g.h.items = g.h.items[:0]
+				g.h.Items = g.h.Items[:0]
 				settle(g)
 				continue
 			}
@@ -342,7 +346,7 @@ func (p *pass) preempt(l Priority) {
 				if !rk.before(d.hk) {
 					d.cursor = r
 					start := len(sc.cands)
-					for _, c := range d.ab.heap.items {
+					for _, c := range d.ab.byHead.Items {
 						if h := c.firstAfter(r); h != nil {
 							sc.cands = append(sc.cands, wakeCand{c, h, keyOf(h)})
 						}
@@ -378,7 +382,7 @@ type victimSet struct {
 	epoch uint64 // of the step
 }
 
-func (vs *victimSet) take(i int) { vs.taken[i/64] |= 1 << (i % 64) }
+func (vs *victimSet) take(i int) { bitset.Add(vs.taken, i) }
 
 // firstFree returns the first victim of bi not taken at or after word j0,
 // advancing bi's cursor past fully taken words, or -1.
@@ -519,16 +523,16 @@ type preemptScratch struct {
 	keys   []victimKey
 	sorted []victimKey // the other buffer of sortVictims
 	// sortVictims' scratch.
-	costs   costRanker
-	byRank  []int32
-	pos     []int32 // per cost rank
-	vset    victimSet
-	touched []*baseIndex
-	slab    []unit
-	heap    []*unit
-	groups  []unitGroup
-	gheap   []*unitGroup
-	cands   []wakeCand // of the units woken in the step
+	costs     rank.Ranker[Vector]
+	byRank    []int32
+	pos       []int32 // per cost rank
+	vset      victimSet
+	touched   []*baseIndex
+	slab      []unit
+	unitHeaps []*unit // the backing of every group's unit heap
+	groups    []unitGroup
+	groupHeap []*unitGroup
+	cands     []wakeCand // of the units woken in the step
 }
 
 // victimKey is a victim with its cost.
@@ -542,7 +546,7 @@ type victimKey struct {
 // be ranked (rankWorkers), their ranks below nWorkers.
 func (sc *preemptScratch) sortVictims(nWorkers int) {
 	vs := sc.keys
-	costRank := sc.costs.ranks(len(vs), func(i int) Vector { return vs[i].c }, false)
+	costRank := costRanks(&sc.costs, len(vs), func(i int) Vector { return vs[i].c }, false)
 	// A counting sort: victims are placed in cost-rank buckets in the
 	// order of their workers' ranks, which are distinct and below nWorkers.
 	var nRanks int32

@@ -5,13 +5,16 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/heap"
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/selectk"
 )
 
 // reconciler holds, per worker, the assignment handed out and not yet
 // confirmed, and per task an error to report (SCHEDULER.md §3).
 type reconciler struct {
 	entries map[WorkerID]*pendingEntry
-	byTime  iheap[*pendingEntry]     // by (time, worker)
+	byTime  heap.Heap[*pendingEntry] // by (time, worker)
 	byAbort map[RequestID]WorkerID   // the entry aborting a task
 	abortX  map[RequestID][]WorkerID // further entries aborting the same task (rare)
 	errors  map[RequestID]string
@@ -30,14 +33,14 @@ func (r *reconciler) init() {
 	r.byAbort = make(map[RequestID]WorkerID)
 	r.abortX = make(map[RequestID][]WorkerID)
 	r.errors = make(map[RequestID]string)
-	r.byTime = iheap[*pendingEntry]{
-		less: func(a, b *pendingEntry) bool {
+	r.byTime = heap.Heap[*pendingEntry]{
+		Less: func(a, b *pendingEntry) bool {
 			if a.time != b.time {
 				return a.time < b.time
 			}
 			return a.worker < b.worker
 		},
-		setIdx: func(e *pendingEntry, i int) { e.idx = i },
+		SetIndex: func(e *pendingEntry, i int) { e.idx = i },
 	}
 }
 
@@ -299,7 +302,7 @@ func (s *Scheduler) SetTaskError(id RequestID, msg string) error {
 			t = s.now
 		}
 		var w *worker
-		r := s.requests.get(id)
+		r := s.requests.Get(id)
 		if r != nil {
 			w = r.w
 		}
@@ -351,8 +354,8 @@ func (s *Scheduler) Cancellations() []Cancellation {
 // confirmed longest ago (ties by id), waiting ones first.
 func (s *Scheduler) Callbacks() []RequestID {
 	waiting := make([]confirmedKey, 0, s.nWaiting)
-	running := make([]confirmedKey, 0, s.requests.len()-s.nWaiting)
-	s.requests.all(func(r *request) {
+	running := make([]confirmedKey, 0, s.requests.Len()-s.nWaiting)
+	s.requests.All(func(r *request) {
 		if r.cls != nil {
 			waiting = append(waiting, confirmedKey{t: r.confirmed, id: string(r.id)})
 		} else {
@@ -368,7 +371,7 @@ func (s *Scheduler) Callbacks() []RequestID {
 			continue
 		}
 		k := max(1, int(math.Ceil(part.frac*float64(len(part.keys)))))
-		for _, key := range smallestK(part.keys, k) {
+		for _, key := range selectk.Smallest(part.keys, k, cmpConfirmed) {
 			out = append(out, RequestID(key.id))
 		}
 	}

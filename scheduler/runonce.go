@@ -2,10 +2,11 @@ package scheduler
 
 import (
 	"math"
-	"math/bits"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/rank"
 )
 
 // assignment is one decision of a scheduling pass.
@@ -84,7 +85,7 @@ func (s *Scheduler) startPass() *pass {
 		return p // nothing to match; preemption needs no idle workers
 	}
 	// Idle workers in id order, each with the base sets its labels contain.
-	p.idle = append(p.idle, s.idle.items...)
+	p.idle = append(p.idle, s.idle.Items...)
 	slices.SortFunc(p.idle, func(a, b *worker) int { return strings.Compare(string(a.id), string(b.id)) })
 	for i, e := range s.eligible(p.idle) {
 		p.idle[i].passElig = e
@@ -217,7 +218,7 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 		for _, ab := range bi.accts {
 			a := ab.acct
 			if a.limited() {
-				for _, c := range ab.heap.items {
+				for _, c := range ab.byHead.Items {
 					if c.len() > 0 && p.inList(c, l) && (!provision || s.labels.hasAll(c.prov.ids)) {
 						p.cands = append(p.cands, limitedCand{c, size})
 					}
@@ -227,7 +228,7 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 			if provision || a.level != l || (l == FreeBucket && a.disableFree) {
 				continue
 			}
-			c := ab.heap.Top()
+			c := ab.byHead.Top()
 			if c.len() == 0 {
 				continue
 			}
@@ -344,81 +345,12 @@ func (p *pass) reprioritize(l Priority) {
 func (p *pass) byCost(ws []*worker, desc bool) []*worker {
 	now := p.s.now
 	sc := &p.s.costScratch
-	ranks := sc.costs.ranks(len(ws), func(i int) Vector { return ws[i].costAt(now) }, desc)
+	ranks := costRanks(&sc.costs, len(ws), func(i int) Vector { return ws[i].costAt(now) }, desc)
 	sc.keys = slices.Grow(sc.keys[:0], len(ws))[:len(ws)]
 	sc.out = slices.Grow(sc.out[:0], len(ws))[:len(ws)]
-	sortByRankAndID(ws, ranks, sc.keys, sc.out, 8)
+	rank.SortByRankAndString(ws, ranks, runningID, sc.keys, sc.out, 8)
 	return sc.out
 }
 
-// sortByRankAndID writes to out the workers of ws ordered by rank, then by
-// request id, sorting keys (of len(ws)) as one integer per worker: its
-// rank, then up to maxWin bytes of its id after the prefix all the ids
-// share, then its index. Only workers whose rank and id bytes tie are then
-// compared by their id strings.
-func sortByRankAndID(ws []*worker, ranks []int32, keys []uint64, out []*worker, maxWin int) {
-	n := len(ws)
-	if n == 0 {
-		return
-	}
-	shared := len(ws[0].req.id)
-	var maxRank int32
-	for i, w := range ws {
-		if i > 0 {
-			id := string(w.req.id)
-			shared = commonPrefix(id[:min(shared, len(id))], string(ws[0].req.id))
-		}
-		maxRank = max(maxRank, ranks[i])
-	}
-	ib := bits.Len(uint(n - 1))
-	winBytes := min(maxWin, (64-bits.Len32(uint32(maxRank))-ib)/8)
-	wb := 8 * winBytes
-	for i, w := range ws {
-		win := idWindow(string(w.req.id), shared) >> (64 - wb) // 0 when wb is 0
-		keys[i] = uint64(ranks[i])<<(wb+ib) | win<<ib | uint64(i)
-	}
-	slices.Sort(keys)
-	idx := uint64(1)<<ib - 1
-	for i := 0; i < n; {
-		j := i + 1
-		for j < n && keys[j]>>ib == keys[i]>>ib {
-			j++
-		}
-		if j-i > 1 {
-			slices.SortFunc(keys[i:j], func(x, y uint64) int {
-				return strings.Compare(string(ws[x&idx].req.id), string(ws[y&idx].req.id))
-			})
-		}
-		i = j
-	}
-	for j, k := range keys {
-		out[j] = ws[k&idx]
-	}
-}
-
-// commonPrefix is the length of the longest common prefix of a and b.
-func commonPrefix(a, b string) int {
-	n := min(len(a), len(b))
-	for i := range n {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return n
-}
-
-// idWindow is the eight bytes of id from offset from, big-endian, padded
-// with zeros. Of two strings that agree before from, the one with the
-// smaller window sorts first; equal windows decide nothing. (A string that
-// ends inside the window is a prefix of any other with the same window
-// bytes up to its end, so the padding orders it first, as it should be.)
-func idWindow(id string, from int) uint64 {
-	var w uint64
-	for i := range 8 {
-		w <<= 8
-		if j := from + i; j < len(id) {
-			w |= uint64(id[j])
-		}
-	}
-	return w
-}
+// runningID is the id of the request w runs.
+func runningID(w *worker) string { return string(w.req.id) }

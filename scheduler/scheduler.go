@@ -6,6 +6,11 @@ import (
 	"strings"
 
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/chunkbuf"
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/heap"
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/idtable"
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/rank"
 )
 
 // Scheduler is the state of one pool: accounts and balances, waiting and
@@ -25,10 +30,10 @@ type Scheduler struct {
 	acctOrder      []*account // by id
 	acctOrderDirty bool
 
-	requests requestIndex // waiting and running
+	requests idtable.Table[RequestID, request] // waiting and running, by id
 	nWaiting int
 	workers  map[WorkerID]*worker
-	idle     iheap[*worker] // idle workers by (confirmed, id)
+	idle     heap.Heap[*worker] // idle workers by (confirmed, id)
 	classes  map[classKey]*class
 	trie     trieNode
 	// The trie's changes (a base set entering or leaving it) that made its
@@ -42,7 +47,7 @@ type Scheduler struct {
 
 	pscratch    preemptScratch
 	costScratch struct { // of pass.byCost
-		costs costRanker
+		costs rank.Ranker[Vector]
 		keys  []uint64
 		out   []*worker
 	}
@@ -53,7 +58,7 @@ type Scheduler struct {
 	rankStale   bool
 	rankScratch []*worker
 
-	events eventBuf
+	events chunkbuf.Buffer[Event]
 
 	epoch       uint64   // scheduling pass counter, for per-pass marks
 	lastPassOut int      // assignments of the last pass, to size the next
@@ -147,7 +152,7 @@ type request struct {
 	cls *class  // while waiting
 	w   *worker // while running
 
-	hash uint64 // of id, in Scheduler.requests
+	hash uint64 // of id, under which Scheduler.requests holds it
 }
 
 // cmpFIFO is the FIFO order: (enqueue time, id).
@@ -360,10 +365,10 @@ type baseIndex struct {
 
 // acctBase is one account's classes of one base set, as a heap by head.
 type acctBase struct {
-	acct *account
-	bi   *baseIndex
-	idx  int // in bi.accts
-	heap iheap[*class]
+	acct   *account
+	bi     *baseIndex
+	idx    int // in bi.accts
+	byHead heap.Heap[*class]
 }
 
 // provVariant is the classes (one per account) of one base set and one
@@ -407,19 +412,20 @@ func newEmpty() *Scheduler {
 		labels:        labels,
 		sets:          newSetTable(labels),
 		accounts:      make(map[AccountID]*account),
-		requests:      newRequestIndex(),
+		requests:      idtable.New(func(r *request) RequestID { return r.id }),
 		workers:       make(map[WorkerID]*worker),
 		classes:       make(map[classKey]*class),
 	}
 	s.cfg = tunablesOf(s.tunablesProto)
-	s.idle = iheap[*worker]{
-		less: func(a, b *worker) bool {
+	s.events = chunkbuf.New[Event](eventChunk, maxSpare)
+	s.idle = heap.Heap[*worker]{
+		Less: func(a, b *worker) bool {
 			if a.confirmed != b.confirmed {
 				return a.confirmed < b.confirmed
 			}
 			return a.id < b.id
 		},
-		setIdx: func(w *worker, i int) { w.idleIdx = i },
+		SetIndex: func(w *worker, i int) { w.idleIdx = i },
 	}
 	s.tombs.init()
 	s.rec.init()
@@ -474,13 +480,14 @@ func (s *Scheduler) newRequest(id RequestID, acct AccountID, enqueue, confirmed 
 	r.base = s.sets.refNames(base)
 	r.prov = s.sets.refNames(prov)
 	r.fan = s.sets.refUnion(r.base, r.prov)
-	s.requests.put(r)
+	r.hash = s.requests.Hash(id)
+	s.requests.Add(r, r.hash)
 	return r
 }
 
 // dropRequest removes a request that is neither waiting nor running.
 func (s *Scheduler) dropRequest(r *request) {
-	s.requests.del(r)
+	s.requests.Delete(r, r.hash)
 	s.sets.unref(r.base)
 	s.sets.unref(r.prov)
 	s.sets.unref(r.fan)
@@ -496,7 +503,7 @@ func (s *Scheduler) enqueue(r *request) {
 	oldHead := c.head()
 	c.insert(r)
 	if wasEmpty || c.head() != oldHead {
-		c.ab.heap.Fix(c.heapIdx)
+		c.ab.byHead.Fix(c.heapIdx)
 	}
 	r.acct.waiting++
 	s.nWaiting++
@@ -509,7 +516,7 @@ func (s *Scheduler) dequeue(r *request) {
 	wasHead := c.head() == r
 	c.remove(r)
 	if wasHead {
-		c.ab.heap.Fix(c.heapIdx)
+		c.ab.byHead.Fix(c.heapIdx)
 	}
 	if c.len() == 0 && !c.queued {
 		c.queued = true
@@ -540,7 +547,7 @@ func (s *Scheduler) classFor(a *account, base, prov *labelSet) *class {
 	}
 	if ab == nil {
 		ab = &acctBase{acct: a, bi: bi, idx: len(bi.accts)}
-		ab.heap = iheap[*class]{less: headBefore, setIdx: func(c *class, i int) { c.heapIdx = i }}
+		ab.byHead = heap.Heap[*class]{Less: headBefore, SetIndex: func(c *class, i int) { c.heapIdx = i }}
 		bi.accts = append(bi.accts, ab)
 	}
 	var pv *provVariant
@@ -559,7 +566,7 @@ func (s *Scheduler) classFor(a *account, base, prov *labelSet) *class {
 		ab: ab, pv: pv, pvIdx: len(pv.classes), hk: fifoKey{empty: true},
 	}
 	pv.classes = append(pv.classes, c)
-	ab.heap.Push(c)
+	ab.byHead.Push(c)
 	s.classes[k] = c
 	return c
 }
@@ -582,9 +589,9 @@ func (s *Scheduler) gc() {
 		}
 		delete(s.classes, classKey{c.acct, c.base, c.prov})
 		ab, pv, bi := c.ab, c.pv, c.ab.bi
-		ab.heap.Remove(c.heapIdx)
+		ab.byHead.Remove(c.heapIdx)
 		pv.classes = swapRemove(pv.classes, c.pvIdx, func(x *class, i int) { x.pvIdx = i })
-		if ab.heap.Len() == 0 {
+		if ab.byHead.Len() == 0 {
 			bi.accts = swapRemove(bi.accts, ab.idx, func(x *acctBase, i int) { x.idx = i })
 		}
 		if len(pv.classes) == 0 {

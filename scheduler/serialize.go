@@ -25,7 +25,7 @@ func (s *Scheduler) ToProto() *statev1.PoolState {
 	}
 	st.Waiting = make([]*statev1.Request, 0, s.nWaiting)
 	st.Workers = make([]*statev1.Worker, 0, len(s.workers))
-	s.requests.all(func(r *request) {
+	s.requests.All(func(r *request) {
 		if r.cls != nil {
 			st.Waiting = append(st.Waiting, r.toProto())
 		}
@@ -162,7 +162,7 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 		if t == nil {
 			return nil, invalidf("%s: missing", field)
 		}
-		if s.requests.get(RequestID(t.RequestId)) != nil {
+		if s.requests.Get(RequestID(t.RequestId)) != nil {
 			return nil, invalidf("%s: request %q is still known", field, t.RequestId)
 		}
 		if err := ValidateID(field+".request_id", t.RequestId); err != nil {
@@ -176,7 +176,7 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 		}
 		x := &tombstone{id: RequestID(t.RequestId), finish: t.FinishTimeUnixNanos}
 		s.tombs.byID[x.id] = x
-		s.tombs.heap.Push(x)
+		s.tombs.byFinish.Push(x)
 	}
 	for i, e := range st.Pending {
 		field := fmt.Sprintf("pending[%d]", i)
@@ -234,7 +234,7 @@ func (s *Scheduler) loadRequest(field string, r *statev1.Request) (*request, err
 			return nil, err
 		}
 	}
-	if s.requests.get(RequestID(r.Id)) != nil {
+	if s.requests.Get(RequestID(r.Id)) != nil {
 		return nil, invalidf("%s: request %q appears twice", field, r.Id)
 	}
 	if err := checkTime(field+".enqueue_time", r.EnqueueTimeUnixNanos); err != nil {

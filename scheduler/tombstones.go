@@ -1,12 +1,16 @@
 package scheduler
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/heap"
+)
 
 // tombstones remember requests that completed or were reported absent, so
 // that stale notifications about them are recognised (SCHEDULER.md §2.3).
 type tombstones struct {
-	byID map[RequestID]*tombstone
-	heap iheap[*tombstone] // by (finish, id)
+	byID     map[RequestID]*tombstone
+	byFinish heap.Heap[*tombstone] // by (finish, id)
 }
 
 type tombstone struct {
@@ -17,14 +21,14 @@ type tombstone struct {
 
 func (t *tombstones) init() {
 	t.byID = make(map[RequestID]*tombstone)
-	t.heap = iheap[*tombstone]{
-		less: func(a, b *tombstone) bool {
+	t.byFinish = heap.Heap[*tombstone]{
+		Less: func(a, b *tombstone) bool {
 			if a.finish != b.finish {
 				return a.finish < b.finish
 			}
 			return a.id < b.id
 		},
-		setIdx: func(x *tombstone, i int) { x.idx = i },
+		SetIndex: func(x *tombstone, i int) { x.idx = i },
 	}
 }
 
@@ -40,14 +44,14 @@ func (s *Scheduler) bury(id RequestID, finish int64) {
 	if x := t.byID[id]; x != nil {
 		if finish > x.finish {
 			x.finish = finish
-			t.heap.Fix(x.idx)
+			t.byFinish.Fix(x.idx)
 			s.dirty.tombstone(id)
 		}
 		return
 	}
 	x := &tombstone{id: id, finish: finish}
 	t.byID[id] = x
-	t.heap.Push(x)
+	t.byFinish.Push(x)
 	s.dirty.tombstone(id)
 	s.enforceMaxTombstones()
 }
@@ -55,7 +59,7 @@ func (s *Scheduler) bury(id RequestID, finish int64) {
 func (s *Scheduler) unbury(id RequestID) {
 	t := &s.tombs
 	if x := t.byID[id]; x != nil {
-		t.heap.Remove(x.idx)
+		t.byFinish.Remove(x.idx)
 		delete(t.byID, id)
 		s.dirty.tombstone(id)
 	}
@@ -63,16 +67,16 @@ func (s *Scheduler) unbury(id RequestID) {
 
 func (s *Scheduler) enforceMaxTombstones() {
 	t := &s.tombs
-	for t.heap.Len() > s.cfg.maxTombstones {
-		s.unbury(t.heap.Top().id)
+	for t.byFinish.Len() > s.cfg.maxTombstones {
+		s.unbury(t.byFinish.Top().id)
 	}
 }
 
 // expireTombstones drops tombstones older than the TTL at the clock.
 func (s *Scheduler) expireTombstones() {
 	t := &s.tombs
-	for t.heap.Len() > 0 {
-		x := t.heap.Top()
+	for t.byFinish.Len() > 0 {
+		x := t.byFinish.Top()
 		if s.now-x.finish <= s.cfg.tombstoneTTL {
 			break
 		}

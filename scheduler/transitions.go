@@ -223,7 +223,7 @@ func (s *Scheduler) AddRequest(task Task, t time.Time, fromCallback bool) error 
 
 func (s *Scheduler) addRequest(task Task, enq, t int64, fromCallback bool) {
 	s.setClock(t)
-	r := s.requests.get(task.ID)
+	r := s.requests.Get(task.ID)
 	switch {
 	case r == nil:
 		if s.tombs.live(task.ID, t) {
@@ -293,7 +293,7 @@ func (s *Scheduler) markIdle(id WorkerID, labels []string, t int64, fromCallback
 // starts at the clock.
 func (s *Scheduler) notifyRunning(rid RequestID, wid WorkerID, t int64, fromCallback bool) {
 	s.setClock(t)
-	r := s.requests.get(rid)
+	r := s.requests.Get(rid)
 	w := s.workers[wid]
 	if r != nil && r.w == w && w != nil { // r on w
 		if t >= r.confirmed {
@@ -365,7 +365,7 @@ func (s *Scheduler) confirm(r *request, w *worker, t int64) {
 // does), so a task it ends has been charged up to the clock.
 func (s *Scheduler) notifyAbsent(rid RequestID, t int64, fromCallback bool) {
 	s.setClock(t)
-	r := s.requests.get(rid)
+	r := s.requests.Get(rid)
 	switch {
 	case r == nil:
 	case r.cls != nil:

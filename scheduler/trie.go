@@ -3,6 +3,8 @@ package scheduler
 import (
 	"math/bits"
 	"slices"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/bitset"
 )
 
 // trieNode indexes base label sets by their ascending label ids, so that the
@@ -206,7 +208,7 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 	if len(ws) == 0 {
 		return out
 	}
-	e.words = (len(ws) + 63) / 64
+	e.words = bitset.Words(len(ws))
 	if n := len(s.labels.names); len(e.labelOff) < n {
 		e.labelOff = append(e.labelOff, make([]int32, n-len(e.labelOff))...)
 	}
@@ -220,7 +222,7 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 				e.labelOff[l] = off
 				e.used = append(e.used, l)
 			}
-			e.slab[int(off-1)*e.words+i/64] |= 1 << (i % 64)
+			bitset.Add(e.slab[int(off-1)*e.words:int(off)*e.words], i)
 		}
 	}
 	// The trie changes between passes only by a base set entering or
@@ -237,7 +239,7 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 		case w.eligGen != 0 && w.eligGen >= s.trieLogFrom:
 			s.patchElig(w)
 		default:
-			all[i/64] |= 1 << (i % 64)
+			bitset.Add(all, i)
 			stale = true
 			continue
 		}
@@ -264,7 +266,7 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 		flat[pos[p.wi]] = p.bi
 		pos[p.wi]++
 	}
-	forEachBit(all, func(i int) {
+	bitset.ForEach(all, func(i int) {
 		a, b := e.counts[i], e.counts[i+1]
 		out[i] = flat[a:b:b]
 		ws[i].elig, ws[i].eligGen = out[i], s.trieGen()
@@ -280,13 +282,13 @@ func (s *Scheduler) eligWalk(n *trieNode, set []uint64, depth int, ws []*worker)
 		cnt += bits.OnesCount64(x)
 	}
 	if n.bi != nil {
-		forEachBit(set, func(i int) { e.pairs = append(e.pairs, eligPair{int32(i), n.bi}) })
+		bitset.ForEach(set, func(i int) { e.pairs = append(e.pairs, eligPair{int32(i), n.bi}) })
 	}
 	if len(n.kids) == 0 {
 		return
 	}
 	if 8*cnt*min(len(n.kids), 32) < len(n.kids)*e.words {
-		forEachBit(set, func(i int) {
+		bitset.ForEach(set, func(i int) {
 			w := ws[i]
 			s.labels.mark(w.ids)
 			ids := w.ids
@@ -318,16 +320,6 @@ func (s *Scheduler) eligWalk(n *trieNode, set []uint64, depth int, ws []*worker)
 		}
 		if any != 0 {
 			s.eligWalk(k, next, depth+1, ws)
-		}
-	}
-}
-
-func forEachBit(set []uint64, f func(i int)) {
-	for j, x := range set {
-		for x != 0 {
-			b := bits.TrailingZeros64(x)
-			f(j*64 + b)
-			x &= x - 1
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/rank"
 )
 
 // RequestID identifies a request (a Swarming task).
@@ -133,3 +135,25 @@ func seconds(a, b int64) float64 {
 
 // Time converts Unix nanoseconds to a time.Time in UTC.
 func Time(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+
+// costHash hashes a cost so that equal costs (+0 and -0 included) hash
+// alike.
+func costHash(c Vector) uint64 {
+	h := uint64(0x9e3779b97f4a7c15)
+	for _, v := range c {
+		if v == 0 {
+			v = 0 // -0 hashes as +0
+		}
+		h = (h ^ math.Float64bits(v)) * 0xff51afd7ed558ccd
+		h ^= h >> 29
+	}
+	return h
+}
+
+// costRanks ranks n costs, cost(i) for i < n, by their place in Less order
+// among the distinct costs (highest first if desc), +0 and -0 being one
+// cost as Less sees them; see rank.Ranker. The result is valid until x's
+// next use.
+func costRanks(x *rank.Ranker[Vector], n int, cost func(i int) Vector, desc bool) []int32 {
+	return x.Ranks(n, cost, costHash, Vector.Less, desc)
+}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/selectk"
 )
 
 // PoolView is what operators see of a pool (InspectPool).
@@ -82,7 +84,7 @@ func (s *Scheduler) View(maxItems int) PoolView {
 		}
 		v.WaitingByLevel[a.priority()] += a.waiting
 	}
-	s.requests.all(func(r *request) {
+	s.requests.All(func(r *request) {
 		if r.cls != nil {
 			v.NumWaiting++
 			if maxItems > 0 {
@@ -104,13 +106,13 @@ func (s *Scheduler) View(maxItems int) PoolView {
 			running = append(running, confirmedKey{t: w.latestConfirmed(), id: string(w.req.id), r: w.req, w: w})
 		}
 	}
-	for _, it := range smallestK(running, maxItems) {
+	for _, it := range selectk.Smallest(running, maxItems, cmpConfirmed) {
 		v.Running = append(v.Running, RunningView{ID: it.r.id, Worker: it.w.id, Priority: it.w.level, Account: it.r.acct.id, Age: age(it.t)})
 	}
-	for _, it := range smallestK(waiting, maxItems) {
+	for _, it := range selectk.Smallest(waiting, maxItems, cmpConfirmed) {
 		v.Waiting = append(v.Waiting, WaitingView{ID: it.r.id, Account: it.r.acct.id, Age: age(it.t)})
 	}
-	for _, it := range smallestK(idle, maxItems) {
+	for _, it := range selectk.Smallest(idle, maxItems, cmpConfirmed) {
 		v.Idle = append(v.Idle, IdleView{ID: it.w.id, Labels: it.w.names, Age: age(it.t)})
 	}
 	for _, a := range s.sortedAccounts() {
@@ -131,4 +133,27 @@ func (s *Scheduler) View(maxItems int) PoolView {
 		return cmp.Or(cmp.Compare(x.Account, y.Account), cmp.Compare(x.Kind, y.Kind), cmp.Compare(x.Key, y.Key))
 	})
 	return v
+}
+
+// confirmedKey orders requests and workers oldest confirmed first, then by
+// id (the order of callbacks and views).
+type confirmedKey struct {
+	t  int64
+	id string
+	r  *request
+	w  *worker
+}
+
+func cmpConfirmed(a, b confirmedKey) int {
+	switch {
+	case a.t < b.t:
+		return -1
+	case a.t > b.t:
+		return 1
+	case a.id < b.id:
+		return -1
+	case a.id > b.id:
+		return 1
+	}
+	return 0
 }
