@@ -1,7 +1,9 @@
 package scheduler
 
 import (
+	"maps"
 	"math"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -187,7 +189,7 @@ func ValidatePoolConfig(c *statev1.PoolConfig) error {
 	if c.MaxTombstones != nil && *c.MaxTombstones < 0 {
 		return invalidf("max_tombstones: %d is negative", *c.MaxTombstones)
 	}
-	for _, id := range sortedKeys(c.AccountConfigs) {
+	for _, id := range slices.Sorted(maps.Keys(c.AccountConfigs)) {
 		if err := ValidateID("account_configs key", id); err != nil {
 			return err
 		}

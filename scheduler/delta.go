@@ -1,7 +1,7 @@
 package scheduler
 
 import (
-	"cmp"
+	"maps"
 	"slices"
 
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
@@ -37,42 +37,42 @@ func (s *Scheduler) TakeDelta() *statev1.PoolDelta {
 	if dirty.clock && s.hasClock {
 		d.LastUpdateUnixNanos = proto.Int64(s.now)
 	}
-	for _, id := range sortedSet(dirty.balances) {
+	for _, id := range slices.Sorted(maps.Keys(dirty.balances)) {
 		if a := s.accounts[id]; a != nil && a.hasBalance {
 			d.Balances = append(d.Balances, &statev1.AccountBalance{AccountId: string(id), Value: slices.Clone(a.balance[:])})
 		} else {
 			d.DeletedBalances = append(d.DeletedBalances, string(id))
 		}
 	}
-	for _, id := range sortedSet(dirty.requests) {
+	for _, id := range slices.Sorted(maps.Keys(dirty.requests)) {
 		if r := s.requests.Get(id); r != nil && r.cls != nil {
 			d.Waiting = append(d.Waiting, r.toProto())
 		} else {
 			d.DeletedWaiting = append(d.DeletedWaiting, string(id))
 		}
 	}
-	for _, id := range sortedSet(dirty.workers) {
+	for _, id := range slices.Sorted(maps.Keys(dirty.workers)) {
 		if w := s.workers[id]; w != nil {
 			d.Workers = append(d.Workers, w.toProto())
 		} else {
 			d.DeletedWorkers = append(d.DeletedWorkers, string(id))
 		}
 	}
-	for _, id := range sortedSet(dirty.tombstones) {
+	for _, id := range slices.Sorted(maps.Keys(dirty.tombstones)) {
 		if t := s.tombs.byID[id]; t != nil {
 			d.Tombstones = append(d.Tombstones, &statev1.Tombstone{RequestId: string(id), FinishTimeUnixNanos: t.finish})
 		} else {
 			d.DeletedTombstones = append(d.DeletedTombstones, string(id))
 		}
 	}
-	for _, id := range sortedSet(dirty.pendings) {
+	for _, id := range slices.Sorted(maps.Keys(dirty.pendings)) {
 		if e := s.rec.entries[id]; e != nil {
 			d.Pending = append(d.Pending, e.toProto())
 		} else {
 			d.DeletedPending = append(d.DeletedPending, string(id))
 		}
 	}
-	for _, id := range sortedSet(dirty.errors) {
+	for _, id := range slices.Sorted(maps.Keys(dirty.errors)) {
 		if msg, ok := s.rec.errors[id]; ok {
 			d.TaskErrors = append(d.TaskErrors, &statev1.TaskError{TaskId: string(id), Error: msg})
 		} else {
@@ -88,15 +88,6 @@ func DeltaEmpty(d *statev1.PoolDelta) bool {
 		len(d.Balances)+len(d.DeletedBalances)+len(d.Waiting)+len(d.DeletedWaiting)+
 			len(d.Workers)+len(d.DeletedWorkers)+len(d.Tombstones)+len(d.DeletedTombstones)+
 			len(d.Pending)+len(d.DeletedPending)+len(d.TaskErrors)+len(d.DeletedTaskErrors) == 0
-}
-
-func sortedSet[K cmp.Ordered](m map[K]struct{}) []K {
-	keys := make([]K, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // Wipe clears tasks, workers, balances (configured accounts restart at

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"math"
-	"math/bits"
 	"slices"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/bitset"
@@ -10,106 +9,46 @@ import (
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/rank"
 )
 
-// unit is a set of requests that succeed or fail together in the preemption
-// loop: all requests of one (account, base set) for an account without
-// limits, or one class for an account with limits. Within a unit, requests
-// are identical for the loop except for their FIFO place, so when the
-// earliest fails, all fail. Units of banned accounts wait until the ban is
-// lifted; a unit of an unbanned account that fails is dropped, since its
-// account cannot gain balance or lose tasks below the level in the step.
-type unit struct {
-	acct   *account
-	bi     *baseIndex
-	ab     *acctBase // accounts without limits
-	cls    *class    // accounts with limits
-	cursor *request  // after a wake-up: only requests after this count
-	// After a wake-up, an (account, base set) whose classes' heads are not
-	// all after cursor: each class's first request after cursor.
-	cands []wakeCand
-	head  *request
-	hk    fifoKey // key of head
-	g     *unitGroup
-	idx   int // in g's heap
-}
-
-// unitGroup is the units of one base set in a preemption step.
-type unitGroup struct {
-	bi         *baseIndex
-	h          heap.Heap[*unit]
-	start, end int // its units' range in the step's slab
-	idx        int // in the step's heap of groups, -1 when out of it
-}
-
-type wakeCand struct {
-	c  *class
-	h  *request // c's first request after the unit's cursor, or nil
-	hk fifoKey
-}
-
-// setHead makes r the unit's head and reports whether there is one.
-func (u *unit) setHead(r *request) bool {
-	u.head, u.hk = r, keyOf(r)
-	return r != nil
-}
-
-// advance makes the unit's next request its head and reports whether
-// there is one. A unit of an (account, base set) takes the head of its
-// earliest class, whose key the class caches.
-func (u *unit) advance() bool {
-	if u.cls != nil {
-		return u.setHead(u.cls.firstAfter(u.cursor))
-	}
-	if u.cands != nil {
-		// The candidate taken last left its class: that class continues
-		// from its next request after the cursor.
-		best := -1
-		for i := range u.cands {
-			x := &u.cands[i]
-			if x.h != nil && x.h.cls != x.c {
-				x.h = x.c.firstAfter(u.cursor)
-				x.hk = keyOf(x.h)
-			}
-			if x.h != nil && (best < 0 || x.hk.before(u.cands[best].hk)) {
-				best = i
-			}
-		}
-		if best < 0 {
-			return u.setHead(nil)
-		}
-		u.head, u.hk = u.cands[best].h, u.cands[best].hk
-		return true
-	}
-	if u.ab.byHead.Len() == 0 {
-		return u.setHead(nil)
-	}
-	c := u.ab.byHead.Top()
-	u.head, u.hk = c.head(), c.hk
-	return u.head != nil
-}
-
-// preempt is step d at level l (§2.6 and design.md).
+// preempt is step d at level l (§2.6): the waiting requests of the
+// accounts at l, in list order, each take the cheapest task running below
+// l that their account can afford, refunding it to the victim's account.
 func (p *pass) preempt(l Priority) {
-	s := p.s
-	accts := s.sortedAccounts()
-	// Without an unbanned account at l that can afford something, nothing
-	// happens: refunds only follow a first preemption.
-	possible := false
-	for _, a := range accts {
-		if a.cfg != nil && a.level == l && a.waiting > 0 && a.runningBelow(l) == 0 && (Vector{}).Less(a.balance) {
-			possible = true
-			break
-		}
-	}
-	if !possible {
+	if !p.mayPreempt(l) {
 		return
 	}
-	// No account at l can ever afford a victim whose cost is not Less than
-	// the largest balance one may reach during the step: its balance plus
-	// the refunds of all its tasks below l (balances only otherwise fall).
-	// Such victims are left out.
+	st := step{p: p, l: l, sc: &p.s.pscratch}
+	if !st.collectVictims(p.victimBound(l)) {
+		return
+	}
+	defer st.release()
+	st.indexVictims()
+	st.makeUnits()
+	st.queueUnits()
+	st.run()
+}
+
+// mayPreempt reports whether a step at l can preempt anything: unless a
+// configured, unbanned account at l with waiting requests has a balance
+// above zero, nothing is affordable (costs are never negative) and nothing
+// can become affordable (refunds only follow a preemption).
+func (p *pass) mayPreempt(l Priority) bool {
+	for _, a := range p.s.sortedAccounts() {
+		if a.cfg != nil && a.level == l && a.waiting > 0 && a.runningBelow(l) == 0 && (Vector{}).Less(a.balance) {
+			return true
+		}
+	}
+	return false
+}
+
+// victimBound is a cost no account at l can afford during the step: every
+// balance one may reach is at most its balance plus the refunds of all its
+// tasks below l (balances otherwise only fall), in each component. A
+// margin covers the rounding of summing in another order.
+func (p *pass) victimBound(l Priority) Vector {
+	s := p.s
 	var bound Vector
 	hasBound := false
-	for _, a := range accts {
+	for _, a := range s.sortedAccounts() {
 		if a.cfg == nil || a.level != l || a.waiting == 0 {
 			continue
 		}
@@ -123,15 +62,34 @@ func (p *pass) preempt(l Priority) {
 			bound, hasBound = m, true
 		}
 	}
-	// Every reachable balance is at most the bound in each component; the
-	// margin covers the rounding of summing in another order.
 	for i := range bound {
 		bound[i] += 1e-6 * (math.Abs(bound[i]) + 1)
 	}
-	sc := &s.pscratch
+	return bound
+}
+
+// step is one preemption step at level l: its victims and the units of
+// requests that may take them (see units.go). Its memory is the
+// Scheduler's preemptScratch, kept from step to step.
+type step struct {
+	p  *pass
+	l  Priority
+	sc *preemptScratch
+	vs *victimSet
+	// groups is the unit groups with units waiting, by their first unit.
+	groups heap.Heap[*unitGroup]
+	// sleepers is the accounts with dormant units.
+	sleepers []*account
+}
+
+// collectVictims gathers every task running below l whose cost is Less
+// than bound, sorts them by (cost, worker id) and numbers them in that
+// order (st.vs). It reports whether there is any.
+func (st *step) collectVictims(bound Vector) bool {
+	p, s, sc := st.p, st.p.s, st.sc
 	keys := sc.keys[:0]
-	for _, a := range accts {
-		for pl := l + 1; pl <= FreeBucket; pl++ {
+	for _, a := range s.sortedAccounts() {
+		for pl := st.l + 1; pl <= FreeBucket; pl++ {
 			for _, w := range a.running[pl] {
 				if c := w.costAt(s.now); c.Less(bound) {
 					keys = append(keys, victimKey{w: w, c: c})
@@ -141,46 +99,45 @@ func (p *pass) preempt(l Priority) {
 	}
 	sc.keys = keys
 	if len(keys) == 0 {
-		return
+		return false
 	}
 	s.rankWorkers()
 	sc.sortVictims(len(s.rankOf))
 	keys = sc.keys
 	p.step++
-	stepEpoch := p.epoch<<8 | p.step
-	vset := &sc.vset
-	vset.costs = slices.Grow(vset.costs[:0], len(keys))[:len(keys)]
-	vset.ws = slices.Grow(vset.ws[:0], len(keys))[:len(keys)]
+	vs := &sc.vset
+	vs.costs = slices.Grow(vs.costs[:0], len(keys))[:len(keys)]
+	vs.ws = slices.Grow(vs.ws[:0], len(keys))[:len(keys)]
 	for i := range keys {
 		v := &keys[i]
-		vset.costs[i] = v.c
-		vset.ws[i] = v.w
+		vs.costs[i] = v.c
+		vs.ws[i] = v.w
 	}
-	vset.words = bitset.Words(len(keys))
-	vset.epoch = stepEpoch
-	vset.taken = slices.Grow(vset.taken[:0], vset.words)[:vset.words]
-	clear(vset.taken)
-	defer func() {
-		clear(sc.keys)
-		clear(sc.sorted)
-		clear(vset.ws)
-		clear(sc.touched)
-		clear(sc.slab)
-		clear(sc.cands)
-		sc.cands = sc.cands[:0]
-	}()
+	vs.words = bitset.Words(len(keys))
+	vs.epoch = p.epoch<<8 | p.step
+	vs.taken = slices.Grow(vs.taken[:0], vs.words)[:vs.words]
+	clear(vs.taken)
+	st.vs = vs
+	return true
+}
+
+// indexVictims gives every base index some victim's labels contain a
+// bitset of those victims (baseIndex.victimBits) and lists the base
+// indexes reached (sc.touched). The eligibility walk leaves its per-label
+// bitsets over the victims in place for the provision-match queries of the
+// step, until release.
+func (st *step) indexVictims() {
+	s, sc, vs := st.p.s, st.sc, st.vs
 	touched := sc.touched[:0]
-	// The eligibility walk leaves its per-label bitsets over the victims in
-	// place for the provision-match queries of this step.
-	for i, elig := range s.eligibleKeep(vset.ws) {
+	for i, elig := range s.eligibleKeep(vs.ws) {
 		for _, bi := range elig {
-			if bi.victimEpoch != stepEpoch {
-				bi.victimEpoch = stepEpoch
-				if cap(bi.victimBits) >= vset.words {
-					bi.victimBits = bi.victimBits[:vset.words]
+			if bi.victimEpoch != vs.epoch {
+				bi.victimEpoch = vs.epoch
+				if cap(bi.victimBits) >= vs.words {
+					bi.victimBits = bi.victimBits[:vs.words]
 					clear(bi.victimBits)
 				} else {
-					bi.victimBits = make([]uint64, vset.words)
+					bi.victimBits = make([]uint64, vs.words)
 				}
 				bi.victimCur = 0
 				touched = append(touched, bi)
@@ -189,24 +146,21 @@ func (p *pass) preempt(l Priority) {
 		}
 	}
 	sc.touched = touched
-	defer s.elig.release()
-	// Units of accounts at level l with requests some victim could serve.
-	// An account that is not banned never gains balance during the step
-	// (refunds go to victims' accounts, which are banned), so one that
-	// cannot afford the cheapest victim now never will; and a unit of it
-	// that fails once fails for good. A banned account's units wait until
-	// its ban is lifted.
-	//
-	// The units wait in a heap per base set, and the base sets in a heap by
-	// their earliest unit, so that when a base set's victims are all taken,
-	// its units leave at once.
-	var sleepers []*account
+}
+
+// makeUnits makes the units of accounts at l with requests some victim
+// could serve, one group per base index reached, in one slab. An account
+// that is not banned never gains balance during the step (refunds go to
+// victims' accounts, which are banned), so one that cannot afford the
+// cheapest victim of a base index now never will.
+func (st *step) makeUnits() {
+	p, sc, l := st.p, st.sc, st.l
 	slab := sc.slab[:0]
-	groups := slices.Grow(sc.groups[:0], len(touched))[:len(touched)]
-	for gi, bi := range touched {
+	groups := slices.Grow(sc.groups[:0], len(sc.touched))[:len(sc.touched)]
+	for gi, bi := range sc.touched {
 		g := &groups[gi]
 		*g = unitGroup{bi: bi, start: len(slab), idx: -1}
-		cheapest := vset.costs[vset.firstFree(bi)]
+		cheapest := st.vs.costs[st.vs.firstFree(bi)]
 		for _, ab := range bi.accts {
 			a := ab.acct
 			if a.cfg == nil || a.level != l {
@@ -231,26 +185,33 @@ func (p *pass) preempt(l Priority) {
 		g.end = len(slab)
 	}
 	sc.slab, sc.groups = slab, groups
-	// Each group's heap starts in its own part of one slice (a unit woken
-	// later may grow it elsewhere).
-	uh := slices.Grow(sc.unitHeaps[:0], len(slab))[:len(slab)]
-	gh := heap.Heap[*unitGroup]{
+}
+
+// queueUnits puts the units of banned accounts to sleep (account.dormant)
+// and the others in a heap per group by head, and the groups with units in
+// st.groups by their first unit. Each group's heap starts in its own part
+// of one slice (a unit woken later may grow it elsewhere).
+func (st *step) queueUnits() {
+	sc := st.sc
+	uh := slices.Grow(sc.unitHeaps[:0], len(sc.slab))[:len(sc.slab)]
+	sc.unitHeaps = uh
+	st.groups = heap.Heap[*unitGroup]{
 		Items:    sc.groupHeap[:0],
 		Less:     func(a, b *unitGroup) bool { return a.h.Items[0].hk.before(b.h.Items[0].hk) },
 		SetIndex: func(g *unitGroup, i int) { g.idx = i },
 	}
-	for gi := range groups {
-		g := &groups[gi]
+	for gi := range sc.groups {
+		g := &sc.groups[gi]
 		g.h = heap.Heap[*unit]{
 			Items:    uh[g.start:g.start:g.end],
 			Less:     func(a, b *unit) bool { return a.hk.before(b.hk) },
 			SetIndex: func(u *unit, i int) { u.idx = i },
 		}
 		for i := g.start; i < g.end; i++ {
-			u := &slab[i]
-			if u.acct.runningBelow(l) > 0 {
+			u := &sc.slab[i]
+			if u.acct.runningBelow(st.l) > 0 {
 				if len(u.acct.dormant) == 0 {
-					sleepers = append(sleepers, u.acct)
+					st.sleepers = append(st.sleepers, u.acct)
 				}
 				u.acct.dormant = append(u.acct.dormant, u)
 				continue
@@ -260,231 +221,146 @@ func (p *pass) preempt(l Priority) {
 		}
 		if g.h.Len() > 0 {
 			g.h.Init()
-			g.idx = len(gh.Items)
-			gh.Items = append(gh.Items, g)
+			g.idx = len(st.groups.Items)
+			st.groups.Items = append(st.groups.Items, g)
 		}
 	}
-	gh.Init()
-	defer func() {
-		clear(uh[:cap(uh)])
-		sc.unitHeaps = uh[:0]
-		clear(gh.Items[:cap(gh.Items)])
-		sc.groupHeap = gh.Items[:0]
-		clear(sc.groups)
-	}()
-	// settle puts g back in order after its heap changed.
-	settle := func(g *unitGroup) {
-		switch {
-		case g.h.Len() == 0 && g.idx >= 0:
-			gh.Remove(g.idx)
-			g.idx = -1
-		case g.h.Len() > 0 && g.idx < 0:
-			gh.Push(g)
-		case g.h.Len() > 0:
-			gh.Fix(g.idx)
-		}
-	}
-	for gh.Len() > 0 {
-		g := gh.Top()
+	st.groups.Init()
+}
+
+// run is the preemption loop: the first unit's head takes a victim, or
+// the unit (or its whole group, when its base index has no victim left)
+// leaves, until no unit is left.
+func (st *step) run() {
+	p, vs, l := st.p, st.vs, st.l
+	for st.groups.Len() > 0 {
+		g := st.groups.Top()
 		u := g.h.Top()
 		r := u.head
-		a := u.acct
-		vi, refused := p.findVictim(vset, u.bi, r.cls, a, l)
+		vi, refused := p.findVictim(vs, u.bi, r.cls, u.acct, l)
 		if vi < 0 {
-			if refused {
-				p.block(r.cls)
-			}
-			if vset.firstFree(g.bi) < 0 {
-				// Every victim of this base set is taken: none of its
-				// units can succeed.
-				g.h.Items = g.h.Items[:0]
-				settle(g)
-				continue
-			}
-			g.h.Remove(u.idx)
-			settle(g)
+			st.drop(g, u, r, refused)
 			continue
 		}
-		v := vset.ws[vi]
+		v := vs.ws[vi]
 		b := v.req.acct
-		vset.take(vi)
-		p.preemptOne(v, r, l, vset.costs[vi])
+		vs.take(vi)
+		p.preemptOne(v, r, l, vs.costs[vi])
 		if u.advance() {
 			g.h.Fix(u.idx)
 		} else {
 			g.h.Remove(u.idx)
 		}
-		settle(g)
+		st.settle(g)
 		// The victim's account may have lost its ban: its requests after r
 		// take part from now on.
 		if len(b.dormant) > 0 && b.runningBelow(l) == 0 {
-			woken := b.dormant
-			b.dormant = nil
-			rk := keyOf(r)
-			for _, d := range woken {
-				// Unbanned, b gains nothing more in this step: a unit it
-				// cannot afford now never succeeds.
-				if f := vset.firstFree(d.bi); f < 0 || !vset.costs[f].Less(b.balance) {
-					continue
-				}
-				if d.cls != nil {
-					d.cursor = r
-					if d.advance() {
-						d.g.h.Push(d)
-						settle(d.g)
-					}
-					continue
-				}
-				// A woken (account, base set) continues from its first
-				// request after r: as it was if all its classes' heads
-				// come after r, else from each class's first request after
-				// r. It stays one unit: without limits, whether a victim
-				// is found does not depend on the class.
-				if !d.advance() {
-					continue
-				}
-				if !rk.before(d.hk) {
-					d.cursor = r
-					start := len(sc.cands)
-					for _, c := range d.ab.byHead.Items {
-						if h := c.firstAfter(r); h != nil {
-							sc.cands = append(sc.cands, wakeCand{c, h, keyOf(h)})
-						}
-					}
-					if len(sc.cands) == start {
-						continue // none of its requests comes after r
-					}
-					d.cands = sc.cands[start:len(sc.cands):len(sc.cands)]
-					if !d.advance() {
-						continue
-					}
-				}
+			st.wake(b, r)
+		}
+	}
+}
+
+// drop removes u, of group g, whose head r found no victim, blocking r's
+// class if a limit refused one. A unit of an unbanned account that fails
+// once fails for good; when every victim of g's base index is taken, none
+// of g's units can succeed and they all leave.
+func (st *step) drop(g *unitGroup, u *unit, r *request, refused bool) {
+	if refused {
+		st.p.block(r.cls)
+	}
+	if st.vs.firstFree(g.bi) < 0 {
+		g.h.Items = g.h.Items[:0]
+	} else {
+		g.h.Remove(u.idx)
+	}
+	st.settle(g)
+}
+
+// settle puts g back in order in st.groups after its heap changed.
+func (st *step) settle(g *unitGroup) {
+	switch {
+	case g.h.Len() == 0 && g.idx >= 0:
+		st.groups.Remove(g.idx)
+		g.idx = -1
+	case g.h.Len() > 0 && g.idx < 0:
+		st.groups.Push(g)
+	case g.h.Len() > 0:
+		st.groups.Fix(g.idx)
+	}
+}
+
+// wake queues the dormant units of b, whose ban r's preemption lifted,
+// from their first request after r (the loop walks the list once, so the
+// requests before r have had their turn).
+func (st *step) wake(b *account, r *request) {
+	sc, vs := st.sc, st.vs
+	woken := b.dormant
+	b.dormant = nil
+	rk := keyOf(r)
+	for _, d := range woken {
+		// Unbanned, b gains nothing more in this step: a unit it cannot
+		// afford now never succeeds.
+		if f := vs.firstFree(d.bi); f < 0 || !vs.costs[f].Less(b.balance) {
+			continue
+		}
+		if d.cls != nil {
+			d.cursor = r
+			if d.advance() {
 				d.g.h.Push(d)
-				settle(d.g)
+				st.settle(d.g)
 			}
+			continue
 		}
-	}
-	for _, a := range sleepers {
-		a.dormant = nil
-	}
-}
-
-// victimSet is the victims of one preemption step, indexed in victim order
-// (cost, then worker id). Each base index touched holds a bitset of the
-// victims its requests are eligible for, and the eligibility scratch holds a
-// bitset per label, so that "the first victim not taken" and "the first
-// provision match not taken" are word scans from a cursor.
-type victimSet struct {
-	ws    []*worker
-	costs []Vector
-	taken []uint64
-	words int
-	epoch uint64 // of the step
-}
-
-func (vs *victimSet) take(i int) { bitset.Add(vs.taken, i) }
-
-// firstFree returns the first victim of bi not taken at or after word j0,
-// advancing bi's cursor past fully taken words, or -1.
-func (vs *victimSet) firstFree(bi *baseIndex) int {
-	for j := bi.victimCur; j < vs.words; j++ {
-		if x := bi.victimBits[j] &^ vs.taken[j]; x != 0 {
-			bi.victimCur = j
-			return j*64 + bits.TrailingZeros64(x)
+		// A woken (account, base set) continues from its first request
+		// after r: as it was if all its classes' heads come after r, else
+		// from each class's first request after r. It stays one unit:
+		// without limits, whether a victim is found does not depend on the
+		// class.
+		if !d.advance() {
+			continue
 		}
-	}
-	bi.victimCur = vs.words
-	return -1
-}
-
-// firstProvMatch returns the first victim of bi, not taken, from index from
-// on, that carries every label of prov, or -1.
-func (vs *victimSet) firstProvMatch(s *Scheduler, pv *provVariant, from int) int {
-	if pv.matchEpoch == vs.epoch && pv.matchFrom > from {
-		from = pv.matchFrom
-	}
-	m := vs.scanProvMatch(s, pv.bi, pv.prov, from)
-	pv.matchEpoch, pv.matchFrom = vs.epoch, m
-	if m < 0 {
-		pv.matchFrom = vs.words * 64
-	}
-	return m
-}
-
-func (vs *victimSet) scanProvMatch(s *Scheduler, bi *baseIndex, prov *labelSet, from int) int {
-	var buf [4][]uint64
-	lbits := buf[:0]
-	for _, l := range prov.ids {
-		b := s.elig.labelBits(l)
-		if b == nil {
-			return -1 // no victim carries l
-		}
-		lbits = append(lbits, b)
-	}
-	for j := from / 64; j < vs.words; j++ {
-		x := bi.victimBits[j] &^ vs.taken[j]
-		for _, b := range lbits {
-			x &= b[j]
-		}
-		if j == from/64 {
-			x &^= (1 << (from % 64)) - 1
-		}
-		if x != 0 {
-			return j*64 + bits.TrailingZeros64(x)
-		}
-	}
-	return -1
-}
-
-// findVictim returns the index of the victim the head request of class c
-// (account a) takes at level l, or -1 and whether a limit refused an
-// otherwise suitable victim. Victims are in cost order, so the first affordable one
-// not taken is the cheapest and, without limits, the first provision match
-// not taken is the cheapest provision match.
-func (p *pass) findVictim(vs *victimSet, bi *baseIndex, c *class, a *account, l Priority) (int, bool) {
-	first := vs.firstFree(bi)
-	if first < 0 || !vs.costs[first].Less(a.balance) {
-		return -1, false
-	}
-	if !a.limited() {
-		if len(c.prov.ids) == 0 {
-			return first, false
-		}
-		if m := vs.firstProvMatch(p.s, c.pv, first); m >= 0 && vs.costs[m].Less(a.balance) {
-			return m, false
-		}
-		return first, false
-	}
-	fanOK := true
-	if a.maxFanout > 0 {
-		if g := a.fanout[c.fan]; g != nil && g.paid >= a.maxFanout {
-			fanOK = false
-		}
-	}
-	firstOK := -1
-	refused := false
-	for j := first / 64; j < vs.words; j++ {
-		x := bi.victimBits[j] &^ vs.taken[j]
-		for x != 0 {
-			i := j*64 + bits.TrailingZeros64(x)
-			x &= x - 1
-			if !vs.costs[i].Less(a.balance) {
-				return firstOK, refused && firstOK < 0
+		if !rk.before(d.hk) {
+			d.cursor = r
+			start := len(sc.cands)
+			for _, c := range d.ab.byHead.Items {
+				if h := c.firstAfter(r); h != nil {
+					sc.cands = append(sc.cands, wakeCand{c, h, keyOf(h)})
+				}
 			}
-			v := vs.ws[i]
-			if !fanOK || !p.labelsAllow(a, v) {
-				refused = true
+			if len(sc.cands) == start {
+				continue // none of its requests comes after r
+			}
+			d.cands = sc.cands[start:len(sc.cands):len(sc.cands)]
+			if !d.advance() {
 				continue
 			}
-			if subsetOf(c.prov.ids, v.ids) {
-				return i, false
-			}
-			if firstOK < 0 {
-				firstOK = i
-			}
 		}
+		d.g.h.Push(d)
+		st.settle(d.g)
 	}
-	return firstOK, refused && firstOK < 0
+}
+
+// release forgets the step: dormant units, the eligibility walk's
+// per-label bitsets, and every pointer its scratch memory holds, which
+// the next step reuses.
+func (st *step) release() {
+	sc := st.sc
+	for _, a := range st.sleepers {
+		a.dormant = nil
+	}
+	clear(sc.unitHeaps[:cap(sc.unitHeaps)])
+	sc.unitHeaps = sc.unitHeaps[:0]
+	clear(st.groups.Items[:cap(st.groups.Items)])
+	sc.groupHeap = st.groups.Items[:0]
+	clear(sc.groups)
+	st.p.s.elig.release()
+	clear(sc.keys)
+	clear(sc.sorted)
+	clear(sc.vset.ws)
+	clear(sc.touched)
+	clear(sc.slab)
+	clear(sc.cands)
+	sc.cands = sc.cands[:0]
 }
 
 // preemptOne makes request r (waiting, of an account at level l) take the
@@ -533,48 +409,4 @@ type preemptScratch struct {
 	groups    []unitGroup
 	groupHeap []*unitGroup
 	cands     []wakeCand // of the units woken in the step
-}
-
-// victimKey is a victim with its cost.
-type victimKey struct {
-	w *worker
-	c Vector
-}
-
-// sortVictims sorts sc.keys by (cost Less, worker id) through each
-// victim's cost rank and worker rank, without comparisons. The workers must
-// be ranked (rankWorkers), their ranks below nWorkers.
-func (sc *preemptScratch) sortVictims(nWorkers int) {
-	vs := sc.keys
-	costRank := costRanks(&sc.costs, len(vs), func(i int) Vector { return vs[i].c }, false)
-	// A counting sort: victims are placed in cost-rank buckets in the
-	// order of their workers' ranks, which are distinct and below nWorkers.
-	var nRanks int32
-	for _, r := range costRank {
-		nRanks = max(nRanks, r+1)
-	}
-	pos := slices.Grow(sc.pos[:0], int(nRanks))[:nRanks]
-	clear(pos)
-	for _, r := range costRank {
-		pos[r]++
-	}
-	next := int32(0)
-	for r, n := range pos {
-		pos[r], next = next, next+n
-	}
-	byRank := slices.Grow(sc.byRank[:0], nWorkers)[:nWorkers]
-	clear(byRank)
-	for i := range vs {
-		byRank[vs[i].w.rank] = int32(i + 1) // 0: no victim
-	}
-	sorted := slices.Grow(sc.sorted[:0], len(vs))[:len(vs)]
-	for _, k := range byRank {
-		if k != 0 {
-			r := costRank[k-1]
-			sorted[pos[r]] = vs[k-1]
-			pos[r]++
-		}
-	}
-	sc.byRank, sc.pos = byRank, pos
-	sc.keys, sc.sorted = sorted, vs
 }

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -333,17 +334,12 @@ type Cancellation struct {
 // tasks with errors (by task id). They repeat until acknowledged.
 func (s *Scheduler) Cancellations() []Cancellation {
 	var out []Cancellation
-	for _, wid := range sortedKeysW(s.rec.entries) {
+	for _, wid := range slices.Sorted(maps.Keys(s.rec.entries)) {
 		if e := s.rec.entries[wid]; e.abort != "" {
 			out = append(out, Cancellation{Worker: wid, Task: e.abort, Reason: CancelPreempted})
 		}
 	}
-	ids := make([]RequestID, 0, len(s.rec.errors))
-	for id := range s.rec.errors {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(s.rec.errors)) {
 		out = append(out, Cancellation{Task: id, Reason: CancelError, ExtraInfo: s.rec.errors[id]})
 	}
 	return out
@@ -376,15 +372,6 @@ func (s *Scheduler) Callbacks() []RequestID {
 		}
 	}
 	return out
-}
-
-func sortedKeysW[V any](m map[WorkerID]V) []WorkerID {
-	keys := make([]WorkerID, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // lacksAny reports whether some label of want is not in have.

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -35,18 +36,13 @@ func (s *Scheduler) ToProto() *statev1.PoolState {
 		st.Workers = append(st.Workers, w.toProto())
 	}
 	slices.SortFunc(st.Workers, func(a, b *statev1.Worker) int { return strings.Compare(a.Id, b.Id) })
-	for _, t := range s.tombs.sorted() {
-		st.Tombstones = append(st.Tombstones, &statev1.Tombstone{RequestId: string(t.id), FinishTimeUnixNanos: t.finish})
+	for _, id := range slices.Sorted(maps.Keys(s.tombs.byID)) {
+		st.Tombstones = append(st.Tombstones, &statev1.Tombstone{RequestId: string(id), FinishTimeUnixNanos: s.tombs.byID[id].finish})
 	}
-	for _, wid := range sortedKeysW(s.rec.entries) {
+	for _, wid := range slices.Sorted(maps.Keys(s.rec.entries)) {
 		st.Pending = append(st.Pending, s.rec.entries[wid].toProto())
 	}
-	ids := make([]RequestID, 0, len(s.rec.errors))
-	for id := range s.rec.errors {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(s.rec.errors)) {
 		st.TaskErrors = append(st.TaskErrors, &statev1.TaskError{TaskId: string(id), Error: s.rec.errors[id]})
 	}
 	return st
@@ -113,7 +109,7 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	accts := cfg.AccountConfigs
 	cfg.AccountConfigs = nil
 	s.tunablesProto, s.cfg = cfg, tunablesOf(cfg)
-	for _, id := range sortedKeys(accts) {
+	for _, id := range slices.Sorted(maps.Keys(accts)) {
 		a := s.account(AccountID(id))
 		s.setAccountConfig(a, accts[id])
 		a.hasBalance = true

@@ -1,8 +1,6 @@
 package scheduler
 
 import (
-	"slices"
-
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/heap"
 )
 
@@ -82,21 +80,4 @@ func (s *Scheduler) expireTombstones() {
 		}
 		s.unbury(x.id)
 	}
-}
-
-func (t *tombstones) sorted() []*tombstone {
-	out := make([]*tombstone, 0, len(t.byID))
-	for _, x := range t.byID {
-		out = append(out, x)
-	}
-	slices.SortFunc(out, func(a, b *tombstone) int {
-		if a.id < b.id {
-			return -1
-		}
-		if a.id > b.id {
-			return 1
-		}
-		return 0
-	})
-	return out
 }

@@ -1,0 +1,170 @@
+package scheduler
+
+import (
+	"math/bits"
+	"slices"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/bitset"
+)
+
+// victimSet is the victims of one preemption step, indexed in victim order
+// (cost, then worker id). Each base index touched holds a bitset of the
+// victims its requests are eligible for, and the eligibility scratch holds a
+// bitset per label, so that "the first victim not taken" and "the first
+// provision match not taken" are word scans from a cursor.
+type victimSet struct {
+	ws    []*worker
+	costs []Vector
+	taken []uint64
+	words int
+	epoch uint64 // of the step
+}
+
+func (vs *victimSet) take(i int) { bitset.Add(vs.taken, i) }
+
+// firstFree returns the first victim of bi not taken at or after word j0,
+// advancing bi's cursor past fully taken words, or -1.
+func (vs *victimSet) firstFree(bi *baseIndex) int {
+	for j := bi.victimCur; j < vs.words; j++ {
+		if x := bi.victimBits[j] &^ vs.taken[j]; x != 0 {
+			bi.victimCur = j
+			return j*64 + bits.TrailingZeros64(x)
+		}
+	}
+	bi.victimCur = vs.words
+	return -1
+}
+
+// firstProvMatch returns the first victim of bi, not taken, from index from
+// on, that carries every label of prov, or -1.
+func (vs *victimSet) firstProvMatch(s *Scheduler, pv *provVariant, from int) int {
+	if pv.matchEpoch == vs.epoch && pv.matchFrom > from {
+		from = pv.matchFrom
+	}
+	m := vs.scanProvMatch(s, pv.bi, pv.prov, from)
+	pv.matchEpoch, pv.matchFrom = vs.epoch, m
+	if m < 0 {
+		pv.matchFrom = vs.words * 64
+	}
+	return m
+}
+
+func (vs *victimSet) scanProvMatch(s *Scheduler, bi *baseIndex, prov *labelSet, from int) int {
+	var buf [4][]uint64
+	lbits := buf[:0]
+	for _, l := range prov.ids {
+		b := s.elig.labelBits(l)
+		if b == nil {
+			return -1 // no victim carries l
+		}
+		lbits = append(lbits, b)
+	}
+	for j := from / 64; j < vs.words; j++ {
+		x := bi.victimBits[j] &^ vs.taken[j]
+		for _, b := range lbits {
+			x &= b[j]
+		}
+		if j == from/64 {
+			x &^= (1 << (from % 64)) - 1
+		}
+		if x != 0 {
+			return j*64 + bits.TrailingZeros64(x)
+		}
+	}
+	return -1
+}
+
+// findVictim returns the index of the victim the head request of class c
+// (account a) takes at level l, or -1 and whether a limit refused an
+// otherwise suitable victim. Victims are in cost order, so the first affordable one
+// not taken is the cheapest and, without limits, the first provision match
+// not taken is the cheapest provision match.
+func (p *pass) findVictim(vs *victimSet, bi *baseIndex, c *class, a *account, l Priority) (int, bool) {
+	first := vs.firstFree(bi)
+	if first < 0 || !vs.costs[first].Less(a.balance) {
+		return -1, false
+	}
+	if !a.limited() {
+		if len(c.prov.ids) == 0 {
+			return first, false
+		}
+		if m := vs.firstProvMatch(p.s, c.pv, first); m >= 0 && vs.costs[m].Less(a.balance) {
+			return m, false
+		}
+		return first, false
+	}
+	fanOK := true
+	if a.maxFanout > 0 {
+		if g := a.fanout[c.fan]; g != nil && g.paid >= a.maxFanout {
+			fanOK = false
+		}
+	}
+	firstOK := -1
+	refused := false
+	for j := first / 64; j < vs.words; j++ {
+		x := bi.victimBits[j] &^ vs.taken[j]
+		for x != 0 {
+			i := j*64 + bits.TrailingZeros64(x)
+			x &= x - 1
+			if !vs.costs[i].Less(a.balance) {
+				return firstOK, refused && firstOK < 0
+			}
+			v := vs.ws[i]
+			if !fanOK || !p.labelsAllow(a, v) {
+				refused = true
+				continue
+			}
+			if subsetOf(c.prov.ids, v.ids) {
+				return i, false
+			}
+			if firstOK < 0 {
+				firstOK = i
+			}
+		}
+	}
+	return firstOK, refused && firstOK < 0
+}
+
+// victimKey is a victim with its cost.
+type victimKey struct {
+	w *worker
+	c Vector
+}
+
+// sortVictims sorts sc.keys by (cost Less, worker id) through each
+// victim's cost rank and worker rank, without comparisons. The workers must
+// be ranked (rankWorkers), their ranks below nWorkers.
+func (sc *preemptScratch) sortVictims(nWorkers int) {
+	vs := sc.keys
+	costRank := costRanks(&sc.costs, len(vs), func(i int) Vector { return vs[i].c }, false)
+	// A counting sort: victims are placed in cost-rank buckets in the
+	// order of their workers' ranks, which are distinct and below nWorkers.
+	var nRanks int32
+	for _, r := range costRank {
+		nRanks = max(nRanks, r+1)
+	}
+	pos := slices.Grow(sc.pos[:0], int(nRanks))[:nRanks]
+	clear(pos)
+	for _, r := range costRank {
+		pos[r]++
+	}
+	next := int32(0)
+	for r, n := range pos {
+		pos[r], next = next, next+n
+	}
+	byRank := slices.Grow(sc.byRank[:0], nWorkers)[:nWorkers]
+	clear(byRank)
+	for i := range vs {
+		byRank[vs[i].w.rank] = int32(i + 1) // 0: no victim
+	}
+	sorted := slices.Grow(sc.sorted[:0], len(vs))[:len(vs)]
+	for _, k := range byRank {
+		if k != 0 {
+			r := costRank[k-1]
+			sorted[pos[r]] = vs[k-1]
+			pos[r]++
+		}
+	}
+	sc.byRank, sc.pos = byRank, pos
+	sc.keys, sc.sorted = sorted, vs
+}

@@ -1,0 +1,206 @@
+package scheduler
+
+import (
+	"slices"
+	"strings"
+)
+
+// worker is a known worker, idle or running one request.
+type worker struct {
+	id        WorkerID
+	ids       []labelID // ascending
+	names     []string  // sorted
+	confirmed int64
+
+	req      *request // nil when idle
+	level    Priority
+	cost     Vector // cost at since
+	since    int64
+	levelIdx int // index in req.acct.running[level]
+	idleIdx  int // index in the idle heap, -1 when running
+
+	// Per pass.
+	passElig []*baseIndex
+
+	rank int32 // position in id order (Scheduler.rankWorkers)
+
+	elig    []*baseIndex // base sets this worker's labels contain, as of eligGen
+	eligGen uint64       // the trie generation elig was computed at (0: never)
+}
+
+func (w *worker) idleNow() bool { return w.req == nil }
+
+// latestConfirmed is max of the worker's and its running request's
+// confirmed times.
+func (w *worker) latestConfirmed() int64 {
+	if w.req != nil && w.req.confirmed > w.confirmed {
+		return w.req.confirmed
+	}
+	return w.confirmed
+}
+
+// costAt is the running task's cost at time t.
+func (w *worker) costAt(t int64) Vector {
+	c := w.cost
+	if w.level < FreeBucket {
+		c[w.level] = float64(c[w.level] + seconds(w.since, t))
+	}
+	return c
+}
+
+// newWorker creates an idle worker.
+func (s *Scheduler) newWorker(id WorkerID, labels []string, t int64) *worker {
+	w := &worker{id: id, confirmed: t, idleIdx: -1}
+	s.setWorkerLabels(w, labels)
+	s.workers[id] = w
+	if r, ok := s.rankOf[id]; ok {
+		w.rank = r
+	} else {
+		s.rankStale = true
+	}
+	s.idle.Push(w)
+	s.dirty.worker(id)
+	return w
+}
+
+func (s *Scheduler) setWorkerLabels(w *worker, labels []string) {
+	names := slices.Clone(labels)
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if len(names) == 0 {
+		names = nil
+	}
+	if slices.Equal(names, w.names) {
+		return
+	}
+	for _, l := range w.ids {
+		s.labels.unref(l)
+	}
+	ids := make([]labelID, len(names))
+	for i, n := range names {
+		ids[i] = s.labels.ref(n)
+	}
+	slices.Sort(ids)
+	w.ids, w.names = ids, names
+	w.elig, w.eligGen = nil, 0
+	s.dirty.worker(w.id)
+}
+
+// forgetWorker removes w and any task running on it from the state.
+func (s *Scheduler) forgetWorker(w *worker) {
+	if r := w.req; r != nil {
+		s.stopTask(w)
+		s.dropRequest(r)
+	}
+	s.idle.Remove(w.idleIdx)
+	for _, l := range w.ids {
+		s.labels.unref(l)
+	}
+	delete(s.workers, w.id)
+	s.dirty.worker(w.id)
+}
+
+// rankWorkers gives every worker its position in id order, so that sorts
+// that break ties by worker id compare integers. An id keeps its rank while
+// its worker is forgotten and recreated (bots do that at every task end), so
+// ranking again is needed only when an id unknown at the last ranking
+// appears; ranking again forgets the ids of absent workers.
+func (s *Scheduler) rankWorkers() {
+	if !s.rankStale && s.rankOf != nil {
+		return
+	}
+	ws := s.rankScratch[:0]
+	for _, w := range s.workers {
+		ws = append(ws, w)
+	}
+	slices.SortFunc(ws, func(a, b *worker) int { return strings.Compare(string(a.id), string(b.id)) })
+	if s.rankOf == nil {
+		s.rankOf = make(map[WorkerID]int32, len(ws))
+	}
+	clear(s.rankOf)
+	for i, w := range ws {
+		w.rank = int32(i)
+		s.rankOf[w.id] = int32(i)
+	}
+	clear(ws)
+	s.rankScratch = ws[:0]
+	s.rankStale = false
+}
+
+// startTask makes the idle worker w run r (not waiting) at level with the
+// given cost from now.
+func (s *Scheduler) startTask(w *worker, r *request, level Priority, cost Vector) {
+	s.idle.Remove(w.idleIdx)
+	s.attach(w, r, level, cost)
+}
+
+// stopTask makes w idle; its request is left neither waiting nor running.
+func (s *Scheduler) stopTask(w *worker) *request {
+	r := s.detach(w)
+	s.idle.Push(w)
+	return r
+}
+
+// attach links r to the worker w (which runs nothing) and counts it.
+func (s *Scheduler) attach(w *worker, r *request, level Priority, cost Vector) {
+	w.req, r.w = r, w
+	w.level, w.cost, w.since = level, cost, s.now
+	a := r.acct
+	w.levelIdx = len(a.running[level])
+	a.running[level] = append(a.running[level], w)
+	s.countLabels(a, w, 1)
+	if level < FreeBucket && a.maxFanout > 0 {
+		s.groupOf(r).paid++
+	}
+	s.dirty.worker(w.id)
+	s.dirty.request(r.id)
+}
+
+// detach unlinks w's request and uncounts it.
+func (s *Scheduler) detach(w *worker) *request {
+	r := w.req
+	a := r.acct
+	s.removeFromLevel(w)
+	s.countLabels(a, w, -1)
+	if w.level < FreeBucket && a.maxFanout > 0 {
+		s.ungroup(r)
+	}
+	w.req, r.w = nil, nil
+	w.cost, w.since, w.level = Vector{}, 0, 0
+	s.dirty.worker(w.id)
+	s.dirty.request(r.id)
+	return r
+}
+
+// removeFromLevel is swapRemove written out: it runs on every task start,
+// stop and level change.
+func (s *Scheduler) removeFromLevel(w *worker) {
+	list := w.req.acct.running[w.level]
+	last := list[len(list)-1]
+	list[w.levelIdx], last.levelIdx = last, w.levelIdx
+	list[len(list)-1] = nil
+	w.req.acct.running[w.level] = list[:len(list)-1]
+}
+
+// setLevel moves a running task to another level, keeping its cost.
+func (s *Scheduler) setLevel(w *worker, level Priority) {
+	if level == w.level {
+		return
+	}
+	a := w.req.acct
+	w.cost = w.costAt(s.now)
+	w.since = s.now
+	wasPaid, isPaid := w.level < FreeBucket, level < FreeBucket
+	s.removeFromLevel(w)
+	w.level = level
+	w.levelIdx = len(a.running[level])
+	a.running[level] = append(a.running[level], w)
+	if wasPaid != isPaid && a.maxFanout > 0 {
+		if isPaid {
+			s.groupOf(w.req).paid++
+		} else {
+			s.ungroup(w.req)
+		}
+	}
+	s.dirty.worker(w.id)
+}
