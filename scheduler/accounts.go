@@ -10,16 +10,43 @@ import (
 )
 
 // account is everything known about one account id, configured or not.
+// An account object exists while it has a config, a balance or requests
+// (refs); maybeDropAccount forgets it when none is left.
+//
+// The counts the algorithm asks for are counters, updated when a task
+// starts, stops or changes level, never computed by scanning in a pass:
+//
+//   - running[level]: the workers running the account's tasks at each
+//     level; worker.levelIdx makes adding and removing O(1). Their lengths
+//     are what updateTime charges, reprioritization counts and the ban test
+//     (runningBelow, O(levels)) reads.
+//   - labelCount[label]: for the labels whose key the account limits, its
+//     running tasks on workers carrying the label, updated by countLabels in
+//     O(labels of the worker) and only for accounts with per-label limits.
+//     Zero counts stay in the map (deleting and re-adding churns it).
+//   - fanout[set]: for an account with a max_fanout, its tasks at paid
+//     levels per fanout label set (fanoutGroup), changed by attach, detach
+//     and setLevel across the paid/FreeBucket boundary. The count at the
+//     start of a pass is taken lazily: groupOf records (startEpoch,
+//     startPaid) the first time a pass touches the group, before changing
+//     it, so fullAtStart is O(1) without copying every group at the start.
+//     Requests cache their group (request.grp); gc marks a removed group
+//     dead so that caches look it up again.
+//
+// recount rebuilds labelCount and fanout after the limits change (a config
+// change, never in a pass). Accounts sorted by id are cached
+// (Scheduler.acctOrder) and sorted again only after an account appears or
+// disappears.
 type account struct {
 	id          AccountID
 	cfg         *statev1.AccountConfig // nil: no config
-	rate        Vector
-	cap         Vector // rate * max_charge_seconds
+	rate        Vector                 // charge_rate
+	cap         Vector                 // rate * max_charge_seconds
 	maxFanout   int32
-	disableFree bool
+	disableFree bool             // disable_free_tasks
 	limits      map[string]int32 // per_label_task_limits
 	balance     Vector
-	hasBalance  bool
+	hasBalance  bool // whether the state holds a balance for it
 	balanceSeen bool // FromProto: duplicate detection
 
 	running    [NumPaidLevels + 1][]*worker // workers running this account's tasks, by level
@@ -29,10 +56,12 @@ type account struct {
 	refs       int                          // requests (waiting or running)
 
 	// Per pass.
-	level   Priority
-	dormant []*unit // preemption units waiting for this account to change
+	level   Priority // priority() at the start of the pass
+	dormant []*unit  // preemption units waiting for the account's ban to be lifted
 }
 
+// limited reports whether the account has a limit (max_fanout or
+// per-label limits): its classes are then decided one by one.
 func (a *account) limited() bool {
 	return a.cfg != nil && (a.maxFanout > 0 || len(a.limits) > 0)
 }
@@ -60,6 +89,8 @@ func (a *account) runningBelow(p Priority) int {
 	return n
 }
 
+// fanoutGroup counts an account's paid-level tasks of one fanout label set
+// (the union of a request's base and provisionable labels).
 type fanoutGroup struct {
 	dead       bool  // removed from its account; requests must look it up again
 	paid       int32 // tasks running at paid levels
@@ -67,6 +98,7 @@ type fanoutGroup struct {
 	startPaid  int32 // paid at the start of pass startEpoch
 }
 
+// groupRef names a fanout group for gc.
 type groupRef struct {
 	acct *account
 	fan  *labelSet
@@ -250,7 +282,7 @@ func (s *Scheduler) countLabels(a *account, w *worker, d int32) {
 		return
 	}
 	keys := s.labels.keys
-	for _, l := range w.ids {
+	for _, l := range w.labelIDs {
 		if _, ok := a.limits[keys[l]]; ok {
 			a.labelCount[l] += d
 		}

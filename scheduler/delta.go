@@ -59,21 +59,21 @@ func (s *Scheduler) TakeDelta() *statev1.PoolDelta {
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(dirty.tombstones)) {
-		if t := s.tombs.byID[id]; t != nil {
+		if t := s.tombstones.byID[id]; t != nil {
 			d.Tombstones = append(d.Tombstones, &statev1.Tombstone{RequestId: string(id), FinishTimeUnixNanos: t.finish})
 		} else {
 			d.DeletedTombstones = append(d.DeletedTombstones, string(id))
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(dirty.pendings)) {
-		if e := s.rec.entries[id]; e != nil {
+		if e := s.reconciler.entries[id]; e != nil {
 			d.Pending = append(d.Pending, e.toProto())
 		} else {
 			d.DeletedPending = append(d.DeletedPending, string(id))
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(dirty.errors)) {
-		if msg, ok := s.rec.errors[id]; ok {
+		if msg, ok := s.reconciler.errors[id]; ok {
 			d.TaskErrors = append(d.TaskErrors, &statev1.TaskError{TaskId: string(id), Error: msg})
 		} else {
 			d.DeletedTaskErrors = append(d.DeletedTaskErrors, string(id))

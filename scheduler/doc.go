@@ -23,7 +23,34 @@
 // A pass costs in proportion to what changed: waiting requests are indexed by
 // account and label signature, signatures are found for a worker by walking a
 // trie with the worker's labels, priorities are per account and limits are
-// counters (see docs/design.md).
+// counters.
+//
+// The files, by concept (each type's comment describes its structure):
+//
+//	scheduler.go    the Scheduler, New, gc of what a call emptied
+//	types.go        ids, levels, cost vectors, errors, times
+//	accounts.go     accounts, balances, limit counters; the account API
+//	requests.go     requests and FIFO order
+//	classes.go      the index of waiting requests: classes, base indexes
+//	workers.go      workers, starting and stopping tasks
+//	labels.go       interned labels and label sets
+//	trie.go         the trie of base label sets and eligibility walks
+//	clock.go        the clock: UpdateTime, recharge and expiry
+//	transitions.go  the transitions under the reconciler (§2.3)
+//	runonce.go      a scheduling pass and its sub-passes a and b (§2.4)
+//	reprioritize.go step c (§2.5)
+//	preempt.go      step d (§2.6); units.go and victims.go its parts
+//	reconciler.go   pending entries, AssignTasks, Notify, cancellations,
+//	                callbacks (§3)
+//	tombstones.go   finished requests, for stale reports
+//	events.go       events (§5)
+//	dirty.go        change marks; delta.go the PoolDelta they give
+//	serialize.go    ToProto and FromProto; config.go tunables, validation
+//	view.go         what operators see (View)
+//
+// Generic data structures are in scheduler/internal: heap (indexed binary
+// heap), idtable (the request table), rank (ranking and integer sorts),
+// selectk, bitset and chunkbuf (the event buffer).
 //
 // A Scheduler is not safe for concurrent use.
 package scheduler

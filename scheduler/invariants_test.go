@@ -58,7 +58,7 @@ func (s *Scheduler) checkIndexes() error {
 		if labels[a.id] == nil {
 			labels[a.id] = map[labelID]int32{}
 		}
-		for _, l := range w.ids {
+		for _, l := range w.labelIDs {
 			if _, limited := a.limits[s.labels.keys[l]]; limited {
 				labels[a.id][l]++
 			}
@@ -105,10 +105,10 @@ func (s *Scheduler) checkIndexes() error {
 		if c.acct != r.acct || c.base != r.base || c.prov != r.prov || s.classes[classKey{c.acct, c.base, c.prov}] != c {
 			return fmt.Errorf("request %s in the wrong class", id)
 		}
-		if i, ok := slices.BinarySearchFunc(c.q[c.h:], r, cmpQ); !ok || c.q[c.h+i].r != r {
+		if i, ok := slices.BinarySearchFunc(c.queue[c.start:], r, cmpEntry); !ok || c.queue[c.start+i].r != r {
 			return fmt.Errorf("request %s missing from its class queue", id)
 		}
-		if c.ab.byHead.Items[c.heapIdx] != c {
+		if c.acctBase.byHead.Items[c.heapIdx] != c {
 			return fmt.Errorf("class of %s not in its heap", id)
 		}
 		if c.base.base == nil || c.base.base.node == nil || c.base.base.node.bi != c.base.base {
@@ -119,13 +119,13 @@ func (s *Scheduler) checkIndexes() error {
 		return fmt.Errorf("%d waiting requests, counter says %d", waiting, s.nWaiting)
 	}
 	for key, c := range s.classes {
-		if c.len() == 0 && !c.queued {
+		if c.len() == 0 && !c.onGCList {
 			return fmt.Errorf("empty class %v is not queued for gc", key)
 		}
-		if !slices.IsSortedFunc(c.q[c.h:], func(a, b qent) int { return cmpFIFO(a.r, b.r) }) {
+		if !slices.IsSortedFunc(c.queue[c.start:], func(a, b queueEntry) int { return cmpFIFO(a.r, b.r) }) {
 			return fmt.Errorf("class queue out of FIFO order")
 		}
-		for _, e := range c.q[c.h:] {
+		for _, e := range c.queue[c.start:] {
 			if e.enq != e.r.enqueue {
 				return fmt.Errorf("class queue holds enqueue time %d for %s, enqueued at %d", e.enq, e.r.id, e.r.enqueue)
 			}
@@ -478,7 +478,7 @@ func (s *Scheduler) checkKeptEligibility() error {
 		}
 		var want []*baseIndex
 		for _, bi := range all {
-			if subsetOf(bi.set.ids, w.ids) {
+			if subsetOf(bi.set.ids, w.labelIDs) {
 				want = append(want, bi)
 			}
 		}

@@ -10,23 +10,35 @@ import (
 // longer referenced, so their numeric order means nothing outside one state.
 type labelID int32
 
-// labelTable interns label strings with reference counts.
+// labelTable interns label strings ("key:value" dimensions) as labelIDs
+// with reference counts, so that label sets are sorted integer slices and
+// a label's key is looked up, not parsed. An id is an index into names,
+// keys and refs; the ids of unreferenced labels are reused (free), so
+// their numeric order means nothing across states and no decision depends
+// on it. Interning k labels costs k map lookups.
+//
+// mark(ids) stamps a generation into a per-label array, so that after
+// O(labels of one worker) work, has(l) and hasAll(set) cost O(1) per label
+// asked about: sub-pass a tests a provisionable set against a worker that
+// way, and the trie's per-worker walk tests children.
 type labelTable struct {
 	ids   map[string]labelID
-	names []string
-	keys  []string // the part before the first ':' ("" when there is none)
-	refs  []int32
-	free  []labelID
+	names []string  // by id; "" for a free id
+	keys  []string  // by id: the part before the first ':' ("" when there is none)
+	refs  []int32   // by id
+	free  []labelID // ids without references, reused first
 
 	// Membership marks for the worker being examined (see mark).
 	marks   []uint32
 	markGen uint32
 }
 
+// newLabelTable returns an empty label table.
 func newLabelTable() *labelTable {
 	return &labelTable{ids: make(map[string]labelID)}
 }
 
+// ref interns name, counting one reference to it.
 func (t *labelTable) ref(name string) labelID {
 	if id, ok := t.ids[name]; ok {
 		t.refs[id]++
@@ -52,6 +64,7 @@ func (t *labelTable) ref(name string) labelID {
 	return id
 }
 
+// unref drops a reference to id, freeing the id at the last.
 func (t *labelTable) unref(id labelID) {
 	t.refs[id]--
 	if t.refs[id] == 0 {
@@ -73,6 +86,7 @@ func (t *labelTable) mark(ids []labelID) {
 	}
 }
 
+// has reports whether l is marked (see mark).
 func (t *labelTable) has(l labelID) bool { return t.marks[l] == t.markGen }
 
 // hasAll reports whether every label of ids is marked.
@@ -85,8 +99,13 @@ func (t *labelTable) hasAll(ids []labelID) bool {
 	return true
 }
 
-// labelSet is an interned, immutable set of labels shared by the requests
-// (and fanout groups) that have it.
+// labelSet is an interned, immutable set of labels shared by the requests,
+// classes and fanout groups that have it, so that comparing two sets is
+// comparing pointers and a fanout group is the exact label set, never a
+// hash of a concatenation. setTable interns a set under the bytes of its
+// sorted ids (O(k log k) for k labels); the empty set is one never-freed
+// set. A set holds a reference to each of its labels, released with its
+// last reference.
 type labelSet struct {
 	key   string    // canonical map key: the sorted ids as bytes
 	ids   []labelID // ascending
@@ -103,6 +122,7 @@ type setTable struct {
 	empty  *labelSet
 }
 
+// newSetTable returns an empty set table over the labels of labels.
 func newSetTable(labels *labelTable) *setTable {
 	t := &setTable{labels: labels, sets: make(map[string]*labelSet)}
 	t.empty = &labelSet{refs: 1 << 30} // never freed
@@ -110,6 +130,8 @@ func newSetTable(labels *labelTable) *setTable {
 	return t
 }
 
+// idsKey is the map key of a set: its sorted ids as bytes, sharing their
+// memory.
 func idsKey(ids []labelID) string {
 	if len(ids) == 0 {
 		return ""
@@ -162,6 +184,7 @@ func (t *setTable) refNames(names []string) *labelSet {
 	return s
 }
 
+// sortedUnique reports whether names is sorted with no duplicates.
 func sortedUnique(names []string) bool {
 	for i := 1; i < len(names); i++ {
 		if names[i-1] >= names[i] {
@@ -186,11 +209,14 @@ func (t *setTable) refUnion(a, b *labelSet) *labelSet {
 	return t.refNames(names)
 }
 
+// ref counts one more reference to s.
 func (t *setTable) ref(s *labelSet) *labelSet {
 	s.refs++
 	return s
 }
 
+// unref drops a reference to s; at the last, s is forgotten and its
+// labels' references dropped.
 func (t *setTable) unref(s *labelSet) {
 	if s == t.empty {
 		return

@@ -12,11 +12,41 @@ import (
 // preempt is step d at level l (§2.6): the waiting requests of the
 // accounts at l, in list order, each take the cheapest task running below
 // l that their account can afford, refunding it to the victim's account.
+//
+// The spec's loop visits every waiting request of L[l] and scans every
+// victim. A step here costs in proportion to its victims, its units and
+// its preemptions instead:
+//
+//   - Victims (collectVictims): every task running below l, except those
+//     no account at l could ever afford (victimBound), sorted once by
+//     (cost, worker id) and numbered in that order (victimSet, victims.go).
+//   - Eligibility (indexVictims): one trie walk over the victims gives each
+//     base index reached a bitset of the victims whose labels contain its
+//     set, so "the first victim not taken" is a word scan from a cursor.
+//   - Units (makeUnits, units.go): the requests that succeed or fail
+//     together, per (account, base index) without limits, per class with
+//     limits; only base indexes some victim can serve get any.
+//   - Loop (run): the first unit in list order takes a victim (findVictim,
+//     preemptOne) and advances to its next request, or leaves.
+//
+// Why dropping and sleeping are exact: inside one step a unit's outcome
+// depends on its account's balance, ban and limit counters and on the set
+// of untaken victims. The victim set only shrinks; the preemptor's account
+// only pays and gains tasks at l. Only the preemption of one of an
+// account's own tasks can raise its balance, lower its counters or lift
+// its ban (no task below l), and that needs the account to be banned. So a
+// failed unit of an unbanned account never succeeds later, an unbanned
+// account that cannot afford a base index's cheapest victim never will,
+// and a banned account's units matter only once its ban is lifted
+// (dormant until wake). The loop walks L[l] once, so on waking only the
+// requests after the one that lifted the ban count. All requests of a unit
+// behave alike except for their FIFO place (and, for provision
+// preference, the class), so testing the head decides for all.
 func (p *pass) preempt(l Priority) {
 	if !p.mayPreempt(l) {
 		return
 	}
-	st := step{p: p, l: l, sc: &p.s.pscratch}
+	st := step{p: p, l: l, sc: &p.s.stepScratch}
 	if !st.collectVictims(p.victimBound(l)) {
 		return
 	}
@@ -170,7 +200,7 @@ func (st *step) makeUnits() {
 				continue // cannot afford any victim of bi, now or later
 			}
 			if !a.limited() {
-				u := unit{acct: a, bi: bi, ab: ab, g: g}
+				u := unit{acct: a, bi: bi, acctBase: ab, group: g}
 				if u.advance() {
 					slab = append(slab, u)
 				}
@@ -178,7 +208,7 @@ func (st *step) makeUnits() {
 			}
 			for _, c := range ab.byHead.Items {
 				if c.len() > 0 && !p.fullAtStart(c) {
-					slab = append(slab, unit{acct: a, bi: bi, cls: c, head: c.head(), hk: c.hk, g: g})
+					slab = append(slab, unit{acct: a, bi: bi, cls: c, head: c.head(), headKey: c.headKey, group: g})
 				}
 			}
 		}
@@ -197,14 +227,14 @@ func (st *step) queueUnits() {
 	sc.unitHeaps = uh
 	st.groups = heap.Heap[*unitGroup]{
 		Items:    sc.groupHeap[:0],
-		Less:     func(a, b *unitGroup) bool { return a.h.Items[0].hk.before(b.h.Items[0].hk) },
+		Less:     func(a, b *unitGroup) bool { return a.units.Items[0].headKey.before(b.units.Items[0].headKey) },
 		SetIndex: func(g *unitGroup, i int) { g.idx = i },
 	}
 	for gi := range sc.groups {
 		g := &sc.groups[gi]
-		g.h = heap.Heap[*unit]{
+		g.units = heap.Heap[*unit]{
 			Items:    uh[g.start:g.start:g.end],
-			Less:     func(a, b *unit) bool { return a.hk.before(b.hk) },
+			Less:     func(a, b *unit) bool { return a.headKey.before(b.headKey) },
 			SetIndex: func(u *unit, i int) { u.idx = i },
 		}
 		for i := g.start; i < g.end; i++ {
@@ -216,11 +246,11 @@ func (st *step) queueUnits() {
 				u.acct.dormant = append(u.acct.dormant, u)
 				continue
 			}
-			u.idx = len(g.h.Items)
-			g.h.Items = append(g.h.Items, u)
+			u.idx = len(g.units.Items)
+			g.units.Items = append(g.units.Items, u)
 		}
-		if g.h.Len() > 0 {
-			g.h.Init()
+		if g.units.Len() > 0 {
+			g.units.Init()
 			g.idx = len(st.groups.Items)
 			st.groups.Items = append(st.groups.Items, g)
 		}
@@ -235,7 +265,7 @@ func (st *step) run() {
 	p, vs, l := st.p, st.vs, st.l
 	for st.groups.Len() > 0 {
 		g := st.groups.Top()
-		u := g.h.Top()
+		u := g.units.Top()
 		r := u.head
 		vi, refused := p.findVictim(vs, u.bi, r.cls, u.acct, l)
 		if vi < 0 {
@@ -247,9 +277,9 @@ func (st *step) run() {
 		vs.take(vi)
 		p.preemptOne(v, r, l, vs.costs[vi])
 		if u.advance() {
-			g.h.Fix(u.idx)
+			g.units.Fix(u.idx)
 		} else {
-			g.h.Remove(u.idx)
+			g.units.Remove(u.idx)
 		}
 		st.settle(g)
 		// The victim's account may have lost its ban: its requests after r
@@ -269,9 +299,9 @@ func (st *step) drop(g *unitGroup, u *unit, r *request, refused bool) {
 		st.p.block(r.cls)
 	}
 	if st.vs.firstFree(g.bi) < 0 {
-		g.h.Items = g.h.Items[:0]
+		g.units.Items = g.units.Items[:0]
 	} else {
-		g.h.Remove(u.idx)
+		g.units.Remove(u.idx)
 	}
 	st.settle(g)
 }
@@ -279,12 +309,12 @@ func (st *step) drop(g *unitGroup, u *unit, r *request, refused bool) {
 // settle puts g back in order in st.groups after its heap changed.
 func (st *step) settle(g *unitGroup) {
 	switch {
-	case g.h.Len() == 0 && g.idx >= 0:
+	case g.units.Len() == 0 && g.idx >= 0:
 		st.groups.Remove(g.idx)
 		g.idx = -1
-	case g.h.Len() > 0 && g.idx < 0:
+	case g.units.Len() > 0 && g.idx < 0:
 		st.groups.Push(g)
-	case g.h.Len() > 0:
+	case g.units.Len() > 0:
 		st.groups.Fix(g.idx)
 	}
 }
@@ -306,8 +336,8 @@ func (st *step) wake(b *account, r *request) {
 		if d.cls != nil {
 			d.cursor = r
 			if d.advance() {
-				d.g.h.Push(d)
-				st.settle(d.g)
+				d.group.units.Push(d)
+				st.settle(d.group)
 			}
 			continue
 		}
@@ -319,10 +349,10 @@ func (st *step) wake(b *account, r *request) {
 		if !d.advance() {
 			continue
 		}
-		if !rk.before(d.hk) {
+		if !rk.before(d.headKey) {
 			d.cursor = r
 			start := len(sc.cands)
-			for _, c := range d.ab.byHead.Items {
+			for _, c := range d.acctBase.byHead.Items {
 				if h := c.firstAfter(r); h != nil {
 					sc.cands = append(sc.cands, wakeCand{c, h, keyOf(h)})
 				}
@@ -335,8 +365,8 @@ func (st *step) wake(b *account, r *request) {
 				continue
 			}
 		}
-		d.g.h.Push(d)
-		st.settle(d.g)
+		d.group.units.Push(d)
+		st.settle(d.group)
 	}
 }
 
@@ -384,7 +414,7 @@ func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 	s.detach(v)
 	s.dropRequest(victim)
 	s.attach(v, r, l, cost)
-	provReq := !subsetOf(r.prov.ids, v.ids)
+	provReq := !subsetOf(r.prov.ids, v.labelIDs)
 	e := s.event(EventAssigned, s.now, r, v, false)
 	e.Level, e.ProvisionRequired = l, provReq
 	e.Preempting, e.PreemptionCost, e.PreemptedTask = true, cost, victim.id
@@ -394,7 +424,9 @@ func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 	})
 }
 
-// preemptScratch is the memory of a preemption step, kept for the next.
+// preemptScratch is the memory of a preemption step, kept for the next so
+// that a storm's arrays are allocated once. release clears every pointer
+// it holds at the step's end.
 type preemptScratch struct {
 	keys   []victimKey
 	sorted []victimKey // the other buffer of sortVictims

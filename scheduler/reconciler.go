@@ -12,23 +12,37 @@ import (
 )
 
 // reconciler holds, per worker, the assignment handed out and not yet
-// confirmed, and per task an error to report (SCHEDULER.md §3).
+// confirmed (its pending entry), and per task an error to report
+// (SCHEDULER.md §3).
+//
+// Entries are found by worker (entries), kept in a heap by (time, worker)
+// so that AssignTasks's step 1 pops only expired entries (O(log E) each),
+// and indexed from the task they abort to the entries aborting it
+// (byAbort, usually one; abortX holds the rare others), so that an absent
+// notification of a preemption victim touches only those. Every
+// assignment of a pass becomes its worker's entry after the pass
+// (recordEntries, one allocation for all), replacing an older one.
+// Cancellations and ToProto list entries and errors by sorting their ids,
+// O(E log E).
 type reconciler struct {
 	entries map[WorkerID]*pendingEntry
 	byTime  heap.Heap[*pendingEntry] // by (time, worker)
 	byAbort map[RequestID]WorkerID   // the entry aborting a task
 	abortX  map[RequestID][]WorkerID // further entries aborting the same task (rare)
-	errors  map[RequestID]string
+	errors  map[RequestID]string     // task errors, reported until the task is absent
 }
 
+// pendingEntry is the reconciler's {time, task_to_assign, task_to_abort}
+// of one worker.
 type pendingEntry struct {
 	worker WorkerID
-	time   int64
-	assign RequestID
-	abort  RequestID
-	idx    int
+	time   int64     // when the assignment was made
+	assign RequestID // the task the worker is to run
+	abort  RequestID // the task it must abort first ("" when none)
+	idx    int       // in reconciler.byTime
 }
 
+// init makes r empty.
 func (r *reconciler) init() {
 	r.entries = make(map[WorkerID]*pendingEntry)
 	r.byAbort = make(map[RequestID]WorkerID)
@@ -45,8 +59,9 @@ func (r *reconciler) init() {
 	}
 }
 
+// setEntry records e, replacing its worker's entry.
 func (s *Scheduler) setEntry(e *pendingEntry) {
-	r := &s.rec
+	r := &s.reconciler
 	if old := r.entries[e.worker]; old != nil {
 		s.dropEntry(old)
 	}
@@ -58,8 +73,9 @@ func (s *Scheduler) setEntry(e *pendingEntry) {
 	s.dirty.pending(e.worker)
 }
 
+// indexAbort records that e aborts e.abort.
 func (s *Scheduler) indexAbort(e *pendingEntry) {
-	r := &s.rec
+	r := &s.reconciler
 	if _, ok := r.byAbort[e.abort]; !ok {
 		r.byAbort[e.abort] = e.worker
 		return
@@ -67,8 +83,9 @@ func (s *Scheduler) indexAbort(e *pendingEntry) {
 	r.abortX[e.abort] = append(r.abortX[e.abort], e.worker)
 }
 
+// unindexAbort forgets that e aborts e.abort.
 func (s *Scheduler) unindexAbort(e *pendingEntry) {
-	r := &s.rec
+	r := &s.reconciler
 	extra := r.abortX[e.abort]
 	if r.byAbort[e.abort] == e.worker {
 		if len(extra) == 0 {
@@ -89,17 +106,18 @@ func (s *Scheduler) unindexAbort(e *pendingEntry) {
 
 // aborting returns the workers whose entries abort task id, by worker id.
 func (s *Scheduler) aborting(id RequestID) []WorkerID {
-	w, ok := s.rec.byAbort[id]
+	w, ok := s.reconciler.byAbort[id]
 	if !ok {
 		return nil
 	}
-	out := append([]WorkerID{w}, s.rec.abortX[id]...)
+	out := append([]WorkerID{w}, s.reconciler.abortX[id]...)
 	slices.Sort(out)
 	return out
 }
 
+// dropEntry forgets e if it is still its worker's entry.
 func (s *Scheduler) dropEntry(e *pendingEntry) {
-	r := &s.rec
+	r := &s.reconciler
 	if r.entries[e.worker] != e {
 		return
 	}
@@ -152,10 +170,11 @@ func (s *Scheduler) AssignTasks(t time.Time, workers []IdleWorker) ([]TaskAssign
 	return s.assignTasks(ns, workers), nil
 }
 
+// assignTasks is AssignTasks after validation, steps (1) to (5).
 func (s *Scheduler) assignTasks(t int64, workers []IdleWorker) []TaskAssignment {
 	// (1) Pending assignments not confirmed in time are taken back.
-	for s.rec.byTime.Len() > 0 {
-		e := s.rec.byTime.Top()
+	for s.reconciler.byTime.Len() > 0 {
+		e := s.reconciler.byTime.Top()
 		if t-e.time < s.cfg.workerQueueTimeout {
 			break
 		}
@@ -168,7 +187,7 @@ func (s *Scheduler) assignTasks(t int64, workers []IdleWorker) []TaskAssignment 
 	s.updateTime(t)
 	// (3)
 	for _, iw := range workers {
-		e := s.rec.entries[iw.ID]
+		e := s.reconciler.entries[iw.ID]
 		if e != nil {
 			if _, _, ok := s.entryLive(e); ok {
 				continue
@@ -182,7 +201,7 @@ func (s *Scheduler) assignTasks(t int64, workers []IdleWorker) []TaskAssignment 
 	// (5)
 	var out []TaskAssignment
 	for _, iw := range workers {
-		e := s.rec.entries[iw.ID]
+		e := s.reconciler.entries[iw.ID]
 		if e == nil {
 			continue
 		}
@@ -259,26 +278,26 @@ func (s *Scheduler) Notify(n Notification, fromCallback bool) error {
 	case NotifyWaiting:
 		s.addRequest(n.Task, enq, ns, fromCallback)
 	case NotifyRunning:
-		if e := s.rec.entries[n.Worker]; e != nil && e.abort == n.Task.ID {
+		if e := s.reconciler.entries[n.Worker]; e != nil && e.abort == n.Task.ID {
 			// [ours] The victim of a preemption still runs on its bot until
 			// Swarming cancels it; reports of that are expected and must not
 			// complete the preemptor waiting for the bot.
 			break
 		}
 		s.notifyRunning(n.Task.ID, n.Worker, ns, fromCallback)
-		if e := s.rec.entries[n.Worker]; e != nil && e.assign == n.Task.ID && ns >= e.time {
+		if e := s.reconciler.entries[n.Worker]; e != nil && e.assign == n.Task.ID && ns >= e.time {
 			s.dropEntry(e)
 		}
 	case NotifyAbsent:
 		s.notifyAbsent(n.Task.ID, ns, fromCallback)
 		for _, wid := range s.aborting(n.Task.ID) {
-			e := s.rec.entries[wid]
+			e := s.reconciler.entries[wid]
 			s.unindexAbort(e)
 			e.abort = ""
 			s.dirty.pending(wid)
 		}
-		if _, ok := s.rec.errors[n.Task.ID]; ok {
-			delete(s.rec.errors, n.Task.ID)
+		if _, ok := s.reconciler.errors[n.Task.ID]; ok {
+			delete(s.reconciler.errors, n.Task.ID)
 			s.dirty.taskError(n.Task.ID)
 		}
 	}
@@ -295,8 +314,8 @@ func (s *Scheduler) SetTaskError(id RequestID, msg string) error {
 	if err := ValidateID("task id", string(id)); err != nil {
 		return err
 	}
-	if s.rec.errors[id] != msg {
-		s.rec.errors[id] = msg
+	if s.reconciler.errors[id] != msg {
+		s.reconciler.errors[id] = msg
 		s.dirty.taskError(id)
 		var t int64
 		if s.hasClock {
@@ -334,13 +353,13 @@ type Cancellation struct {
 // tasks with errors (by task id). They repeat until acknowledged.
 func (s *Scheduler) Cancellations() []Cancellation {
 	var out []Cancellation
-	for _, wid := range slices.Sorted(maps.Keys(s.rec.entries)) {
-		if e := s.rec.entries[wid]; e.abort != "" {
+	for _, wid := range slices.Sorted(maps.Keys(s.reconciler.entries)) {
+		if e := s.reconciler.entries[wid]; e.abort != "" {
 			out = append(out, Cancellation{Worker: wid, Task: e.abort, Reason: CancelPreempted})
 		}
 	}
-	for _, id := range slices.Sorted(maps.Keys(s.rec.errors)) {
-		out = append(out, Cancellation{Task: id, Reason: CancelError, ExtraInfo: s.rec.errors[id]})
+	for _, id := range slices.Sorted(maps.Keys(s.reconciler.errors)) {
+		out = append(out, Cancellation{Task: id, Reason: CancelError, ExtraInfo: s.reconciler.errors[id]})
 	}
 	return out
 }

@@ -5,12 +5,23 @@ import (
 	"strings"
 )
 
-// request is a waiting or running request.
+// request is a Swarming task the scheduler knows: waiting (in a class,
+// cls set) or running (on a worker, w set), never both. Requests are held
+// by Scheduler.requests, an idtable.Table keyed by id whose hash each
+// request keeps (hash), so that dropping thousands of requests in a storm
+// neither hashes nor compares ids. Its label sets are interned and shared
+// (labels.go); it holds one reference to each, and one to its account
+// (account.refs), released by dropRequest.
+//
+// A request is made waiting by enqueue (into the class of its account,
+// base and provisionable sets, which classFor creates) and leaves by
+// dequeue; it runs from attach to detach (workers.go). dropRequest
+// forgets one that is neither.
 type request struct {
 	id        RequestID
 	acct      *account
-	enqueue   int64
-	confirmed int64
+	enqueue   int64 // enqueue time: its FIFO place
+	confirmed int64 // last time Swarming reported it in this state
 	base      *labelSet
 	prov      *labelSet
 	fan       *labelSet    // union of base and prov: the fanout group's labels
@@ -39,6 +50,7 @@ type fifoKey struct {
 	empty bool // no request: after every key
 }
 
+// keyOf is r's place in FIFO order (empty for nil).
 func keyOf(r *request) fifoKey {
 	if r == nil {
 		return fifoKey{empty: true}
@@ -46,6 +58,7 @@ func keyOf(r *request) fifoKey {
 	return fifoKey{enq: r.enqueue, id: r.id}
 }
 
+// before reports whether a comes before b in FIFO order.
 func (a fifoKey) before(b fifoKey) bool {
 	if a.empty || b.empty {
 		return b.empty && !a.empty
@@ -87,7 +100,7 @@ func (s *Scheduler) enqueue(r *request) {
 	oldHead := c.head()
 	c.insert(r)
 	if wasEmpty || c.head() != oldHead {
-		c.ab.byHead.Fix(c.heapIdx)
+		c.acctBase.byHead.Fix(c.heapIdx)
 	}
 	r.acct.waiting++
 	s.nWaiting++
@@ -100,10 +113,10 @@ func (s *Scheduler) dequeue(r *request) {
 	wasHead := c.head() == r
 	c.remove(r)
 	if wasHead {
-		c.ab.byHead.Fix(c.heapIdx)
+		c.acctBase.byHead.Fix(c.heapIdx)
 	}
-	if c.len() == 0 && !c.queued {
-		c.queued = true
+	if c.len() == 0 && !c.onGCList {
+		c.onGCList = true
 		s.gcClasses = append(s.gcClasses, c)
 	}
 	r.acct.waiting--

@@ -1,12 +1,9 @@
 package scheduler
 
 import (
-	"math"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/rank"
 )
 
 // assignment is one decision of a scheduling pass.
@@ -50,21 +47,37 @@ func (s *Scheduler) runOnce() []assignment {
 }
 
 // pass is the scratch state of one runOnce.
+//
+// The pass numbers itself (epoch); per-pass marks (class.blockedEpoch,
+// fanoutGroup.startEpoch, baseIndex.victimEpoch) compare against it, so
+// that nothing is cleared between passes. Each account's level is computed
+// once at the start (account.level), never per request. For one idle
+// worker, choose looks only at the base indexes its labels contain,
+// biggest first, and stops at the first smaller than the best found: a
+// sub-pass costs, per idle worker, the accounts and provisionable variants
+// of the base indexes it can serve, never the requests of a class nor base
+// sets no idle worker can serve.
 type pass struct {
 	s      *Scheduler
 	epoch  uint64
 	active [NumPaidLevels + 1]bool // some account may have requests in L[l]
-	idle   []*worker               // idle workers by id
-	cands  []limitedCand
-	out    []assignment
-	step   uint64
+	idle   []*worker               // idle workers by id, those still idle
+	cands  []limitedCand           // choose's scratch
+	out    []assignment            // the assignments so far, in order
+	step   uint64                  // preemption steps so far (their epoch is epoch<<8 | step)
 }
 
+// limitedCand is a class of a limited account that a worker may take, with
+// the number of its base labels.
 type limitedCand struct {
 	c    *class
 	size int
 }
 
+// startPass starts a pass: the accounts' levels from their balances
+// (§2.2), which lists may be non-empty (active), and, when something
+// waits, the idle workers in id order with the base sets each one's labels
+// contain, most labels first.
 func (s *Scheduler) startPass() *pass {
 	s.epoch++
 	p := &pass{s: s, epoch: s.epoch, out: make([]assignment, 0, s.lastPassOut)}
@@ -97,6 +110,7 @@ func (s *Scheduler) startPass() *pass {
 	return p
 }
 
+// finish forgets the pass's per-worker lists.
 func (p *pass) finish() {
 	for _, w := range p.idle {
 		w.passElig = nil
@@ -147,12 +161,14 @@ func (p *pass) allowed(c *class, w *worker, l Priority) bool {
 	return p.labelsAllow(a, w)
 }
 
+// labelsAllow reports whether a's per-label limits let one more of its
+// tasks run on w.
 func (p *pass) labelsAllow(a *account, w *worker) bool {
 	if len(a.limits) == 0 {
 		return true
 	}
 	keys := p.s.labels.keys
-	for _, l := range w.ids {
+	for _, l := range w.labelIDs {
 		k := keys[l]
 		if k == "" {
 			continue
@@ -164,6 +180,8 @@ func (p *pass) labelsAllow(a *account, w *worker) bool {
 	return true
 }
 
+// block records that a limit refused c in this pass: it joins this pass's
+// L[5] if its account allows free tasks.
 func (p *pass) block(c *class) { c.blockedEpoch = p.epoch }
 
 // match runs sub-pass a (provision) or b (any label) of level l.
@@ -190,7 +208,7 @@ func (p *pass) match(l Priority, provision bool) {
 // choose returns the class whose head w takes in this sub-pass, or nil.
 func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 	s := p.s
-	s.labels.mark(w.ids)
+	s.labels.mark(w.labelIDs)
 	var best *class
 	bestSize := -1
 	p.cands = p.cands[:0]
@@ -209,7 +227,7 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 					if a.level != l || a.limited() || c.len() == 0 || (l == FreeBucket && a.disableFree) {
 						continue
 					}
-					if best == nil || size > bestSize || c.hk.before(best.hk) {
+					if best == nil || size > bestSize || c.headKey.before(best.headKey) {
 						best, bestSize = c, size
 					}
 				}
@@ -232,7 +250,7 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 			if c.len() == 0 {
 				continue
 			}
-			if best == nil || size > bestSize || c.hk.before(best.hk) {
+			if best == nil || size > bestSize || c.headKey.before(best.headKey) {
 				best, bestSize = c, size
 			}
 		}
@@ -249,7 +267,7 @@ func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 		return cmpFIFO(x.c.head(), y.c.head())
 	})
 	for _, lc := range p.cands {
-		if best != nil && (lc.size < bestSize || (lc.size == bestSize && best.hk.before(lc.c.hk))) {
+		if best != nil && (lc.size < bestSize || (lc.size == bestSize && best.headKey.before(lc.c.headKey))) {
 			break
 		}
 		if p.allowed(lc.c, w, l) {
@@ -266,91 +284,8 @@ func (p *pass) assign(w *worker, c *class, l Priority) {
 	r := c.head()
 	s.dequeue(r)
 	s.startTask(w, r, l, Vector{})
-	provReq := !subsetOf(r.prov.ids, w.ids)
+	provReq := !subsetOf(r.prov.ids, w.labelIDs)
 	e := s.event(EventAssigned, s.now, r, w, false)
 	e.Level, e.ProvisionRequired = l, provReq
 	p.out = append(p.out, assignment{Worker: w.id, Request: r.id, Priority: l, Time: Time(s.now), ProvisionRequired: provReq})
 }
-
-func (p *pass) reprioritized(w *worker, l Priority) {
-	old := w.level
-	p.s.setLevel(w, l)
-	e := p.s.event(EventReprioritized, p.s.now, w.req, w, false)
-	e.Level, e.OldLevel = l, old
-}
-
-// reprioritize is step c at level l (§2.5).
-func (p *pass) reprioritize(l Priority) {
-	s := p.s
-	accts := s.sortedAccounts()
-	if l == 0 {
-		// Tasks of accounts without config run at FreeBucket. Nothing can
-		// start such a task at a paid level later in the pass.
-		var ws []*worker
-		for _, a := range accts {
-			if a.cfg != nil {
-				continue
-			}
-			for pl := range NumPaidLevels {
-				ws = append(ws, a.running[pl]...)
-			}
-		}
-		slices.SortFunc(ws, func(a, b *worker) int { return strings.Compare(string(a.req.id), string(b.req.id)) })
-		for _, w := range ws {
-			p.reprioritized(w, FreeBucket)
-		}
-	}
-	for _, a := range accts {
-		if a.cfg == nil {
-			continue
-		}
-		b := a.balance[l]
-		n := len(a.running[l])
-		net := float64(a.rate[l] - float64(n))
-		switch {
-		case b < s.cfg.demoteThreshold && net < 0:
-			k := min(n, int(math.Ceil(-net)))
-			for _, w := range p.byCost(a.running[l], false)[:k] {
-				p.reprioritized(w, l+1)
-			}
-		case b > s.cfg.promoteThreshold && net > 0:
-			below := a.runningBelow(l)
-			if below == 0 {
-				continue
-			}
-			k := min(below, int(math.Ceil(net)))
-			var ws []*worker
-			for pl := l + 1; pl <= FreeBucket; pl++ {
-				ws = append(ws, a.running[pl]...)
-			}
-			for _, w := range p.byCost(ws, true) {
-				if k == 0 {
-					break
-				}
-				if w.level == FreeBucket && a.maxFanout > 0 {
-					if g := a.fanout[w.req.fan]; g != nil && g.paid >= a.maxFanout {
-						continue
-					}
-				}
-				p.reprioritized(w, l)
-				k--
-			}
-		}
-	}
-}
-
-// byCost returns the workers of ws sorted by current cost, ascending or
-// (desc) descending, ties by ascending request id, in memory that the next
-// call reuses.
-func (p *pass) byCost(ws []*worker, desc bool) []*worker {
-	now := p.s.now
-	sc := &p.s.costScratch
-	ranks := costRanks(&sc.costs, len(ws), func(i int) Vector { return ws[i].costAt(now) }, desc)
-	sc.keys = slices.Grow(sc.keys[:0], len(ws))[:len(ws)]
-	sc.out = slices.Grow(sc.out[:0], len(ws))[:len(ws)]
-	rank.SortByRankAndString(ws, ranks, runningID, sc.keys, sc.out, 8)
-	return sc.out
-}
-
-// runningID is the id of the request w runs.
-func runningID(w *worker) string { return string(w.req.id) }

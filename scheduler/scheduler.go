@@ -14,37 +14,49 @@ import (
 // Scheduler is the state of one pool: accounts and balances, waiting and
 // running requests, workers, tombstones and the reconciler's entries, with
 // the indexes that make a pass cheap.
+//
+// Every entity is held once, in the map or table that owns it (accounts,
+// requests, workers, tombstones, reconciler); everything else is an index
+// over them, kept exact on every change by the functions that make it:
+// classes and base indexes over waiting requests (classes.go), the trie
+// over base label sets (trie.go), the running lists and limit counters of
+// accounts (accounts.go), the idle heap of workers (workers.go). Nothing
+// derived is persisted: FromProto rebuilds it all.
+//
+// Objects a call empties (classes, fanout groups, accounts) are queued and
+// reclaimed by gc at the end of the public call, so that pointers a pass
+// holds stay valid for its whole length.
 type Scheduler struct {
-	cfg           tunables
-	tunablesProto *statev1.PoolConfig
+	cfg           tunables            // the effective tunables
+	tunablesProto *statev1.PoolConfig // the tunables as set, without account configs
 
 	hasClock bool
-	now      int64 // last_update_time, valid when hasClock
+	now      int64 // the scheduler clock (last_update_time), valid when hasClock
 
-	labels *labelTable
-	sets   *setTable
+	labels *labelTable // interned labels
+	sets   *setTable   // interned label sets
 
-	accounts       map[AccountID]*account
-	acctOrder      []*account // by id
+	accounts       map[AccountID]*account // every account referenced, configured or not
+	acctOrder      []*account             // accounts by id, rebuilt when acctOrderDirty
 	acctOrderDirty bool
 
 	requests idtable.Table[RequestID, request] // waiting and running, by id
-	nWaiting int
+	nWaiting int                               // waiting requests
 	workers  map[WorkerID]*worker
-	idle     heap.Heap[*worker] // idle workers by (confirmed, id)
-	classes  map[classKey]*class
-	trie     trieNode
+	idle     heap.Heap[*worker]  // idle workers by (confirmed, id)
+	classes  map[classKey]*class // every class, empty ones until gc
+	trie     trieNode            // root of the trie of base label sets
 	// The trie's changes (a base set entering or leaving it) that made its
 	// generations trieLogFrom+1 … trieGen().
 	trieLog     []trieChange
 	trieLogFrom uint64
 
-	tombs tombstones
-	rec   reconciler
-	elig  eligibility // scratch of eligible()
+	tombstones tombstones
+	reconciler reconciler
+	elig       eligibility // scratch of eligible()
 
-	pscratch    preemptScratch
-	costScratch struct { // of pass.byCost
+	stepScratch preemptScratch // a preemption step's memory, reused by the next
+	costScratch struct {       // of pass.byCost
 		costs rank.Ranker[Vector]
 		keys  []uint64
 		out   []*worker
@@ -56,16 +68,16 @@ type Scheduler struct {
 	rankStale   bool
 	rankScratch []*worker
 
-	events chunkbuf.Buffer[Event]
+	events chunkbuf.Buffer[Event] // recorded, not yet taken (TakeEvents)
 
-	epoch       uint64   // scheduling pass counter, for per-pass marks
-	lastPassOut int      // assignments of the last pass, to size the next
-	gcClasses   []*class // empty classes to reclaim, from gcHead on
-	gcHead      int
-	gcAccts     []*account
+	epoch       uint64     // scheduling pass counter, for per-pass marks
+	lastPassOut int        // assignments of the last pass, to size the next
+	gcClasses   []*class   // empty classes to reclaim, from gcHead on
+	gcHead      int        // gcClasses[:gcHead] are reclaimed
+	gcAccts     []*account // accounts that may have become unneeded
 	gcGroups    []groupRef // fanout groups whose paid count reached zero
 
-	dirty dirtySet
+	dirty dirtySet // what changed since the last TakeDelta
 }
 
 // New returns an empty pool with the given configuration (nil: defaults, no
@@ -110,8 +122,8 @@ func newEmpty() *Scheduler {
 		},
 		SetIndex: func(w *worker, i int) { w.idleIdx = i },
 	}
-	s.tombs.init()
-	s.rec.init()
+	s.tombstones.init()
+	s.reconciler.init()
 	return s
 }
 
@@ -127,14 +139,14 @@ func (s *Scheduler) gc() {
 	n := min(len(s.gcClasses)-s.gcHead, gcClassBudget)
 	batch := s.gcClasses[s.gcHead : s.gcHead+n]
 	for _, c := range batch {
-		c.queued = false
+		c.onGCList = false
 		if c.len() > 0 {
 			continue
 		}
 		delete(s.classes, classKey{c.acct, c.base, c.prov})
-		ab, pv, bi := c.ab, c.pv, c.ab.bi
+		ab, pv, bi := c.acctBase, c.variant, c.acctBase.bi
 		ab.byHead.Remove(c.heapIdx)
-		pv.classes = swapRemove(pv.classes, c.pvIdx, func(x *class, i int) { x.pvIdx = i })
+		pv.classes = swapRemove(pv.classes, c.variantIdx, func(x *class, i int) { x.variantIdx = i })
 		if ab.byHead.Len() == 0 {
 			bi.accts = swapRemove(bi.accts, ab.idx, func(x *acctBase, i int) { x.idx = i })
 		}

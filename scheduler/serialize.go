@@ -36,14 +36,14 @@ func (s *Scheduler) ToProto() *statev1.PoolState {
 		st.Workers = append(st.Workers, w.toProto())
 	}
 	slices.SortFunc(st.Workers, func(a, b *statev1.Worker) int { return strings.Compare(a.Id, b.Id) })
-	for _, id := range slices.Sorted(maps.Keys(s.tombs.byID)) {
-		st.Tombstones = append(st.Tombstones, &statev1.Tombstone{RequestId: string(id), FinishTimeUnixNanos: s.tombs.byID[id].finish})
+	for _, id := range slices.Sorted(maps.Keys(s.tombstones.byID)) {
+		st.Tombstones = append(st.Tombstones, &statev1.Tombstone{RequestId: string(id), FinishTimeUnixNanos: s.tombstones.byID[id].finish})
 	}
-	for _, wid := range slices.Sorted(maps.Keys(s.rec.entries)) {
-		st.Pending = append(st.Pending, s.rec.entries[wid].toProto())
+	for _, wid := range slices.Sorted(maps.Keys(s.reconciler.entries)) {
+		st.Pending = append(st.Pending, s.reconciler.entries[wid].toProto())
 	}
-	for _, id := range slices.Sorted(maps.Keys(s.rec.errors)) {
-		st.TaskErrors = append(st.TaskErrors, &statev1.TaskError{TaskId: string(id), Error: s.rec.errors[id]})
+	for _, id := range slices.Sorted(maps.Keys(s.reconciler.errors)) {
+		st.TaskErrors = append(st.TaskErrors, &statev1.TaskError{TaskId: string(id), Error: s.reconciler.errors[id]})
 	}
 	return st
 }
@@ -167,12 +167,12 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 		if err := checkTime(field+".finish_time", t.FinishTimeUnixNanos); err != nil {
 			return nil, err
 		}
-		if s.tombs.byID[RequestID(t.RequestId)] != nil {
+		if s.tombstones.byID[RequestID(t.RequestId)] != nil {
 			return nil, invalidf("%s: duplicate request %q", field, t.RequestId)
 		}
 		x := &tombstone{id: RequestID(t.RequestId), finish: t.FinishTimeUnixNanos}
-		s.tombs.byID[x.id] = x
-		s.tombs.byFinish.Push(x)
+		s.tombstones.byID[x.id] = x
+		s.tombstones.byFinish.Push(x)
 	}
 	for i, e := range st.Pending {
 		field := fmt.Sprintf("pending[%d]", i)
@@ -193,7 +193,7 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 		if err := checkTime(field+".time", e.TimeUnixNanos); err != nil {
 			return nil, err
 		}
-		if s.rec.entries[WorkerID(e.WorkerId)] != nil {
+		if s.reconciler.entries[WorkerID(e.WorkerId)] != nil {
 			return nil, invalidf("%s: duplicate worker %q", field, e.WorkerId)
 		}
 		s.setEntry(&pendingEntry{worker: WorkerID(e.WorkerId), time: e.TimeUnixNanos, assign: RequestID(e.TaskToAssign), abort: RequestID(e.TaskToAbort)})
@@ -206,10 +206,10 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 		if err := ValidateID(field+".task_id", e.TaskId); err != nil {
 			return nil, err
 		}
-		if _, dup := s.rec.errors[RequestID(e.TaskId)]; dup {
+		if _, dup := s.reconciler.errors[RequestID(e.TaskId)]; dup {
 			return nil, invalidf("%s: duplicate task %q", field, e.TaskId)
 		}
-		s.rec.errors[RequestID(e.TaskId)] = e.Error
+		s.reconciler.errors[RequestID(e.TaskId)] = e.Error
 	}
 	for _, a := range s.accounts {
 		a.balanceSeen = false

@@ -5,18 +5,25 @@ import (
 )
 
 // tombstones remember requests that completed or were reported absent, so
-// that stale notifications about them are recognised (SCHEDULER.md §2.3).
+// that stale notifications about them are recognised (SCHEDULER.md §2.3):
+// a report about a request whose tombstone is at or after the report's
+// time is ignored. They are found by id (byID) and kept in a heap by
+// (finish, id), so that the TTL (expireTombstones, at every clock advance)
+// and the cap (enforceMaxTombstones) pop only what goes, O(log n) each.
+// A request that is enqueued again loses its tombstone (unbury).
 type tombstones struct {
 	byID     map[RequestID]*tombstone
 	byFinish heap.Heap[*tombstone] // by (finish, id)
 }
 
+// tombstone is a request's id and the time it finished.
 type tombstone struct {
 	id     RequestID
 	finish int64
-	idx    int
+	idx    int // in byFinish
 }
 
+// init makes t empty.
 func (t *tombstones) init() {
 	t.byID = make(map[RequestID]*tombstone)
 	t.byFinish = heap.Heap[*tombstone]{
@@ -38,7 +45,7 @@ func (t *tombstones) live(id RequestID, at int64) bool {
 
 // bury records (or moves forward) id's tombstone.
 func (s *Scheduler) bury(id RequestID, finish int64) {
-	t := &s.tombs
+	t := &s.tombstones
 	if x := t.byID[id]; x != nil {
 		if finish > x.finish {
 			x.finish = finish
@@ -54,8 +61,9 @@ func (s *Scheduler) bury(id RequestID, finish int64) {
 	s.enforceMaxTombstones()
 }
 
+// unbury forgets id's tombstone, if any.
 func (s *Scheduler) unbury(id RequestID) {
-	t := &s.tombs
+	t := &s.tombstones
 	if x := t.byID[id]; x != nil {
 		t.byFinish.Remove(x.idx)
 		delete(t.byID, id)
@@ -63,8 +71,9 @@ func (s *Scheduler) unbury(id RequestID) {
 	}
 }
 
+// enforceMaxTombstones forgets the oldest tombstones beyond max_tombstones.
 func (s *Scheduler) enforceMaxTombstones() {
-	t := &s.tombs
+	t := &s.tombstones
 	for t.byFinish.Len() > s.cfg.maxTombstones {
 		s.unbury(t.byFinish.Top().id)
 	}
@@ -72,7 +81,7 @@ func (s *Scheduler) enforceMaxTombstones() {
 
 // expireTombstones drops tombstones older than the TTL at the clock.
 func (s *Scheduler) expireTombstones() {
-	t := &s.tombs
+	t := &s.tombstones
 	for t.byFinish.Len() > 0 {
 		x := t.byFinish.Top()
 		if s.now-x.finish <= s.cfg.tombstoneTTL {

@@ -44,7 +44,7 @@ func (s *Scheduler) addRequest(task Task, enq, t int64, fromCallback bool) {
 	r := s.requests.Get(task.ID)
 	switch {
 	case r == nil:
-		if s.tombs.live(task.ID, t) {
+		if s.tombstones.live(task.ID, t) {
 			return
 		}
 		s.unbury(task.ID)
@@ -126,7 +126,7 @@ func (s *Scheduler) notifyRunning(rid RequestID, wid WorkerID, t int64, fromCall
 		return // stale for the worker: it was seen later doing something else
 	}
 	if r == nil {
-		if s.tombs.live(rid, t) {
+		if s.tombstones.live(rid, t) {
 			return // r finished at or after t: the report is stale
 		}
 		if w != nil {

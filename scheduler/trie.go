@@ -10,16 +10,38 @@ import (
 // trieNode indexes base label sets by their ascending label ids, so that the
 // sets contained in a worker's labels are found by walking only the paths the
 // worker's labels spell, never by scanning every set (SCHEDULER.md §6).
+//
+// A base set is the path of its ascending label ids from the root; the node
+// where it ends holds its baseIndex. A worker's labels contain a base set
+// exactly when the set's path can be followed using only labels the worker
+// has, so the sets a worker can serve are found by descending only into
+// children whose label it has. A node's children are a slice, and also a
+// map once there are more than trieMapThreshold (dropped again at half).
+// Inserting or removing a set costs O(its labels); removal prunes the nodes
+// it leaves without a set or a child.
+//
+// eligible (below) does the walk for many workers at once. Each worker
+// keeps its last result (worker.elig) tagged with the trie's generation
+// (trieGen), and every change of the trie (a base set entering or leaving
+// it) bumps the generation and is logged (trieLog, the last 512 to 1,024
+// changes): a worker whose result is older is brought up to date from the
+// log (an added set is appended if the worker's labels contain it, a
+// removed one is dropped), and only workers the log cannot serve (labels
+// changed, or last walked before the log's start) are walked, in one walk
+// over just them.
 type trieNode struct {
-	label  labelID
+	label  labelID // the last label of the path to this node
 	parent *trieNode
 	kids   []*trieNode
-	byID   map[labelID]*trieNode // when kids is large
+	byID   map[labelID]*trieNode // the kids by label, when there are many
 	bi     *baseIndex            // the set ending here, if any
 }
 
+// trieMapThreshold is the number of children above which a node indexes
+// them by label.
 const trieMapThreshold = 8
 
+// child returns n's child for label l, or nil.
 func (n *trieNode) child(l labelID) *trieNode {
 	if n.byID != nil {
 		return n.byID[l]
@@ -32,11 +54,13 @@ func (n *trieNode) child(l labelID) *trieNode {
 	return nil
 }
 
+// trieInsert adds bi's set to the trie, logging the change.
 func (s *Scheduler) trieInsert(bi *baseIndex) {
 	s.trie.insert(bi)
 	s.logTrie(bi, true)
 }
 
+// trieRemove takes bi's set out of the trie, logging the change.
 func (s *Scheduler) trieRemove(bi *baseIndex) {
 	s.trie.remove(bi)
 	s.logTrie(bi, false)
@@ -75,7 +99,7 @@ func (s *Scheduler) patchElig(w *worker) {
 	list := w.elig
 	for _, c := range s.trieLog[w.eligGen-s.trieLogFrom:] {
 		if c.added {
-			if subsetOf(c.bi.set.ids, w.ids) {
+			if subsetOf(c.bi.set.ids, w.labelIDs) {
 				list = append(list, c.bi)
 			}
 		} else if i := slices.Index(list, c.bi); i >= 0 {
@@ -85,6 +109,7 @@ func (s *Scheduler) patchElig(w *worker) {
 	w.elig, w.eligGen = list, s.trieGen()
 }
 
+// insert adds the path of bi's set below n and puts bi at its end.
 func (n *trieNode) insert(bi *baseIndex) {
 	for _, l := range bi.set.ids {
 		k := n.child(l)
@@ -106,6 +131,7 @@ func (n *trieNode) insert(bi *baseIndex) {
 	bi.node = n
 }
 
+// remove takes bi off its node and prunes the path it leaves unused.
 func (n *trieNode) remove(bi *baseIndex) {
 	m := bi.node
 	m.bi = nil
@@ -162,21 +188,38 @@ func (n *trieNode) collectFor(t *labelTable, ids []labelID, wi int32, out []elig
 }
 
 // eligibility finds, for many workers at once, the base sets their labels
-// contain. It walks the trie once, carrying the bitset of workers that hold
-// every label on the path (pruning when it empties), and switches to
-// per-worker walks where few workers remain. The result lists, per worker,
+// contain. It builds one bitset of workers per label they hold, walks the
+// trie once from the root carrying the bitset of workers that hold every
+// label on the path (a child's set is the parent's AND the child label's
+// bitset, pruned when empty), and records (worker, base index) at every
+// node that ends a set. Where the workers left on a path are few compared
+// to the work of one bitset step
+// (8·count·min(children, 32) < children·words), it switches to per-worker
+// walks (collectFor), which iterate
+// either the node's children or the worker's remaining labels, whichever is
+// shorter. The pairs are bucketed per worker by a counting sort. The cost
+// is proportional to the trie nodes some worker reaches times the bitset
+// width, never to base sets off those paths. The result lists, per worker,
 // the base indexes in no particular order.
+//
+// It runs once per pass for the idle workers and once per preemption step
+// for the victims; its memory is kept between calls. The per-label bitsets
+// are built for every worker asked about, also those the trie log serves,
+// since a preemption step reads them for its provision-match queries
+// (eligibleKeep, labelBits, release).
 type eligibility struct {
-	words    int
-	slab     []uint64 // per label held by some worker: a bitset of workers
-	labelOff []int32  // label id -> 1 + index of its bitset in slab (0: none)
-	used     []labelID
-	stack    [][]uint64
+	words    int        // bitset width: (workers examined + 63) / 64
+	slab     []uint64   // per label held by some worker: a bitset of workers
+	labelOff []int32    // label id -> 1 + index of its bitset in slab (0: none)
+	used     []labelID  // the labels with a bitset in slab
+	stack    [][]uint64 // per depth of the walk: the path's worker bitset
 	pairs    []eligPair
 	counts   []int32
 	all      []uint64 // the workers to walk
 }
 
+// eligible returns, for each worker of ws, the base indexes whose sets its
+// labels contain.
 func (s *Scheduler) eligible(ws []*worker) [][]*baseIndex {
 	out := s.eligibleKeep(ws)
 	s.elig.release()
@@ -214,7 +257,7 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 	}
 	e.slab = e.slab[:0]
 	for i, w := range ws {
-		for _, l := range w.ids {
+		for _, l := range w.labelIDs {
 			off := e.labelOff[l]
 			if off == 0 {
 				e.slab = append(e.slab, make([]uint64, e.words)...)
@@ -275,6 +318,8 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 	return out
 }
 
+// eligWalk records the pairs of the workers of set (a bitset over ws, all
+// holding the labels of n's path) and the base indexes at or below n.
 func (s *Scheduler) eligWalk(n *trieNode, set []uint64, depth int, ws []*worker) {
 	e := &s.elig
 	cnt := 0
@@ -290,8 +335,8 @@ func (s *Scheduler) eligWalk(n *trieNode, set []uint64, depth int, ws []*worker)
 	if 8*cnt*min(len(n.kids), 32) < len(n.kids)*e.words {
 		bitset.ForEach(set, func(i int) {
 			w := ws[i]
-			s.labels.mark(w.ids)
-			ids := w.ids
+			s.labels.mark(w.labelIDs)
+			ids := w.labelIDs
 			if n.parent != nil {
 				j, _ := slices.BinarySearch(ids, n.label)
 				ids = ids[j+1:]

@@ -5,11 +5,28 @@ import (
 	"strings"
 )
 
-// worker is a known worker, idle or running one request.
+// worker is a known worker (a Swarming bot), idle or running one request.
+//
+// Idle workers are in Scheduler.idle, a heap by (confirmed time, id), so
+// that expiry pops only expired workers (O(log I) each) and a pass copies
+// and sorts the idle workers by id (O(I log I)). A running worker holds its
+// task: the request, the level it runs at, and its cost as (cost at since,
+// since), so that advancing the clock writes no task record (costAt
+// derives the cost at any time). It is in its account's running list of
+// its level (levelIdx), and its labels are counted in the account's limit
+// counters from attach to detach. A worker's labels change only while it
+// is idle (newWorker, markIdle), so those counters always balance.
+//
+// Each worker keeps the base sets its labels contain (elig), as of a
+// generation of the trie (eligGen), so that a pass walks the trie only for
+// workers whose labels changed or whose result the trie's change log
+// cannot bring up to date (trie.go). Ranks (rank) number the workers in id
+// order so that sorts breaking ties by worker id compare integers
+// (rankWorkers).
 type worker struct {
 	id        WorkerID
-	ids       []labelID // ascending
-	names     []string  // sorted
+	labelIDs  []labelID // its labels' ids, ascending
+	names     []string  // its labels, sorted
 	confirmed int64
 
 	req      *request // nil when idle
@@ -19,7 +36,8 @@ type worker struct {
 	levelIdx int // index in req.acct.running[level]
 	idleIdx  int // index in the idle heap, -1 when running
 
-	// Per pass.
+	// Per pass: the base sets its labels contain, most labels first (an
+	// idle worker's, between startPass and finish).
 	passElig []*baseIndex
 
 	rank int32 // position in id order (Scheduler.rankWorkers)
@@ -28,6 +46,7 @@ type worker struct {
 	eligGen uint64       // the trie generation elig was computed at (0: never)
 }
 
+// idleNow reports whether w runs nothing.
 func (w *worker) idleNow() bool { return w.req == nil }
 
 // latestConfirmed is max of the worker's and its running request's
@@ -63,6 +82,8 @@ func (s *Scheduler) newWorker(id WorkerID, labels []string, t int64) *worker {
 	return w
 }
 
+// setWorkerLabels gives w the labels (any order, duplicates allowed),
+// forgetting its kept eligibility when they change.
 func (s *Scheduler) setWorkerLabels(w *worker, labels []string) {
 	names := slices.Clone(labels)
 	slices.Sort(names)
@@ -73,7 +94,7 @@ func (s *Scheduler) setWorkerLabels(w *worker, labels []string) {
 	if slices.Equal(names, w.names) {
 		return
 	}
-	for _, l := range w.ids {
+	for _, l := range w.labelIDs {
 		s.labels.unref(l)
 	}
 	ids := make([]labelID, len(names))
@@ -81,7 +102,7 @@ func (s *Scheduler) setWorkerLabels(w *worker, labels []string) {
 		ids[i] = s.labels.ref(n)
 	}
 	slices.Sort(ids)
-	w.ids, w.names = ids, names
+	w.labelIDs, w.names = ids, names
 	w.elig, w.eligGen = nil, 0
 	s.dirty.worker(w.id)
 }
@@ -93,7 +114,7 @@ func (s *Scheduler) forgetWorker(w *worker) {
 		s.dropRequest(r)
 	}
 	s.idle.Remove(w.idleIdx)
-	for _, l := range w.ids {
+	for _, l := range w.labelIDs {
 		s.labels.unref(l)
 	}
 	delete(s.workers, w.id)
