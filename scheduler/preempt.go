@@ -134,7 +134,7 @@ func (st *step) collectVictims(bound Vector) bool {
 	s.rankWorkers()
 	sc.sortVictims(len(s.rankOf))
 	keys = sc.keys
-	p.step++
+	p.steps++
 	vs := &sc.vset
 	vs.costs = slices.Grow(vs.costs[:0], len(keys))[:len(keys)]
 	vs.ws = slices.Grow(vs.ws[:0], len(keys))[:len(keys)]
@@ -144,7 +144,7 @@ func (st *step) collectVictims(bound Vector) bool {
 		vs.ws[i] = v.w
 	}
 	vs.words = bitset.Words(len(keys))
-	vs.epoch = p.epoch<<8 | p.step
+	vs.epoch = p.epoch<<8 | p.steps
 	vs.taken = slices.Grow(vs.taken[:0], vs.words)[:vs.words]
 	clear(vs.taken)
 	st.vs = vs

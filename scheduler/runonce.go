@@ -64,7 +64,7 @@ type pass struct {
 	idle   []*worker               // idle workers by id, those still idle
 	cands  []limitedCand           // choose's scratch
 	out    []assignment            // the assignments so far, in order
-	step   uint64                  // preemption steps so far (their epoch is epoch<<8 | step)
+	steps  uint64                  // preemption steps so far (a step's epoch is epoch<<8 | steps)
 }
 
 // limitedCand is a class of a limited account that a worker may take, with

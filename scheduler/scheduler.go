@@ -99,6 +99,7 @@ func New(cfg *statev1.PoolConfig) (*Scheduler, error) {
 	return s, nil
 }
 
+// newEmpty returns a pool with default tunables and nothing else.
 func newEmpty() *Scheduler {
 	labels := newLabelTable()
 	s := &Scheduler{
@@ -127,9 +128,20 @@ func newEmpty() *Scheduler {
 	return s
 }
 
+// gcClassBudget is the number of classes one gc reclaims at most.
 const gcClassBudget = 256
 
 // gc removes empty classes and the indexes and accounts they leave empty.
+//
+// What a call empties is queued, not removed where it empties: dequeue
+// queues an emptied class on gcClasses, ungroup a fanout group whose paid
+// count reached zero on gcGroups, updateTime an account whose balance it
+// deleted on gcAccts. gc runs once at the end of every public call that
+// can empty something (AssignTasks once, after its pass) and removes only
+// what is still empty, then the acctBase, provVariant, baseIndex (and trie
+// path) and account objects that leaves unused. Deferring keeps every
+// pointer a pass holds (units, candidate lists) valid, and a class emptied
+// and refilled within one call (Unassign, then enqueue) is reused.
 //
 // Classes are reclaimed at most gcClassBudget per call, oldest first, so that
 // a pass that empties thousands of classes does not pay for reclaiming them
