@@ -1,6 +1,6 @@
 package scheduler
 
-// Benchmarks on the normative workload of the core issue (see
+// Benchmarks on the lab workload (see
 // scheduler/benchdata); figures are recorded in docs/performance.md. Run:
 //
 //	go test ./scheduler -run '^$' -bench . -benchtime 1x
@@ -10,7 +10,7 @@ package scheduler
 // the profiler label pass=N, so that a profile of the heavy ones alone is
 //
 //	go test ./scheduler -run '^$' -bench RunOnce/steady_lab -benchtime 1x -count 40 -cpuprofile cpu.prof
-//	go tool pprof -top -cum -tagfocus 'pass=^(58|86|122|153|206|244)$' scheduler.test cpu.prof
+//	go tool pprof -top -cum -tagfocus 'pass=^(158|223|224|283)$' scheduler.test cpu.prof
 
 import (
 	"context"
