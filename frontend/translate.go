@@ -14,9 +14,9 @@ import (
 const accountTag = "qs_account"
 
 // translateNotify turns a NotifyTasks request into pipeline input
-// (SCHEDULER.md §4). An item without time, task or task id, or with a time
-// the scheduler cannot hold or further ahead of the server's clock than the
-// skew allowed, makes the whole call invalid; every other problem with an
+// (docs/algorithm.md §4). An item without time, task or task id, or with a
+// time the scheduler cannot hold or further ahead of the server's clock than
+// the skew allowed, makes the whole call invalid; every other problem with an
 // item becomes a task error and the other items are applied.
 func translateNotify(req *swarmingv1.NotifyTasksRequest, clock clockBound) (state.NotifyInput, error) {
 	in := state.NotifyInput{IsCallback: req.IsCallback}

@@ -32,7 +32,7 @@ func pending(id string, tags []string, slices ...*swarmingv1.SliceSpec) *swarmin
 	return &swarmingv1.TaskSpec{Id: id, Tags: tags, Slices: slices, State: swarmingv1.TaskSpec_PENDING, EnqueuedTime: enq}
 }
 
-// TestTranslateItems checks every rule of SCHEDULER.md §4 for one item.
+// TestTranslateItems checks every rule of docs/algorithm.md §4 for one item.
 func TestTranslateItems(t *testing.T) {
 	for _, tc := range []struct {
 		name    string

@@ -1,10 +1,10 @@
 // Package nodestore persists scheduler pools: a head record per pool (its
 // generation and latest snapshot), a snapshot split into shards, and an
-// append-only log of the deltas committed since that snapshot (SERVICE.md
-// §4). A commit writes one log entry and advances the generation in one
-// compare-and-swap, so it writes in proportion to what the batch changed.
-// Snapshots are taken in the background and old shards and log entries are
-// garbage-collected after a safe lag.
+// append-only log of the deltas committed since that snapshot
+// (docs/service.md §4). A commit writes one log entry and advances the
+// generation in one compare-and-swap, so it writes in proportion to what the
+// batch changed. Snapshots are taken in the background and old shards and log
+// entries are garbage-collected after a safe lag.
 //
 // Implementations: embedded (a bbolt file, the default), memory (for tests),
 // and later datastore. One conformance suite, nodestore/storetest, runs

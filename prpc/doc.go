@@ -1,6 +1,6 @@
 // Package prpc implements pRPC, the LUCI protocol for protobuf RPCs over plain
 // HTTP/1.1, on top of the generated gRPC service descriptors. Swarming's
-// external-scheduler client speaks only pRPC (SERVICE.md §1).
+// external-scheduler client speaks only pRPC (docs/service.md §1).
 //
 // # Server
 //
@@ -27,7 +27,7 @@
 //   - a marker reported by FromPRPC;
 //   - the deadline from X-Prpc-Grpc-Timeout, if present.
 //
-// Protocol decisions (SERVICE.md §1 and LUCI's pRPC v1.x):
+// Protocol decisions (docs/service.md §1 and LUCI's pRPC v1.x):
 //
 //	request                                   result
 //	non-POST                                  405, Allow: POST, code 12 (Unimplemented)

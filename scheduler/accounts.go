@@ -66,7 +66,8 @@ func (a *account) limited() bool {
 	return a.cfg != nil && (a.maxFanout > 0 || len(a.limits) > 0)
 }
 
-// priority is the level a waiting request of this account gets (§2.2).
+// priority is the level a waiting request of this account gets
+// (algorithm.md §2.2).
 func (a *account) priority() Priority {
 	if a.cfg == nil {
 		return FreeBucket

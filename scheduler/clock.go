@@ -5,7 +5,8 @@ import (
 	"time"
 )
 
-// setClock sets the clock from the first time-carrying input (§1.6).
+// setClock sets the clock from the first time-carrying input
+// (algorithm.md §1.6).
 func (s *Scheduler) setClock(t int64) {
 	if !s.hasClock {
 		s.hasClock, s.now = true, t
@@ -13,7 +14,7 @@ func (s *Scheduler) setClock(t int64) {
 	}
 }
 
-// UpdateTime advances the clock to t (SCHEDULER.md §2.1): balances recharge
+// UpdateTime advances the clock to t (algorithm.md §2.1): balances recharge
 // and pay for running tasks, idle workers not confirmed within
 // bot_expiration and old tombstones are forgotten. A t before the clock does
 // nothing; the first time ever only sets the clock.

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Defaults of the pool tunables (SCHEDULER.md §1.2).
+// Defaults of the pool tunables (algorithm.md §1.2).
 const (
 	DefaultBotExpiration      = 300 * time.Second
 	DefaultPromoteThreshold   = 600.0

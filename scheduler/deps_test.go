@@ -69,7 +69,7 @@ func coreSources(t *testing.T) []string {
 }
 
 // TestNoClockNoGoroutines: the core (package scheduler and its internal
-// packages) never reads a clock, draws random numbers (SCHEDULER.md §1.6)
+// packages) never reads a clock, draws random numbers (algorithm.md §1.6)
 // or starts a goroutine (no go statement at all): every call does its work
 // on the caller's goroutine and returns.
 func TestNoClockNoGoroutines(t *testing.T) {

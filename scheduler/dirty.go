@@ -1,8 +1,8 @@
 package scheduler
 
 // dirtySet records which entities changed, so that a commit can write in
-// proportion to what changed (SERVICE.md §4). The entity marks are kept only
-// after TrackChanges (on); TakeDelta turns them into a PoolDelta.
+// proportion to what changed (docs/service.md §4). The entity marks are kept
+// only after TrackChanges (on); TakeDelta turns them into a PoolDelta.
 type dirtySet struct {
 	on         bool
 	config     bool // tunables or account configs

@@ -1,11 +1,11 @@
 // Package scheduler is the pure quota scheduler of qscheduler-swarming and
 // the reconciler that adapts it to Swarming's pull model.
 //
-// It implements SCHEDULER.md: accounts that recharge worker-seconds per
-// priority level, a FreeBucket level, preemption with refunds,
-// reprioritization, preference for workers that already have a request's
-// provisionable labels, fanout and per-label limits, and the reconciler's
-// pending assignments, cancellations and callbacks.
+// It implements the rules of docs/algorithm.md: accounts that recharge
+// worker-seconds per priority level, a FreeBucket level, preemption with
+// refunds, reprioritization, preference for workers that already have a
+// request's provisionable labels, fanout and per-label limits, and the
+// reconciler's pending assignments, cancellations and callbacks.
 //
 // The package does no I/O, never reads a clock, never logs and starts no
 // goroutine: every time is a parameter, every call does its work on the
@@ -25,7 +25,9 @@
 // trie with the worker's labels, priorities are per account and limits are
 // counters.
 //
-// The files, by concept (each type's comment describes its structure):
+// docs/design.md outlines the algorithm, its invariants and the decisions
+// where the rules are silent. The files, by concept (each type's comment
+// describes its structure):
 //
 //	scheduler.go    the Scheduler, New, gc of what a call emptied
 //	types.go        ids, levels, cost vectors, errors, times
@@ -36,14 +38,14 @@
 //	labels.go       interned labels and label sets
 //	trie.go         the trie of base label sets and eligibility walks
 //	clock.go        the clock: UpdateTime, recharge and expiry
-//	transitions.go  the transitions under the reconciler (§2.3)
-//	runonce.go      a scheduling pass and its sub-passes a and b (§2.4)
-//	reprioritize.go step c (§2.5)
-//	preempt.go      step d (§2.6); units.go and victims.go its parts
+//	transitions.go  the transitions under the reconciler (algorithm.md §2.3)
+//	runonce.go      a pass and its sub-passes a and b (algorithm.md §2.4)
+//	reprioritize.go step c (algorithm.md §2.5)
+//	preempt.go      step d (algorithm.md §2.6); units.go, victims.go its parts
 //	reconciler.go   pending entries, AssignTasks, Notify, cancellations,
-//	                callbacks (§3)
+//	                callbacks (algorithm.md §3)
 //	tombstones.go   finished requests, for stale reports
-//	events.go       events (§5)
+//	events.go       events (algorithm.md §5)
 //	dirty.go        change marks; delta.go the PoolDelta they give
 //	serialize.go    ToProto and FromProto; config.go tunables, validation
 //	view.go         what operators see (View)

@@ -1,6 +1,6 @@
 package scheduler
 
-// EventType is the kind of an Event (SCHEDULER.md §5).
+// EventType is the kind of an Event (algorithm.md §5).
 type EventType int
 
 // Event types.

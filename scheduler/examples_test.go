@@ -1,8 +1,8 @@
 package scheduler
 
-// The worked examples, required outcomes and reference tests of SCHEDULER.md,
-// one named test each. The expectations are written by hand from the
-// specification and are never regenerated.
+// The worked examples, required outcomes and reference tests of
+// docs/algorithm.md, one named test each. The expectations are written by
+// hand from those rules and are never regenerated.
 
 import (
 	"strconv"
@@ -69,7 +69,7 @@ func balanceOf(t *testing.T, s *Scheduler, id AccountID) Vector {
 	return b
 }
 
-// §2.1: rates {1,2,3}, window 2 s, balance zero at t=0.
+// algorithm.md §2.1: rates {1,2,3}, window 2 s, balance zero at t=0.
 func TestUpdateTimeRecharges(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -92,7 +92,8 @@ func TestUpdateTimeRecharges(t *testing.T) {
 	}
 }
 
-// §2.1: two tasks running at P0 from t=0 to t=1, balance zero → {−1,2,3}.
+// algorithm.md §2.1: two tasks running at P0 from t=0 to t=1, balance zero →
+// {−1,2,3}.
 func TestUpdateTimeChargesRunningTasks(t *testing.T) {
 	s := load(t, &statev1.PoolState{
 		Config:              &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{"a1": acctCfg(2, 1, 2, 3)}},
@@ -115,8 +116,9 @@ func TestUpdateTimeChargesRunningTasks(t *testing.T) {
 	}
 }
 
-// §2.1: rates {1,1,1}, window 10, balance {9.5,12,10.5}, 1 s with one task
-// at each of P1, P2, P3 → {10,11,10,−1}: above the cap only decays.
+// algorithm.md §2.1: rates {1,1,1}, window 10, balance {9.5,12,10.5}, 1 s
+// with one task at each of P1, P2, P3 → {10,11,10,−1}: above the cap only
+// decays.
 func TestUpdateTimeAboveCapOnlyDecays(t *testing.T) {
 	s := load(t, &statev1.PoolState{
 		Config:              &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{"a1": acctCfg(10, 1, 1, 1)}},
@@ -134,8 +136,8 @@ func TestUpdateTimeAboveCapOnlyDecays(t *testing.T) {
 	}
 }
 
-// §1.6: the first time-carrying input sets the clock and accrues nothing; a
-// time before the clock does nothing.
+// algorithm.md §1.6: the first time-carrying input sets the clock and accrues
+// nothing; a time before the clock does nothing.
 func TestUpdateTimeUnsetClockAndBackwards(t *testing.T) {
 	s, err := New(nil)
 	must(t, err)
@@ -162,9 +164,9 @@ func checkPass(t *testing.T, s *Scheduler, want []assignment) {
 	}
 }
 
-// §2.4: w1 {} and w2 {label1}; r1 wants provisionable {label1}, r2 {label2};
-// the account has balance {2}. One pass: r1→w2 then r2→w1, both at P0; a
-// second pass assigns nothing.
+// algorithm.md §2.4: w1 {} and w2 {label1}; r1 wants provisionable {label1},
+// r2 {label2}; the account has balance {2}. One pass: r1→w2 then r2→w1, both
+// at P0; a second pass assigns nothing.
 func TestRunOnceProvisionMatchFirst(t *testing.T) {
 	s, err := New(nil)
 	must(t, err)
@@ -179,8 +181,8 @@ func TestRunOnceProvisionMatchFirst(t *testing.T) {
 	}
 }
 
-// §2.4: 500 requests want provisionable {a}, one wants {b}; the only worker
-// has {b, c}: the {b} request is assigned.
+// algorithm.md §2.4: 500 requests want provisionable {a}, one wants {b}; the
+// only worker has {b, c}: the {b} request is assigned.
 func TestRunOnceProvisionMatchAmongMany(t *testing.T) {
 	s, err := New(nil)
 	must(t, err)
@@ -193,9 +195,9 @@ func TestRunOnceProvisionMatchAmongMany(t *testing.T) {
 	checkPass(t, s, []assignment{{Worker: "w", Request: "b", Priority: 0}})
 }
 
-// §2.4: 10 workers {Common} + 1 worker {Common, Rare}; 10 requests {Common}
-// + 1 request {Common, Rare} → 11 assignments, the rare request on the rare
-// worker, whatever the worker ids' order.
+// algorithm.md §2.4: 10 workers {Common} + 1 worker {Common, Rare}; 10
+// requests {Common} + 1 request {Common, Rare} → 11 assignments, the rare
+// request on the rare worker, whatever the worker ids' order.
 func TestRunOnceRareLabel(t *testing.T) {
 	for _, rareID := range []WorkerID{"a-rare", "z-rare"} {
 		t.Run(string(rareID), func(t *testing.T) {
@@ -221,7 +223,8 @@ func TestRunOnceRareLabel(t *testing.T) {
 	}
 }
 
-// §2.4: an accountless request and an idle worker → assigned at FreeBucket.
+// algorithm.md §2.4: an accountless request and an idle worker → assigned at
+// FreeBucket.
 func TestRunOnceAccountlessAtFreeBucket(t *testing.T) {
 	s, err := New(nil)
 	must(t, err)
@@ -230,7 +233,7 @@ func TestRunOnceAccountlessAtFreeBucket(t *testing.T) {
 	checkPass(t, s, []assignment{{Worker: "w1", Request: "r1", Priority: FreeBucket}})
 }
 
-// §2.4: a request whose base label no worker has → nothing.
+// algorithm.md §2.4: a request whose base label no worker has → nothing.
 func TestRunOnceUnservableRequest(t *testing.T) {
 	s, err := New(nil)
 	must(t, err)
@@ -241,7 +244,7 @@ func TestRunOnceUnservableRequest(t *testing.T) {
 	}
 }
 
-// reprioExample builds §2.5's example: rates {1.1, 0.9}, balance
+// reprioExample builds algorithm.md §2.5's example: rates {1.1, 0.9}, balance
 // {−1200, +1200, +1200}, two tasks at level with costs 0 and {1,0,0}.
 func reprioExample(t *testing.T, level int32) *Scheduler {
 	return load(t, &statev1.PoolState{
@@ -265,7 +268,7 @@ func levels(s *Scheduler) map[RequestID]Priority {
 	return out
 }
 
-// §2.5: both at P0 → the cheaper moves to P1, the other stays.
+// algorithm.md §2.5: both at P0 → the cheaper moves to P1, the other stays.
 func TestReprioritizeDemotesCheapest(t *testing.T) {
 	s := reprioExample(t, 0)
 	s.runOnce()
@@ -275,7 +278,8 @@ func TestReprioritizeDemotesCheapest(t *testing.T) {
 	}
 }
 
-// §2.5: both at P2 → the more expensive moves up to P1, the other stays.
+// algorithm.md §2.5: both at P2 → the more expensive moves up to P1, the
+// other stays.
 func TestReprioritizePromotesMostExpensive(t *testing.T) {
 	s := reprioExample(t, 2)
 	s.runOnce()
@@ -296,10 +300,10 @@ func TestReprioritizePromotesMostExpensive(t *testing.T) {
 	}
 }
 
-// preemptReference builds §2.6's reference test: a1 rates {1,1,1}, balance
-// {300, 1}, r1 on w1 (cost {0,1,0}) and r2 on w2 (cost 0) both at P1; r3
-// waits for account r3Acct; a2 has balance a2Balance. The clock is then
-// advanced to t=1.
+// preemptReference builds algorithm.md §2.6's reference test: a1 rates
+// {1,1,1}, balance {300, 1}, r1 on w1 (cost {0,1,0}) and r2 on w2 (cost 0)
+// both at P1; r3 waits for account r3Acct; a2 has balance a2Balance. The
+// clock is then advanced to t=1.
 func preemptReference(t *testing.T, r3Acct string, a2Balance []float64) *Scheduler {
 	s := load(t, &statev1.PoolState{
 		Config: &statev1.PoolConfig{AccountConfigs: map[string]*statev1.AccountConfig{
@@ -321,8 +325,8 @@ func preemptReference(t *testing.T, r3Acct string, a2Balance []float64) *Schedul
 	return s
 }
 
-// §2.6 reference test: exactly one PREEMPT at P0: w2, r3, aborting r2 (the
-// cheaper victim).
+// algorithm.md §2.6 reference test: exactly one PREEMPT at P0: w2, r3,
+// aborting r2 (the cheaper victim).
 func TestPreemptionReference(t *testing.T) {
 	s := preemptReference(t, "a2", []float64{1})
 	checkPass(t, s, []assignment{{Worker: "w2", Request: "r3", Priority: 0, Preempted: "r2"}})
@@ -335,7 +339,7 @@ func TestPreemptionReference(t *testing.T) {
 	}
 }
 
-// §2.6: if a2 has zero balance → nothing.
+// algorithm.md §2.6: if a2 has zero balance → nothing.
 func TestPreemptionNeedsBalance(t *testing.T) {
 	s := preemptReference(t, "a2", nil)
 	if got := s.runOnce(); len(got) != 0 {
@@ -343,7 +347,8 @@ func TestPreemptionNeedsBalance(t *testing.T) {
 	}
 }
 
-// §2.6: if r3 belongs to a1 (banned: it runs tasks at P1) → nothing.
+// algorithm.md §2.6: if r3 belongs to a1 (banned: it runs tasks at P1) →
+// nothing.
 func TestPreemptionBannedAccount(t *testing.T) {
 	s := preemptReference(t, "a1", []float64{1})
 	if got := s.runOnce(); len(got) != 0 {
@@ -351,8 +356,9 @@ func TestPreemptionBannedAccount(t *testing.T) {
 	}
 }
 
-// preemptPool is the pool of the §2.6 loop tests: accounts a, b and c, the
-// balances of a and b given, the workers busy and the requests waiting.
+// preemptPool is the pool of the algorithm.md §2.6 loop tests: accounts a, b
+// and c, the balances of a and b given, the workers busy and the requests
+// waiting.
 func preemptPool(t *testing.T, balA, balB float64, busy []*statev1.Worker, waiting ...*statev1.Request) *Scheduler {
 	t.Helper()
 	return load(t, &statev1.PoolState{
@@ -379,11 +385,12 @@ func waitingReq(id, acct string, enq int64, prov ...string) *statev1.Request {
 	return &statev1.Request{Id: id, AccountId: acct, EnqueueTimeUnixNanos: ns(0) + enq, ConfirmedTimeUnixNanos: ns(0), ProvisionableLabels: prov}
 }
 
-// §2.6 "balances and the banned set are updated after every preemption": a
-// refund can lift a ban and make a victim affordable that no account could
-// afford when the step began. a (balance {1}) preempts b's task vb (cost
-// {0.2}); b, no longer banned and refunded to {1.1}, preempts vc (cost
-// {1.05}), more than any balance at the start of the step.
+// algorithm.md §2.6, bullets "Bans" and "Effect": every preemption refunds
+// the victim's account and bans are re-evaluated after it, so a refund can
+// lift a ban and make a victim affordable that no account could afford when
+// the step began. a (balance {1}) preempts b's task vb (cost {0.2}); b, no
+// longer banned and refunded to {1.1}, preempts vc (cost {1.05}), more than
+// any balance at the start of the step.
 func TestPreemptionAfterRefundLiftsBan(t *testing.T) {
 	s := preemptPool(t, 1, 0.9, []*statev1.Worker{
 		busyWorker("wb", "vb", "b", 1, 0.2),
@@ -395,11 +402,12 @@ func TestPreemptionAfterRefundLiftsBan(t *testing.T) {
 	})
 }
 
-// §2.6 loop "for each request still waiting in L[p], in list order": when a
-// preemption lifts b's ban, b's requests after the preemptor take part in
-// FIFO order across b's classes, and the one before it (passed over while b
-// was banned) does not. b's classes: image:x {rb0 at t0, rb2 at t2} and
-// image:y {rb1 at t3}; a's ra (t1) preempts b's vb, the cheapest victim.
+// algorithm.md §2.6, bullet "Loop": the waiting requests of L[p] are visited
+// once, in list order. When a preemption lifts b's ban, b's requests after
+// the preemptor take part in FIFO order across b's classes, and the one
+// before it (passed over while b was banned) does not. b's classes: image:x
+// {rb0 at t0, rb2 at t2} and image:y {rb1 at t3}; a's ra (t1) preempts b's
+// vb, the cheapest victim.
 func TestPreemptionWokenAccountKeepsListOrder(t *testing.T) {
 	s := preemptPool(t, 10, 10, []*statev1.Worker{
 		busyWorker("wb", "vb", "b", 1, 0.1),
@@ -418,11 +426,11 @@ func TestPreemptionWokenAccountKeepsListOrder(t *testing.T) {
 	})
 }
 
-// §2.6 "take the one that is a provision match if any, then the cheapest":
-// a provision match one account cannot afford is still the match for the
-// next, richer account with the same labels. a (balance {0.3}) cannot
-// afford w2 (image:x, cost {0.5}) and takes the cheapest, w1; b then takes
-// w2, not the cheaper w3.
+// algorithm.md §2.6, bullet "Loop": a request takes the first provision match
+// in victim order, else the first candidate. A provision match one account
+// cannot afford is still the match for the next, richer account with the same
+// labels. a (balance {0.3}) cannot afford w2 (image:x, cost {0.5}) and takes
+// the cheapest, w1; b then takes w2, not the cheaper w3.
 func TestPreemptionProvisionMatchForRicherAccount(t *testing.T) {
 	s := preemptPool(t, 0.3, 10, []*statev1.Worker{
 		busyWorker("w1", "v1", "c", FreeBucket, 0.1),

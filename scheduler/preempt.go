@@ -9,13 +9,13 @@ import (
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/rank"
 )
 
-// preempt is step d at level l (§2.6): the waiting requests of the
-// accounts at l, in list order, each take the cheapest task running below
+// preempt is step d at level l (algorithm.md §2.6): the waiting requests of
+// the accounts at l, in list order, each take the cheapest task running below
 // l that their account can afford, refunding it to the victim's account.
 //
-// The spec's loop visits every waiting request of L[l] and scans every
-// victim. A step here costs in proportion to its victims, its units and
-// its preemptions instead:
+// The loop of algorithm.md §2.6 visits every waiting request of L[l] and
+// scans every victim. A step here costs in proportion to its victims, its
+// units and its preemptions instead:
 //
 //   - Victims (collectVictims): every task running below l, except those
 //     no account at l could ever afford (victimBound), sorted once by

@@ -150,8 +150,9 @@ func decisions(as []assignment) []assignment {
 }
 
 // TestRunOnceMatchesReference: on random small states (300, or 3,000 with
-// QSCHEDULER_SOAK=1: see TestMain) the indexed pass makes the same assignments, in the same order, and leaves the
-// same state as the naive reference written from the specification.
+// QSCHEDULER_SOAK=1: see TestMain) the indexed pass makes the same
+// assignments, in the same order, and leaves the same state as the naive
+// reference written from docs/algorithm.md.
 func TestRunOnceMatchesReference(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		st := genState(t)

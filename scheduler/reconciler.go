@@ -13,7 +13,7 @@ import (
 
 // reconciler holds, per worker, the assignment handed out and not yet
 // confirmed (its pending entry), and per task an error to report
-// (SCHEDULER.md §3).
+// (algorithm.md §3).
 //
 // Entries are found by worker (entries), kept in a heap by (time, worker)
 // so that AssignTasks's step 1 pops only expired entries (O(log E) each),
@@ -152,7 +152,7 @@ type TaskAssignment struct {
 }
 
 // AssignTasks is the reconciler's answer to idle workers polling at t
-// (SCHEDULER.md §3): expired pending assignments are taken back, the clock
+// (algorithm.md §3): expired pending assignments are taken back, the clock
 // advances, the workers without a live pending assignment are marked idle, a
 // pass runs, and every polling worker with a pending assignment gets it.
 // The result has one element per polling worker that has a task, in the
@@ -238,7 +238,7 @@ const (
 )
 
 // Notify applies one Swarming notification through the reconciler
-// (SCHEDULER.md §3). After validating it, Notify advances the clock to the
+// (algorithm.md §3). After validating it, Notify advances the clock to the
 // notification's time as UpdateTime does, so that running tasks, the one
 // the notification ends included, are charged up to that time; then it
 // applies the notification, which may still be ignored as stale. A time

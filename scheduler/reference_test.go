@@ -1,7 +1,7 @@
 package scheduler
 
 // Naive reference implementation of one scheduling pass and of UpdateTime,
-// written straight from SCHEDULER.md §2.1–§2.7 and the decisions in
+// written straight from algorithm.md §2.1–§2.7 and the decisions in
 // docs/design.md ("Decisions where the specification is silent"). It is the
 // oracle the property tests compare the indexed implementation against, so it
 // is deliberately simple: every question ("is this request still waiting?",
@@ -274,7 +274,7 @@ func refWriteBalances(st *statev1.PoolState, m map[string]refVec) {
 
 // ---- UpdateTime ----------------------------------------------------------
 
-// refUpdateTime applies SCHEDULER.md §2.1 UpdateTime(t) to a deep copy of st
+// refUpdateTime applies algorithm.md §2.1 UpdateTime(t) to a deep copy of st
 // and returns it: balances (using the running task counts per account and
 // paid level), deleting balances of accounts without config, setting the
 // clock, forgetting expired idle workers, and dropping tombstones older than
@@ -393,7 +393,7 @@ type refPass struct {
 	out     []refAssignment
 }
 
-// refRunOnce performs one scheduling pass (SCHEDULER.md §2.4–2.7 with the
+// refRunOnce performs one scheduling pass (algorithm.md §2.4–§2.7 with the
 // design.md decisions) at the state's clock T = *st.LastUpdateUnixNanos, on a
 // deep copy of st, and returns the new state and the assignments in the order made.
 // st is not modified. If the clock is unset it returns a copy and no assignments.
@@ -467,7 +467,7 @@ func refRunOnce(st *statev1.PoolState) (*statev1.PoolState, []refAssignment) {
 	return ns, r.out
 }
 
-// priority of an account's waiting requests (§2.2).
+// priority of an account's waiting requests (algorithm.md §2.2).
 func (r *refPass) priority(account string) int {
 	if refAccount(r.cfg, account) == nil {
 		return refFreeBucket
@@ -613,7 +613,7 @@ func (r *refPass) setLevel(rt *statev1.RunningTask, q int) {
 	rt.LevelSinceUnixNanos = r.T
 }
 
-// reprioritize is step c at level p (§2.5).
+// reprioritize is step c at level p (algorithm.md §2.5).
 func (r *refPass) reprioritize(p int) {
 	// Tasks of unconfigured accounts at paid levels go to FreeBucket.
 	var unconf []*statev1.RunningTask
@@ -708,7 +708,7 @@ func (r *refPass) banned(account string, p int) bool {
 	return false
 }
 
-// preempt is step d at level p (§2.6).
+// preempt is step d at level p (algorithm.md §2.6).
 func (r *refPass) preempt(list []*statev1.Request, p int) {
 	var victims []*statev1.Worker
 	for _, w := range r.st.Workers {

@@ -16,7 +16,7 @@ func (p *pass) reprioritized(w *worker, l Priority) {
 	e.Level, e.OldLevel = l, old
 }
 
-// reprioritize is step c at level l (§2.5).
+// reprioritize is step c at level l (algorithm.md §2.5).
 //
 // At P0 first, the paid tasks of accounts without config move to
 // FreeBucket in request id order; nothing can start such a task at a paid

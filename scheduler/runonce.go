@@ -18,7 +18,7 @@ type assignment struct {
 	ProvisionRequired bool
 }
 
-// runOnce performs one scheduling pass at the clock (SCHEDULER.md §2.4):
+// runOnce performs one scheduling pass at the clock (algorithm.md §2.4):
 // for each paid level, a provision-matching and an any-label sub-pass over
 // idle workers, reprioritization and preemption; then the FreeBucket
 // sub-passes. It returns the assignments in the order made; the state is
@@ -75,13 +75,13 @@ type limitedCand struct {
 }
 
 // startPass starts a pass: the accounts' levels from their balances
-// (§2.2), which lists may be non-empty (active), and, when something
-// waits, the idle workers in id order with the base sets each one's labels
-// contain, most labels first.
+// (algorithm.md §2.2), which lists may be non-empty (active), and, when
+// something waits, the idle workers in id order with the base sets each one's
+// labels contain, most labels first.
 func (s *Scheduler) startPass() *pass {
 	s.epoch++
 	p := &pass{s: s, epoch: s.epoch, out: make([]assignment, 0, s.lastPassOut)}
-	// Priorities per account, from the balances at the start (§2.2).
+	// Priorities per account, from the balances at the start (algorithm.md §2.2).
 	for _, a := range s.sortedAccounts() {
 		a.level = a.priority()
 		if a.waiting == 0 {
@@ -104,7 +104,7 @@ func (s *Scheduler) startPass() *pass {
 		p.idle[i].passElig = e
 	}
 	for _, w := range p.idle {
-		// Most base labels first (§2.4 step 3).
+		// Most base labels first (algorithm.md §2.4 step 3).
 		slices.SortFunc(w.passElig, func(a, b *baseIndex) int { return len(b.set.ids) - len(a.set.ids) })
 	}
 	return p
@@ -150,7 +150,7 @@ func (p *pass) fullAtStart(c *class) bool {
 }
 
 // allowed reports whether the limits let a request of class c start on w at
-// level l (§2.7).
+// level l (algorithm.md §2.7).
 func (p *pass) allowed(c *class, w *worker, l Priority) bool {
 	a := c.acct
 	if l < FreeBucket && a.maxFanout > 0 {

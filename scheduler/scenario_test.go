@@ -11,7 +11,7 @@ package scheduler
 //
 // `go test ./scheduler -run TestScenarios -rewrite` rewrites the expected
 // outputs with what the code does, except in blocks that carry a comment line
-// starting with "# BUG": those hold the output the specification requires and
+// starting with "# BUG": those hold the output docs/algorithm.md requires and
 // the code does not produce yet; they are kept as written.
 //
 // Times are seconds after the Unix epoch, integers or decimals (t=10,

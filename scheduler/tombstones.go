@@ -5,7 +5,7 @@ import (
 )
 
 // tombstones remember requests that completed or were reported absent, so
-// that stale notifications about them are recognised (SCHEDULER.md §2.3):
+// that stale notifications about them are recognised (algorithm.md §2.3):
 // a report about a request whose tombstone is at or after the report's
 // time is ignored. They are found by id (byID) and kept in a heap by
 // (finish, id), so that the TTL (expireTombstones, at every clock advance)

@@ -14,7 +14,7 @@ type Task struct {
 	Tags                []string
 }
 
-// AddRequest reports a waiting request at time t (SCHEDULER.md §2.3). It
+// AddRequest reports a waiting request at time t (algorithm.md §2.3). It
 // sets the clock to t when there is none and never moves a clock that is set
 // (Notify does).
 func (s *Scheduler) AddRequest(task Task, t time.Time, fromCallback bool) error {
@@ -106,7 +106,7 @@ func (s *Scheduler) markIdle(id WorkerID, labels []string, t int64, fromCallback
 }
 
 // notifyRunning applies a report that request rid was running on worker
-// wid at t (SCHEDULER.md §2.3). It sets the clock to t when there is none
+// wid at t (algorithm.md §2.3). It sets the clock to t when there is none
 // and never moves a clock that is set (Notify does); a task it starts
 // starts at the clock.
 func (s *Scheduler) notifyRunning(rid RequestID, wid WorkerID, t int64, fromCallback bool) {
@@ -204,8 +204,9 @@ func (s *Scheduler) notifyAbsent(rid RequestID, t int64, fromCallback bool) {
 	s.bury(rid, t)
 }
 
-// unassign takes back r from w, which never started it (§2.3 Unassign): w is
-// forgotten, r's cost refunded and r re-enqueued unless it is too old.
+// unassign takes back r from w, which never started it (algorithm.md §2.3
+// Unassign): w is forgotten, r's cost refunded and r re-enqueued unless it is
+// too old.
 func (s *Scheduler) unassign(r *request, w *worker) {
 	cost := w.costAt(s.now)
 	if a := r.acct; a.cfg != nil {

@@ -9,7 +9,7 @@ import (
 
 // trieNode indexes base label sets by their ascending label ids, so that the
 // sets contained in a worker's labels are found by walking only the paths the
-// worker's labels spell, never by scanning every set (SCHEDULER.md §6).
+// worker's labels spell, never by scanning every set (algorithm.md §6).
 //
 // A base set is the path of its ascending label ids from the root; the node
 // where it ends holds its baseIndex. A worker's labels contain a base set

@@ -1,5 +1,5 @@
 // Command qsload is a load generator for qscheduler-swarming: it plays
-// Swarming against a running server (SERVICE.md §1) and reports what the
+// Swarming against a running server (docs/service.md §1) and reports what the
 // server's callers would see.
 //
 // # Default profile

@@ -185,8 +185,8 @@ func (s *sim) addTasks(ts []benchdata.Task, enq func(*benchdata.Task) time.Time,
 	return items
 }
 
-// pendingSpec is the task as Swarming describes a pending task (SCHEDULER.md
-// §4): one slice without provisionable labels, else two.
+// pendingSpec is the task as Swarming describes a pending task
+// (docs/algorithm.md §4): one slice without provisionable labels, else two.
 func (s *sim) pendingSpec(tk *task) *swarmingv1.TaskSpec {
 	t := tk.t
 	var sl []*swarmingv1.SliceSpec
