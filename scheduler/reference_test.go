@@ -2,7 +2,7 @@ package scheduler
 
 // Naive reference implementation of one scheduling pass and of UpdateTime,
 // written straight from algorithm.md §2.1–§2.7 and the decisions in
-// docs/design.md ("Decisions where the specification is silent"). It is the
+// docs/design.md ("Decisions where the rules are silent"). It is the
 // oracle the property tests compare the indexed implementation against, so it
 // is deliberately simple: every question ("is this request still waiting?",
 // "how many tasks of this fanout group run at a paid level?", "is this

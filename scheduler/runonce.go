@@ -206,6 +206,18 @@ func (p *pass) match(l Priority, provision bool) {
 }
 
 // choose returns the class whose head w takes in this sub-pass, or nil.
+//
+// It reads w's base indexes most labels first and stops at the first with
+// fewer labels than the best choice found. For accounts without limits,
+// sub-pass a reads each provVariant whose provisionable set w has (one
+// membership test per variant) and then its classes, one per account;
+// sub-pass b reads the top of each acctBase heap, the account's earliest
+// request of the base set whatever its provisionable set. The best is the
+// most base labels, then FIFO. For accounts with limits, every non-empty
+// class in this pass's list (inList) is a candidate; the candidates are
+// sorted by (base labels descending, FIFO) and walked while they beat the
+// best choice without limits. The first that the limits allow (allowed)
+// wins, and each one refused before it is blocked (block).
 func (p *pass) choose(w *worker, l Priority, provision bool) *class {
 	s := p.s
 	s.labels.mark(w.labelIDs)

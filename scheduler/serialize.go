@@ -14,6 +14,21 @@ import (
 // ToProto returns the whole state as a message; every list is sorted by id,
 // so equal states give equal messages. Label lists are shared with the state
 // and must not be modified.
+//
+// The message holds the configuration as set (tunables left unset stay
+// unset and take their defaults, with every account's configuration), the
+// clock (unset until the first time-carrying input), the balances (five
+// doubles, so that the float64 values survive), the waiting requests
+// (account, enqueue and confirmed times, sorted label sets), the workers
+// (labels, confirmed time and, for a running one, its request, level, cost
+// at level_since and level_since), the tombstones, the pending entries and
+// the task errors. A running cost is derived from (cost, level, since)
+// (worker.costAt), so advancing the clock changes only the clock, the
+// balances and what expires; no task record is rewritten. Nothing derived
+// is stored: label ids, classes, indexes, counters, epochs and scratch are
+// rebuilt by FromProto, in O(size · log size), and events are not state.
+// ToProto(FromProto(x)) equals x for every canonical x, and
+// FromProto(ToProto(s)) behaves exactly like s.
 func (s *Scheduler) ToProto() *statev1.PoolState {
 	st := &statev1.PoolState{Config: s.configProto()}
 	if s.hasClock {
