@@ -18,7 +18,7 @@ import (
 // (provVariant.matchFrom; exact because victims are only taken).
 //
 // Victims are sorted once per step (sortVictims): victims share few
-// distinct costs (50 among 3,810 in the heaviest steady pass), so the sort
+// distinct costs (tens among thousands in the heaviest steady passes), so the sort
 // ranks the distinct costs (costRanks) and places the victims into
 // cost-rank buckets in the order of their workers' ranks (rankWorkers): a
 // counting sort without comparisons, O(V + W) for V victims among W ranked
