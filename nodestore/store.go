@@ -79,3 +79,13 @@ type Stats struct {
 type StatsReporter interface {
 	Stats() Stats
 }
+
+// WriteChecker is implemented by stores that can prove, cheaply, that they
+// take durable writes: CheckWrite makes one small write the way a commit
+// does (for the embedded store, a key written and deleted in one fsynced
+// transaction) and reports its error. It changes no pool. The pipeline
+// calls it while the store is unhealthy (a write failed), so that health
+// recovers without waiting for traffic.
+type WriteChecker interface {
+	CheckWrite(ctx context.Context) error
+}

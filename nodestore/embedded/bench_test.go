@@ -98,3 +98,16 @@ func benchCommit(b *testing.B, snapshots bool) {
 	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "load-ms")
 	b.ReportMetric(float64(len(st.Waiting)), "waiting")
 }
+
+// BenchmarkCheckWrite measures the write check the pipeline runs while the
+// store is unhealthy: one fsynced transaction.
+//
+//	go test ./nodestore/embedded -run '^$' -bench CheckWrite
+func BenchmarkCheckWrite(b *testing.B) {
+	s := open(b, b.TempDir(), Options{MaintainEvery: -1})
+	for b.Loop() {
+		if err := s.CheckWrite(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

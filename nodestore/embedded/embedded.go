@@ -122,6 +122,7 @@ type Store struct {
 var (
 	_ nodestore.Store         = (*Store)(nil)
 	_ nodestore.StatsReporter = (*Store)(nil)
+	_ nodestore.WriteChecker  = (*Store)(nil)
 )
 
 // Open opens (creating them if needed) dir and the store in it. It fails
@@ -302,6 +303,28 @@ func (s *Store) CreatePool(ctx context.Context, pool string, st *statev1.PoolSta
 		h := head{gen: 1, snapID: id, snapGen: 1, shards: uint32(len(shards)), created: now, incarnation: inc}
 		return pb.Put(keyHead, h.encode())
 	})
+}
+
+// CheckWrite implements nodestore.WriteChecker: one transaction writes a
+// key in the meta bucket and deletes it again, so that bbolt allocates and
+// writes a page, writes its meta page and syncs the file, as a commit does.
+// Pools are untouched.
+func (s *Store) CheckWrite(ctx context.Context) error {
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	defer s.end()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(keyWriteCheck, u64(uint64(s.opts.Now().UnixNano()))); err != nil {
+			return err
+		}
+		return meta.Delete(keyWriteCheck)
+	})
+	if err != nil {
+		return fmt.Errorf("embedded: write check of %s: %w", s.db.Path(), err)
+	}
+	return nil
 }
 
 // DeletePool implements nodestore.Store.

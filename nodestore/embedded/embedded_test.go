@@ -56,6 +56,28 @@ func open(t testing.TB, dir string, opts Options) *Store {
 	return s
 }
 
+// TestCheckWrite: the write check writes and syncs pages like a commit
+// (bbolt counts the page writes) and leaves no key behind.
+func TestCheckWrite(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	writes := func() int64 { st := s.db.Stats(); return st.TxStats.GetWrite() }
+	before := writes()
+	if err := s.CheckWrite(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if after := writes(); after <= before {
+		t.Errorf("bbolt counted %d page writes, then %d: the check wrote nothing", before, after)
+	}
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyWriteCheck); v != nil {
+			t.Errorf("meta/%s = %x after the check, want no key", keyWriteCheck, v)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	t.Run("defaults", func(t *testing.T) {

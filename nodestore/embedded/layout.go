@@ -12,7 +12,8 @@ import (
 // The file holds two top-level buckets:
 //
 //	meta                      "format" → the layout version; its sequence numbers
-//	                          pool incarnations and snapshots
+//	                          pool incarnations and snapshots; "writecheck" exists
+//	                          only inside CheckWrite's transaction
 //	pools/<pool id>/          one nested bucket per pool, keyed by the id's bytes
 //	    head                  the head record (see head)
 //	    snaps/<snapshot id>   one snapshot record per snapshot not yet collected
@@ -24,13 +25,14 @@ import (
 // Nesting the pool buckets under "pools" means no pool id can collide with
 // the store's own keys.
 var (
-	bucketMeta   = []byte("meta")
-	bucketPools  = []byte("pools")
-	keyFormat    = []byte("format")
-	keyHead      = []byte("head")
-	bucketSnaps  = []byte("snaps")
-	bucketShards = []byte("shards")
-	bucketLog    = []byte("log")
+	bucketMeta    = []byte("meta")
+	bucketPools   = []byte("pools")
+	keyFormat     = []byte("format")
+	keyWriteCheck = []byte("writecheck")
+	keyHead       = []byte("head")
+	bucketSnaps   = []byte("snaps")
+	bucketShards  = []byte("shards")
+	bucketLog     = []byte("log")
 )
 
 // layoutVersion is the version of the bucket layout, in meta/format.

@@ -2,7 +2,8 @@
 // fail the way real stores fail: a commit that errors, one that outlives its
 // deadline, one that loses the compare-and-swap to another writer, one that
 // lands and still reports an error, a store that panics, loads that fail
-// for a while, and commits held at a gate. Without faults it is the wrapped
+// for a while, commits held at a gate, and a store that takes no write at
+// all until told otherwise (a full disk). Without faults it is the wrapped
 // store (the conformance suite runs against it).
 package faultstore
 
@@ -69,11 +70,15 @@ type Store struct {
 	mu        sync.Mutex
 	commits   []Fault // faults of the next commits, in order
 	loadFails int     // Loads still to fail; negative: until FailLoads(0)
+	writeErr  error   // set: every write fails (FailWrites)
 	gate      chan struct{}
 
 	held    atomic.Int32
 	written atomic.Int64
+	checks  atomic.Int64
 }
+
+var _ nodestore.WriteChecker = (*Store)(nil)
 
 // New wraps s.
 func New(s nodestore.Store) *Store { return &Store{Store: s} }
@@ -85,6 +90,27 @@ func (s *Store) FailCommits(faults ...Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.commits = append(s.commits, faults...)
+}
+
+// FailWrites makes every write fail, from now until FailWrites(nil), as a
+// full or read-only disk does: Commit, CreatePool, DeletePool and
+// CheckWrite return an error wrapping both ErrInjected and err, and write
+// nothing. Reads are unaffected. A commit checks it when it is called,
+// before it takes a fault of FailCommits (which stays queued) or waits at a
+// gate.
+func (s *Store) FailWrites(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writeErr = err
+}
+
+// writeFailure is the error of a write while FailWrites is on, or nil.
+// s.mu is held.
+func (s *Store) writeFailure(what string) error {
+	if s.writeErr == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: %w", ErrInjected, what, s.writeErr)
 }
 
 // FailLoads makes the next n Loads fail with ErrInjected; n < 0 makes
@@ -122,9 +148,54 @@ func (s *Store) Held() int { return int(s.held.Load()) }
 // there (LandedError ones included).
 func (s *Store) Written() int64 { return s.written.Load() }
 
+// WriteChecks returns how many times CheckWrite was called.
+func (s *Store) WriteChecks() int64 { return s.checks.Load() }
+
+// CheckWrite implements nodestore.WriteChecker: it fails while FailWrites
+// is on, else it is the wrapped store's check (nil if it has none).
+func (s *Store) CheckWrite(ctx context.Context) error {
+	s.checks.Add(1)
+	s.mu.Lock()
+	err := s.writeFailure("write check")
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if wc, ok := s.Store.(nodestore.WriteChecker); ok {
+		return wc.CheckWrite(ctx)
+	}
+	return ctx.Err()
+}
+
+// CreatePool implements nodestore.Store.
+func (s *Store) CreatePool(ctx context.Context, pool string, st *statev1.PoolState) error {
+	s.mu.Lock()
+	err := s.writeFailure(fmt.Sprintf("creating pool %q", pool))
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.Store.CreatePool(ctx, pool, st)
+}
+
+// DeletePool implements nodestore.Store.
+func (s *Store) DeletePool(ctx context.Context, pool string) error {
+	s.mu.Lock()
+	err := s.writeFailure(fmt.Sprintf("deleting pool %q", pool))
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.Store.DeletePool(ctx, pool)
+}
+
 // Commit implements nodestore.Store.
 func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev1.PoolDelta) (nodestore.CommitStats, error) {
 	s.mu.Lock()
+	if err := s.writeFailure(fmt.Sprintf("commit of pool %q", pool)); err != nil {
+		s.mu.Unlock()
+		return nodestore.CommitStats{}, err
+	}
 	var f Fault
 	if len(s.commits) > 0 {
 		f, s.commits = s.commits[0], s.commits[1:]

@@ -117,6 +117,63 @@ func TestFaults(t *testing.T) {
 	}
 }
 
+// TestFailWrites: while writes fail, every write fails with both errors
+// and writes nothing, reads go on, queued commit faults wait; then writes
+// succeed again.
+func TestFailWrites(t *testing.T) {
+	ctx := context.Background()
+	inner := memory.New(memory.Options{})
+	s := faultstore.New(inner)
+	if err := s.CreatePool(ctx, "p", &statev1.PoolState{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckWrite(ctx); err != nil {
+		t.Fatalf("CheckWrite without faults: %v", err)
+	}
+	full := errors.New("no space left on device")
+	s.FailWrites(full)
+	s.FailCommits(faultstore.Error)
+	d := &statev1.PoolDelta{TaskErrors: []*statev1.TaskError{{TaskId: "t", Error: "e"}}}
+	writes := map[string]func() error{
+		"Commit":     func() error { _, err := s.Commit(ctx, "p", 1, d); return err },
+		"CreatePool": func() error { return s.CreatePool(ctx, "q", &statev1.PoolState{}) },
+		"DeletePool": func() error { return s.DeletePool(ctx, "p") },
+		"CheckWrite": func() error { return s.CheckWrite(ctx) },
+	}
+	for name, write := range writes {
+		for range 2 {
+			if err := write(); !errors.Is(err, faultstore.ErrInjected) || !errors.Is(err, full) {
+				t.Errorf("%s while writes fail: %v, want ErrInjected and %v", name, err, full)
+			}
+		}
+	}
+	if ids, err := s.ListPools(ctx); err != nil || len(ids) != 1 || ids[0] != "p" {
+		t.Errorf("ListPools while writes fail: %q, %v; want [p]", ids, err)
+	}
+	if _, g, err := s.Load(ctx, "p"); err != nil || g != 1 {
+		t.Errorf("Load while writes fail: generation %d, %v; want 1 and no error", g, err)
+	}
+	if got := s.WriteChecks(); got != 3 {
+		t.Errorf("WriteChecks() = %d, want 3", got)
+	}
+	s.FailWrites(nil)
+	if _, err := s.Commit(ctx, "p", 1, d); !errors.Is(err, faultstore.ErrInjected) || errors.Is(err, full) {
+		t.Errorf("first commit after FailWrites(nil): %v, want the queued Error fault", err)
+	}
+	if cs, err := s.Commit(ctx, "p", 1, d); err != nil || cs.Generation != 2 {
+		t.Errorf("commit after FailWrites(nil): %v, %v; want generation 2", cs, err)
+	}
+	if err := s.CheckWrite(ctx); err != nil {
+		t.Errorf("CheckWrite after FailWrites(nil): %v", err)
+	}
+	if err := s.CreatePool(ctx, "q", &statev1.PoolState{}); err != nil {
+		t.Errorf("CreatePool after FailWrites(nil): %v", err)
+	}
+	if err := s.DeletePool(ctx, "q"); err != nil {
+		t.Errorf("DeletePool after FailWrites(nil): %v", err)
+	}
+}
+
 // waitTimeout bounds every wait of waitFor.
 const waitTimeout = 30 * time.Second
 

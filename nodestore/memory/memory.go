@@ -77,6 +77,7 @@ func (p *pool) snapGen() int64 { return p.snaps[len(p.snaps)-1].gen }
 var (
 	_ nodestore.Store         = (*Store)(nil)
 	_ nodestore.StatsReporter = (*Store)(nil)
+	_ nodestore.WriteChecker  = (*Store)(nil)
 )
 
 // New returns an empty store.
@@ -114,6 +115,16 @@ func (s *Store) pool(id string) (*pool, error) {
 		return nil, fmt.Errorf("%w: %q", nodestore.ErrNotFound, id)
 	}
 	return p, nil
+}
+
+// CheckWrite implements nodestore.WriteChecker: memory always takes
+// writes, until Close.
+func (s *Store) CheckWrite(ctx context.Context) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	s.mu.Unlock()
+	return nil
 }
 
 // CreatePool implements nodestore.Store.

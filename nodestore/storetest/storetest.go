@@ -116,6 +116,7 @@ func Run(t *testing.T, newStore func(t *testing.T) nodestore.Store) {
 		{"Truncation", testTruncation},
 		{"Randomized", testRandomized},
 		{"Closed", testClosed},
+		{"CheckWrite", testCheckWrite},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t, newStore)) })
@@ -671,4 +672,37 @@ func testClosed(t *testing.T, s *harness) {
 		wantErr(t, "CollectNow after Close", s.maint.CollectNow(ctx), nodestore.ErrClosed)
 	}
 	must(t, "second Close", s.Close())
+}
+
+// testCheckWrite: a store that offers a write check passes it without
+// changing any pool, honours a canceled context, and fails it once closed.
+func testCheckWrite(t *testing.T, s *harness) {
+	wc, ok := s.Store.(nodestore.WriteChecker)
+	if !ok {
+		t.Skip("the store does not implement nodestore.WriteChecker")
+	}
+	ctx := t.Context()
+	must(t, "CheckWrite of an empty store", wc.CheckWrite(ctx))
+	ids, err := s.ListPools(ctx)
+	must(t, "ListPools", err)
+	if len(ids) != 0 {
+		t.Fatalf("ListPools after CheckWrite: %q, want none", ids)
+	}
+	st := &statev1.PoolState{TaskErrors: []*statev1.TaskError{{TaskId: "t", Error: "e"}}}
+	must(t, "CreatePool", s.CreatePool(ctx, "p", st))
+	d := &statev1.PoolDelta{TaskErrors: []*statev1.TaskError{{TaskId: "u", Error: "f"}}}
+	commit(t, s, "p", 1, d)
+	want, _, err := s.Load(ctx, "p")
+	must(t, "Load", err)
+	for range 3 {
+		must(t, "CheckWrite", wc.CheckWrite(ctx))
+	}
+	checkLoad(t, s, "p", want, 2)
+	checkLog(t, s, "p", 1, []*statev1.PoolDelta{d}, 2)
+	commit(t, s, "p", 2, d)
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	wantErr(t, "CheckWrite with a canceled context", wc.CheckWrite(canceled), context.Canceled)
+	must(t, "Close", s.Close())
+	wantErr(t, "CheckWrite after Close", wc.CheckWrite(ctx), nodestore.ErrClosed)
 }
