@@ -20,6 +20,10 @@
 // its callers and its state is dropped before anyone can read it; the pool
 // is down, answering ErrUnavailable, until its committed state is restored
 // from the store under a context of its own, retried with backoff.
+//
+// The store itself is unhealthy from a failed write until a write succeeds
+// (StoreHealth, health.go); meanwhile a background check retries a cheap
+// write with backoff, so that health recovers without traffic.
 package state
 
 import (
@@ -86,6 +90,10 @@ type Options struct {
 	// it doubles after each failed attempt up to RestoreBackoffMax
 	// (defaults 100 ms and 10 s).
 	RestoreBackoff, RestoreBackoffMax time.Duration
+	// StoreCheckBackoff is the wait before the first background write
+	// check once the store is unhealthy; it doubles after each check up to
+	// StoreCheckBackoffMax (defaults 500 ms and 10 s).
+	StoreCheckBackoff, StoreCheckBackoffMax time.Duration
 	// Logger for errors (default slog.Default()).
 	Logger *slog.Logger
 	// OnBatch, if set, is called after every batch (for metrics).
@@ -127,6 +135,12 @@ func (o *Options) defaults() {
 	}
 	if o.RestoreBackoffMax < o.RestoreBackoff {
 		o.RestoreBackoffMax = max(o.RestoreBackoff, 10*time.Second)
+	}
+	if o.StoreCheckBackoff <= 0 {
+		o.StoreCheckBackoff = 500 * time.Millisecond
+	}
+	if o.StoreCheckBackoffMax < o.StoreCheckBackoff {
+		o.StoreCheckBackoffMax = max(o.StoreCheckBackoff, 10*time.Second)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -203,13 +217,18 @@ type Pipeline struct {
 	pools  map[string]*pool
 	loaded bool // Load finished: a pool not in pools does not exist
 	closed bool
+
+	health health         // whether the store takes writes (health.go)
+	hwg    sync.WaitGroup // the store check goroutine
 }
 
 // New returns a pipeline over store; Load must be called before use.
 func New(store nodestore.Store, sink EventSink, opts Options) *Pipeline {
 	opts.defaults()
 	ctx, stop := context.WithCancel(context.Background())
-	return &Pipeline{store: store, sink: sink, opts: opts, ctx: ctx, stop: stop, pools: map[string]*pool{}}
+	p := &Pipeline{store: store, sink: sink, opts: opts, ctx: ctx, stop: stop, pools: map[string]*pool{}}
+	p.health.init(time.Now())
+	return p
 }
 
 // Load loads every pool of the store into memory and starts its batcher.
@@ -280,7 +299,7 @@ func (p *Pipeline) start(pl *pool) {
 }
 
 // Close stops accepting requests, lets every queued request finish its
-// batch, and waits for the batchers.
+// batch, and waits for the batchers and the store check.
 func (p *Pipeline) Close() {
 	p.mu.Lock()
 	if p.closed {
@@ -294,6 +313,7 @@ func (p *Pipeline) Close() {
 	p.mu.Unlock()
 	p.wg.Wait()
 	p.stop()
+	p.closeHealth()
 }
 
 // pool is one pool's committed state and batcher.
@@ -420,12 +440,13 @@ func (p *Pipeline) Outages() []PoolOutage {
 	return out
 }
 
-// rateLog lets a log line through at most every ten seconds and counts what
-// it held back.
+// rateLog lets a log line through at most every ten seconds (or every) and
+// counts what it held back.
 type rateLog struct {
-	mu   sync.Mutex
-	last time.Time
-	held int
+	mu    sync.Mutex
+	every time.Duration // 0: ten seconds
+	last  time.Time
+	held  int
 }
 
 // allow reports whether to log now, and how many events the line stands for.
@@ -433,7 +454,11 @@ func (r *rateLog) allow(now time.Time) (int, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.held++
-	if !r.last.IsZero() && now.Sub(r.last) < 10*time.Second {
+	every := r.every
+	if every == 0 {
+		every = 10 * time.Second
+	}
+	if !r.last.IsZero() && now.Sub(r.last) < every {
 		return 0, false
 	}
 	n := r.held
@@ -499,7 +524,10 @@ func (p *Pipeline) CreatePool(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := p.store.CreatePool(ctx, id, s.ToProto()); err != nil {
+	seq := p.writeStarted()
+	err = p.store.CreatePool(ctx, id, s.ToProto())
+	p.writeDone(seq, fmt.Sprintf("creating pool %q", id), err, ctx)
+	if err != nil {
 		if errors.Is(err, nodestore.ErrAlreadyExists) {
 			return fmt.Errorf("%w: %q", ErrPoolExists, id)
 		}
@@ -532,7 +560,10 @@ func (p *Pipeline) DeletePool(ctx context.Context, id string) error {
 	pl.mu.Lock()
 	pl.deleted = true
 	pl.mu.Unlock()
-	if err := p.store.DeletePool(ctx, id); err != nil && !errors.Is(err, nodestore.ErrNotFound) {
+	seq := p.writeStarted()
+	err := p.store.DeletePool(ctx, id)
+	p.writeDone(seq, fmt.Sprintf("deleting pool %q", id), err, ctx)
+	if err != nil && !errors.Is(err, nodestore.ErrNotFound) {
 		return fmt.Errorf("%w: deleting pool: %v", ErrUnavailable, err)
 	}
 	return nil
