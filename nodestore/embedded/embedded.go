@@ -126,7 +126,10 @@ var (
 )
 
 // Open opens (creating them if needed) dir and the store in it. It fails
-// after Options.LockTimeout if another store has the file open.
+// after Options.LockTimeout if another store has the file open, and at once,
+// with an error wrapping nodestore.ErrCorrupt that names the file, if the
+// file is empty, is not a bbolt file, or is shorter than its pages need
+// (truncated: bbolt would fault reading the missing pages).
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.SnapshotEvery <= 0 {
 		opts.SnapshotEvery = DefaultSnapshotEvery
@@ -162,6 +165,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
+	if err := checkFile(path); err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: opts.LockTimeout,
 		// The free list is rebuilt when the file is opened instead of being
