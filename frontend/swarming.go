@@ -2,9 +2,7 @@ package frontend
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +29,8 @@ type Swarming struct {
 	// call or of a notification may be (0: DefaultMaxClockSkew), so that
 	// one bad request cannot move a pool's clock into the future.
 	MaxClockSkew time.Duration
+	// Limits bound what one request may carry (zero fields: DefaultLimits).
+	Limits Limits
 	// Now is the server's clock (nil: time.Now).
 	Now func() time.Time
 	// Log receives the warnings (nil: slog.Default()).
@@ -108,6 +108,9 @@ func (h *Swarming) AssignTasks(ctx context.Context, req *swarmingv1.AssignTasksR
 	if err := h.clockBound().check("time", now); err != nil {
 		return nil, err
 	}
+	if msg := h.Limits.orDefault().botsError(req.IdleBots); msg != "" {
+		return nil, invalid("%s", msg)
+	}
 	// The pipeline checks the time's range and the bot ids of each call on
 	// its own, so that one bad call does not fail the batch holding it.
 	in := state.AssignInput{Time: now}
@@ -136,7 +139,7 @@ func (h *Swarming) NotifyTasks(ctx context.Context, req *swarmingv1.NotifyTasksR
 	if err := validPool("scheduler_id", req.SchedulerId); err != nil {
 		return nil, err
 	}
-	in, err := translateNotify(req, h.clockBound())
+	in, err := translateNotify(req, h.clockBound(), h.Limits.orDefault())
 	if err != nil {
 		return nil, err
 	}
@@ -239,13 +242,4 @@ func (l *perKeyLimiter) allow(key string, now time.Time) bool {
 	}
 	l.last[key] = now
 	return true
-}
-
-// quoteBounded quotes s for a log line, cut to its first 128 bytes.
-func quoteBounded(s string) string {
-	const max = 128
-	if len(s) <= max {
-		return strconv.Quote(s)
-	}
-	return fmt.Sprintf("%q… (%d bytes)", s[:max], len(s))
 }

@@ -14,12 +14,16 @@ import (
 const accountTag = "qs_account"
 
 // translateNotify turns a NotifyTasks request into pipeline input
-// (docs/algorithm.md §4). An item without time, task or task id, or with a
-// time the scheduler cannot hold or further ahead of the server's clock than
-// the skew allowed, makes the whole call invalid; every other problem with an
-// item becomes a task error and the other items are applied.
-func translateNotify(req *swarmingv1.NotifyTasksRequest, clock clockBound) (state.NotifyInput, error) {
+// (docs/algorithm.md §4). More items than lim allows, or an item without
+// time, task or task id, or with a time the scheduler cannot hold or further
+// ahead of the server's clock than the skew allowed, makes the whole call
+// invalid; every other problem with an item, a waiting task's tags and slices
+// beyond lim included, becomes a task error and the other items are applied.
+func translateNotify(req *swarmingv1.NotifyTasksRequest, clock clockBound, lim Limits) (state.NotifyInput, error) {
 	in := state.NotifyInput{IsCallback: req.IsCallback}
+	if msg := countError("notifications", len(req.Notifications), lim.NotifyItems, "items", "--max-notify-items"); msg != "" {
+		return in, invalid("%s", msg)
+	}
 	for i, item := range req.Notifications {
 		field := fmt.Sprintf("notifications[%d]", i)
 		t, err := timeOf(field+".time", item.GetTime())
@@ -45,7 +49,7 @@ func translateNotify(req *swarmingv1.NotifyTasksRequest, clock clockBound) (stat
 		if err := scheduler.ValidateID(field+".task.id", item.Task.Id); err != nil {
 			return in, toStatus(err)
 		}
-		n, msg := translateItem(item)
+		n, msg := translateItem(item, lim)
 		if msg != "" {
 			in.TaskErrors = append(in.TaskErrors, state.TaskError{Task: id, Msg: msg})
 			continue
@@ -57,7 +61,7 @@ func translateNotify(req *swarmingv1.NotifyTasksRequest, clock clockBound) (stat
 
 // translateItem translates one valid-shaped item; a non-empty message is a
 // task error.
-func translateItem(item *swarmingv1.NotifyTasksItem) (scheduler.Notification, string) {
+func translateItem(item *swarmingv1.NotifyTasksItem, lim Limits) (scheduler.Notification, string) {
 	t := item.Task
 	n := scheduler.Notification{Time: item.Time.AsTime(), Task: scheduler.Task{ID: scheduler.RequestID(t.Id)}}
 	switch category := int32(t.State) &^ 0x0F; category {
@@ -79,12 +83,15 @@ func translateItem(item *swarmingv1.NotifyTasksItem) (scheduler.Notification, st
 	default:
 		return n, fmt.Sprintf("unknown task state %v (0x%x)", t.State, int32(t.State))
 	}
-	// Slices and the account tag matter only for waiting tasks.
+	// Slices and tags matter only for waiting tasks.
+	if msg := lim.tagsError(t.Tags); msg != "" {
+		return n, msg
+	}
 	account, msg := accountOf(t.Tags)
 	if msg != "" {
 		return n, msg
 	}
-	base, prov, msg := labelsOf(t.Slices)
+	base, prov, msg := labelsOf(t.Slices, lim)
 	if msg != "" {
 		return n, msg
 	}
@@ -129,8 +136,14 @@ func accountOf(tags []string) (scheduler.AccountID, string) {
 
 // labelsOf derives base and provisionable labels from a task's slices: one
 // slice → its dimensions are the base; two → slice 1 must be a subset of
-// slice 0, base = slice 1 and provisionable = slice 0 minus slice 1.
-func labelsOf(slices_ []*swarmingv1.SliceSpec) (base, prov []string, msg string) {
+// slice 0, base = slice 1 and provisionable = slice 0 minus slice 1. Slices
+// beyond lim are a task error.
+func labelsOf(slices_ []*swarmingv1.SliceSpec, lim Limits) (base, prov []string, msg string) {
+	if n := len(slices_); n == 1 || n == 2 {
+		if msg := lim.slicesError(slices_); msg != "" {
+			return nil, nil, msg
+		}
+	}
 	switch len(slices_) {
 	case 1:
 		return sortedUnique(slices_[0].GetDimensions()), nil, ""
@@ -139,7 +152,7 @@ func labelsOf(slices_ []*swarmingv1.SliceSpec) (base, prov []string, msg string)
 		s1 := sortedUnique(slices_[1].GetDimensions())
 		for _, d := range s1 {
 			if _, ok := slices.BinarySearch(s0, d); !ok {
-				return nil, nil, fmt.Sprintf("slice 1 dimension %q is not in slice 0 (slice 1 must be a subset of slice 0)", d)
+				return nil, nil, fmt.Sprintf("slice 1 dimension %s is not in slice 0 (slice 1 must be a subset of slice 0)", quoteBounded(d))
 			}
 		}
 		for _, d := range s0 {

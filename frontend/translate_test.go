@@ -99,7 +99,7 @@ func TestTranslateItems(t *testing.T) {
 		{name: "unknown state 0x60: task error", task: &swarmingv1.TaskSpec{Id: "t16", State: 0x60}, wantErr: "unknown task state"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in, err := translateNotify(&swarmingv1.NotifyTasksRequest{SchedulerId: "p", Notifications: []*swarmingv1.NotifyTasksItem{item(tc.task)}}, clock)
+			in, err := translateNotify(&swarmingv1.NotifyTasksRequest{SchedulerId: "p", Notifications: []*swarmingv1.NotifyTasksItem{item(tc.task)}}, clock, DefaultLimits)
 			if err != nil {
 				t.Fatalf("whole call rejected: %v", err)
 			}
@@ -139,7 +139,7 @@ func TestTranslateRejectsMalformedItems(t *testing.T) {
 		{"time too far ahead", &swarmingv1.NotifyTasksItem{Time: timestamppb.New(clock.now.Add(clock.skew + time.Second)), Task: pending("x", nil, slice("a"))}, "notifications[1].time: 2026-01-01T00:10:01Z is 10m1s ahead of the server's clock"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := translateNotify(&swarmingv1.NotifyTasksRequest{Notifications: []*swarmingv1.NotifyTasksItem{good, tc.item}}, clock)
+			_, err := translateNotify(&swarmingv1.NotifyTasksRequest{Notifications: []*swarmingv1.NotifyTasksItem{good, tc.item}}, clock, DefaultLimits)
 			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.field) {
 				t.Errorf("error %v, want InvalidArgument naming %s", err, tc.field)
 			}
@@ -152,7 +152,7 @@ func TestTranslateKeepsGoodItems(t *testing.T) {
 	in, err := translateNotify(&swarmingv1.NotifyTasksRequest{IsCallback: true, Notifications: []*swarmingv1.NotifyTasksItem{
 		item(pending("bad", nil)),
 		item(pending("good", nil, slice("a"))),
-	}}, clock)
+	}}, clock, DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,5 +163,94 @@ func TestTranslateKeepsGoodItems(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, in); diff != "" {
 		t.Errorf("input (-want +got):\n%s", diff)
+	}
+}
+
+// TestLimits: in NotifyTasks, more items than allowed make the whole call
+// InvalidArgument, while a waiting task's tags or slices beyond the limits
+// are that task's error; running and absent reports ignore both. In
+// AssignTasks every violation makes the call InvalidArgument. Each message
+// names the field, the limit and its flag.
+func TestLimits(t *testing.T) {
+	lim := Limits{SliceDimensions: 2, DimensionBytes: 8, TagBytes: 8, TaskTags: 2, NotifyItems: 3, BotDimensions: 3, AssignBots: 2}.orDefault()
+	long := "123456789"
+	for _, tc := range []struct {
+		name    string
+		task    *swarmingv1.TaskSpec
+		wantErr string // "" when the item applies
+	}{
+		{"within every limit", pending("a", []string{"12345678", "x"}, slice("12345678", "b"), slice("b")), ""},
+		{"too many dimensions in slice 0", pending("b", nil, slice("a", "b", "c")), "slices[0].dimensions: 3 values, at most 2 allowed (--max-slice-dimensions)"},
+		{"a dimension too long in slice 1", pending("c", nil, slice("a", "b"), slice(long)), "slices[1].dimensions[0]: 9 bytes, at most 8 allowed (--max-dimension-bytes)"},
+		{"too many tags", pending("d", []string{"a", "b", "c"}, slice("a")), "tags: 3 values, at most 2 allowed (--max-task-tags)"},
+		{"a tag too long", pending("e", []string{"a", long}, slice("a")), "tags[1]: 9 bytes, at most 8 allowed (--max-tag-bytes)"},
+		{"3 slices: the slice count is checked first", pending("f", nil, slice("a", "b", "c"), slice("a"), slice("a")), "task has 3 slices; only 1-slice or 2-slice tasks are supported"},
+		{"running: tags and slices ignored", &swarmingv1.TaskSpec{Id: "g", State: swarmingv1.TaskSpec_RUNNING, BotId: "bot", Tags: []string{long, long, long}, Slices: []*swarmingv1.SliceSpec{slice(long, long, long)}}, ""},
+		{"absent: tags and slices ignored", &swarmingv1.TaskSpec{Id: "h", State: swarmingv1.TaskSpec_COMPLETED, Tags: []string{long, long, long}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in, err := translateNotify(&swarmingv1.NotifyTasksRequest{Notifications: []*swarmingv1.NotifyTasksItem{item(tc.task)}}, clock, lim)
+			if err != nil {
+				t.Fatalf("whole call rejected: %v", err)
+			}
+			if tc.wantErr == "" {
+				if len(in.Items) != 1 || len(in.TaskErrors) != 0 {
+					t.Errorf("%d items, task errors %v; want the item applied", len(in.Items), in.TaskErrors)
+				}
+				return
+			}
+			if len(in.Items) != 0 || len(in.TaskErrors) != 1 || in.TaskErrors[0].Msg != tc.wantErr {
+				t.Errorf("%d items, task errors %v; want the task error %q", len(in.Items), in.TaskErrors, tc.wantErr)
+			}
+		})
+	}
+
+	items := []*swarmingv1.NotifyTasksItem{item(pending("1", nil, slice("a"))), item(pending("2", nil, slice("a"))), item(pending("3", nil, slice("a")))}
+	if _, err := translateNotify(&swarmingv1.NotifyTasksRequest{Notifications: items}, clock, lim); err != nil {
+		t.Errorf("3 items, 3 allowed: %v", err)
+	}
+	items = append(items, item(pending("4", nil, slice("a"))))
+	_, err := translateNotify(&swarmingv1.NotifyTasksRequest{Notifications: items}, clock, lim)
+	if want := "notifications: 4 items, at most 3 allowed (--max-notify-items)"; status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != want {
+		t.Errorf("4 items: %v, want InvalidArgument %q", err, want)
+	}
+
+	bot := func(dims ...string) *swarmingv1.IdleBot { return &swarmingv1.IdleBot{BotId: "b", Dimensions: dims} }
+	for _, tc := range []struct {
+		bots []*swarmingv1.IdleBot
+		want string
+	}{
+		{[]*swarmingv1.IdleBot{bot("a", "b", "12345678"), bot()}, ""},
+		{[]*swarmingv1.IdleBot{bot(), bot(), bot()}, "idle_bots: 3 bots, at most 2 allowed (--max-assign-bots)"},
+		{[]*swarmingv1.IdleBot{bot(), bot("a", "b", "c", "d")}, "idle_bots[1].dimensions: 4 values, at most 3 allowed (--max-bot-dimensions)"},
+		{[]*swarmingv1.IdleBot{bot("a", long)}, "idle_bots[0].dimensions[1]: 9 bytes, at most 8 allowed (--max-dimension-bytes)"},
+	} {
+		if got := lim.botsError(tc.bots); got != tc.want {
+			t.Errorf("bots %v: %q, want %q", tc.bots, got, tc.want)
+		}
+	}
+	if got := (Limits{}).orDefault(); got != DefaultLimits {
+		t.Errorf("zero limits %+v, want the defaults %+v", got, DefaultLimits)
+	}
+}
+
+// TestTaskErrorsQuoteABoundedPrefix: a task error quotes at most 128 bytes
+// of what the client sent, cut at a character boundary, and says how long
+// it was, so that GetCancellations stays small whatever tasks carry.
+func TestTaskErrorsQuoteABoundedPrefix(t *testing.T) {
+	huge := strings.Repeat("é", 1<<19) // 1 MiB, two bytes a character
+	lim := Limits{DimensionBytes: 2 << 20}.orDefault()
+	in, err := translateNotify(&swarmingv1.NotifyTasksRequest{Notifications: []*swarmingv1.NotifyTasksItem{
+		item(pending("t", nil, slice("a"), slice("a", "x"+huge))),
+	}}, clock, lim)
+	if err != nil || len(in.TaskErrors) != 1 {
+		t.Fatalf("err %v, task errors %v", err, in.TaskErrors)
+	}
+	msg := in.TaskErrors[0].Msg
+	if len(msg) > 300 || !strings.Contains(msg, "… (1048577 bytes)") || !strings.Contains(msg, "not in slice 0") || strings.Contains(msg, `\x`) {
+		t.Errorf("task error of %d bytes: %s", len(msg), msg)
+	}
+	if got := quoteBounded("short"); got != `"short"` {
+		t.Errorf("quoteBounded(short) = %s", got)
 	}
 }

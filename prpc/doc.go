@@ -36,7 +36,8 @@
 //	unknown Content-Type or Content-Encoding  415, code 3 (InvalidArgument)
 //	Accept names no supported encoding        406, code 3 (InvalidArgument)
 //	malformed X-Prpc-Grpc-Timeout             400, code 3 (InvalidArgument)
-//	body over the limit (default 32 MiB)      413, code 8 (ResourceExhausted)
+//	body over the limit (default 32 MiB)      413, code 3 (InvalidArgument); refused before
+//	                                          reading when Content-Length is over it
 //	undecodable body                          400, code 3 (InvalidArgument)
 //	handler panic                             500, code 13 (Internal); logged with the stack
 //

@@ -563,7 +563,7 @@ func (u unsized) Read(p []byte) (int, error) { return u.r.Read(p) }
 
 func TestBodyTooLarge(t *testing.T) {
 	const limit = 1024
-	e := newEnv(t, prpc.WithMaxBodySize(limit))
+	e := newEnv(t, prpc.WithMaxBodySize(limit, "--max-request-bytes"))
 	// A valid request of exactly the limit: tag, 2-byte length, 1021 bytes.
 	exact := mustMarshal(t, &swarmingv1.AssignTasksRequest{SchedulerId: strings.Repeat("x", 1021)}, prpc.EncodingBinary)
 	if len(exact) != limit {
@@ -575,10 +575,16 @@ func TestBodyTooLarge(t *testing.T) {
 	checkOK(t, resp, body)
 
 	resp, body = e.post(t, assignPath, big)
-	checkError(t, resp, body, http.StatusRequestEntityTooLarge, codes.ResourceExhausted)
+	checkError(t, resp, body, http.StatusRequestEntityTooLarge, codes.InvalidArgument)
+	if want := fmt.Sprintf("request body: %d bytes, at most 1024 allowed (--max-request-bytes)\n", len(big)); string(body) != want {
+		t.Errorf("body %q, want %q", body, want)
+	}
 
 	resp, body = e.do(t, http.MethodPost, assignPath, unsized{bytes.NewReader(big)})
-	checkError(t, resp, body, http.StatusRequestEntityTooLarge, codes.ResourceExhausted)
+	checkError(t, resp, body, http.StatusRequestEntityTooLarge, codes.InvalidArgument)
+	if want := "request body: more than 1024 bytes, at most 1024 allowed (--max-request-bytes)\n"; string(body) != want {
+		t.Errorf("body %q, want %q", body, want)
+	}
 
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
@@ -588,7 +594,7 @@ func TestBodyTooLarge(t *testing.T) {
 		t.Fatalf("compressed body is %d bytes", gz.Len())
 	}
 	resp, body = e.post(t, assignPath, gz.Bytes(), "Content-Encoding", "gzip")
-	checkError(t, resp, body, http.StatusRequestEntityTooLarge, codes.ResourceExhausted)
+	checkError(t, resp, body, http.StatusRequestEntityTooLarge, codes.InvalidArgument)
 
 	if n := len(e.es.calls()); n != 1 {
 		t.Errorf("handler called %d times, want 1", n)

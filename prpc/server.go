@@ -39,6 +39,7 @@ type Server struct {
 	interceptors []grpc.UnaryServerInterceptor
 	interceptor  grpc.UnaryServerInterceptor // the chain, nil if none
 	maxBody      int64
+	maxBodyName  string
 	logger       *slog.Logger
 
 	mu       sync.RWMutex
@@ -74,13 +75,16 @@ func WithUnaryInterceptors(ics ...grpc.UnaryServerInterceptor) Option {
 }
 
 // WithMaxBodySize sets the limit on request bodies in bytes (compressed and
-// decompressed). n <= 0 means DefaultMaxBodySize.
-func WithMaxBodySize(n int64) Option {
+// decompressed). n <= 0 means DefaultMaxBodySize. name, if not empty, names
+// the setting in the error a body over the limit gets (for example the flag
+// that sets it).
+func WithMaxBodySize(n int64, name string) Option {
 	return func(s *Server) {
 		if n <= 0 {
 			n = DefaultMaxBodySize
 		}
 		s.maxBody = n
+		s.maxBodyName = name
 	}
 }
 
@@ -247,11 +251,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // readBody reads the request body within the size limit, decompressing gzip.
+// A body whose Content-Length is over the limit is refused before any of it
+// is read.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	tooLarge := protoErr(http.StatusRequestEntityTooLarge, codes.ResourceExhausted,
-		fmt.Sprintf("request body exceeds %d bytes", s.maxBody))
+	tooLarge := s.tooLarge(fmt.Sprintf("more than %d bytes", s.maxBody))
 	if r.ContentLength > s.maxBody {
-		return nil, tooLarge
+		return nil, s.tooLarge(fmt.Sprintf("%d bytes", r.ContentLength))
 	}
 	var src io.Reader = http.MaxBytesReader(w, r.Body, s.maxBody)
 	switch ce := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); ce {
@@ -278,6 +283,16 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 		return nil, protoErr(http.StatusBadRequest, codes.InvalidArgument, fmt.Sprintf("reading request body: %v", err))
 	}
 	return body, nil
+}
+
+// tooLarge is the error of a body over the limit: 413, and InvalidArgument
+// since the same request can never succeed.
+func (s *Server) tooLarge(size string) error {
+	msg := fmt.Sprintf("request body: %s, at most %d allowed", size, s.maxBody)
+	if s.maxBodyName != "" {
+		msg += " (" + s.maxBodyName + ")"
+	}
+	return protoErr(http.StatusRequestEntityTooLarge, codes.InvalidArgument, msg)
 }
 
 func isMaxBytes(err error) bool {

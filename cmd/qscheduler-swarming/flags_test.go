@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/frontend"
 )
 
 // TestDefaultsAndEnvironment: no flags gives the documented defaults;
@@ -23,12 +25,17 @@ func TestDefaultsAndEnvironment(t *testing.T) {
 		c.eventLog != "jsonl:qscheduler-data/events.jsonl" || c.maxClockSkew != 10*time.Minute || c.maxNotifyQueue != 100000 {
 		t.Errorf("defaults %+v", c)
 	}
-	env := map[string]string{"QSCHEDULER_GRPC_ADDR": "127.0.0.1:1", "QSCHEDULER_STORE": "memory", "QSCHEDULER_BATCH_WINDOW": "5ms", "QSCHEDULER_MAX_CLOCK_SKEW": "1m"}
-	c, err = parseFlags([]string{"--store=embedded:/tmp/x"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	if c.limits != frontend.DefaultLimits || c.maxRequestBytes != 16<<20 {
+		t.Errorf("limits %+v, --max-request-bytes %d; want the defaults", c.limits, c.maxRequestBytes)
+	}
+	env := map[string]string{"QSCHEDULER_GRPC_ADDR": "127.0.0.1:1", "QSCHEDULER_STORE": "memory", "QSCHEDULER_BATCH_WINDOW": "5ms", "QSCHEDULER_MAX_CLOCK_SKEW": "1m",
+		"QSCHEDULER_MAX_TAG_BYTES": "100", "QSCHEDULER_MAX_REQUEST_BYTES": "1000"}
+	c, err = parseFlags([]string{"--store=embedded:/tmp/x", "--max-request-bytes=2000"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.grpcAddr != "127.0.0.1:1" || c.store != "embedded:/tmp/x" || c.batchWindow != 5*time.Millisecond || c.maxClockSkew != time.Minute {
+	if c.grpcAddr != "127.0.0.1:1" || c.store != "embedded:/tmp/x" || c.batchWindow != 5*time.Millisecond || c.maxClockSkew != time.Minute ||
+		c.limits.TagBytes != 100 || c.maxRequestBytes != 2000 {
 		t.Errorf("env and flags: %+v", c)
 	}
 	if _, err := parseFlags(nil, func(k string) string {
@@ -38,6 +45,11 @@ func TestDefaultsAndEnvironment(t *testing.T) {
 		return ""
 	}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "QSCHEDULER_MAX_QUEUE") {
 		t.Errorf("a bad QSCHEDULER_MAX_QUEUE: %v, want an error naming it", err)
+	}
+	for _, arg := range []string{"--max-bot-dimensions=0", "--max-request-bytes=-1", "--max-notify-items=0"} {
+		if _, err := parseFlags([]string{arg}, noEnv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "not a positive number") {
+			t.Errorf("%s: %v, want an error", arg, err)
+		}
 	}
 	if _, err := parseFlags([]string{"--no-such-flag"}, noEnv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--help") {
 		t.Errorf("an unknown flag: %v, want an error pointing at --help", err)
@@ -83,7 +95,9 @@ func TestHelpAndVersion(t *testing.T) {
 	if err := run(context.Background(), []string{"--help"}, noEnv, &out, io.Discard, nil); err != nil {
 		t.Fatalf("run --help: %v", err)
 	}
-	for _, want := range []string{"--grpc-addr", "QSCHEDULER_GRPC_ADDR", "--max-clock-skew", "QSCHEDULER_MAX_CLOCK_SKEW", "QSCHEDULER_MAX_NOTIFY_QUEUE", "--version"} {
+	for _, want := range []string{"--grpc-addr", "QSCHEDULER_GRPC_ADDR", "--max-clock-skew", "QSCHEDULER_MAX_CLOCK_SKEW", "QSCHEDULER_MAX_NOTIFY_QUEUE", "--version",
+		"QSCHEDULER_MAX_REQUEST_BYTES", "QSCHEDULER_MAX_ASSIGN_BOTS", "QSCHEDULER_MAX_BOT_DIMENSIONS", "QSCHEDULER_MAX_NOTIFY_ITEMS",
+		"QSCHEDULER_MAX_SLICE_DIMENSIONS", "QSCHEDULER_MAX_DIMENSION_BYTES", "QSCHEDULER_MAX_TASK_TAGS", "QSCHEDULER_MAX_TAG_BYTES"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %s:\n%s", want, out.String())
 		}

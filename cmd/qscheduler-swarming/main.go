@@ -72,7 +72,13 @@ type config struct {
 	shutdownGrace      time.Duration
 	logFormat          string
 	logLevel           string
+	limits             frontend.Limits
+	maxRequestBytes    int
 }
+
+// defaultMaxRequestBytes bounds one request on both transports: a batched
+// NotifyTasks of Swarming's 1,000 items takes a few MB at most.
+const defaultMaxRequestBytes = 16 << 20
 
 // errDone: the command line asked for --help or --version, which is printed;
 // the process exits 0 without serving.
@@ -98,6 +104,20 @@ func parseFlags(args []string, getenv func(string) string, stdout, stderr io.Wri
 	fs.DurationVar(&c.batchWindow, "batch-window", 0, "optional wait before a batch starts, to gather more requests")
 	fs.DurationVar(&c.maxClockSkew, "max-clock-skew", frontend.DefaultMaxClockSkew, "how far ahead of this server's clock a request's time may be (InvalidArgument beyond)")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "how long SIGTERM waits for requests to drain")
+	d := frontend.DefaultLimits
+	positive := map[string]*int{}
+	limit := func(p *int, name string, def int, usage string) {
+		fs.IntVar(p, name, def, usage)
+		positive[name] = p
+	}
+	limit(&c.maxRequestBytes, "max-request-bytes", defaultMaxRequestBytes, "most bytes in one request, over gRPC and pRPC (InvalidArgument beyond)")
+	limit(&c.limits.AssignBots, "max-assign-bots", d.AssignBots, "most idle bots in one AssignTasks call (InvalidArgument beyond)")
+	limit(&c.limits.BotDimensions, "max-bot-dimensions", d.BotDimensions, "most dimensions of one idle bot (InvalidArgument beyond)")
+	limit(&c.limits.NotifyItems, "max-notify-items", d.NotifyItems, "most items in one NotifyTasks call (InvalidArgument beyond)")
+	limit(&c.limits.SliceDimensions, "max-slice-dimensions", d.SliceDimensions, "most dimensions of one task slice (a task error beyond)")
+	limit(&c.limits.DimensionBytes, "max-dimension-bytes", d.DimensionBytes, "most bytes in one dimension of a bot (InvalidArgument beyond) or a task slice (a task error beyond)")
+	limit(&c.limits.TaskTags, "max-task-tags", d.TaskTags, "most tags of one task (a task error beyond)")
+	limit(&c.limits.TagBytes, "max-tag-bytes", d.TagBytes, "most bytes in one task tag (a task error beyond)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text | json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug | info | warn | error")
 	settable := map[string]bool{}
@@ -132,6 +152,11 @@ func parseFlags(args []string, getenv func(string) string, stdout, stderr io.Wri
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for name, p := range positive {
+		if *p <= 0 {
+			return nil, fmt.Errorf("--%s: %d is not a positive number", name, *p)
+		}
 	}
 	if c.eventLog == "" {
 		c.eventLog = "none"
@@ -292,11 +317,12 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 		grpc.ChainUnaryInterceptor(interceptors...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(32<<20),
+		grpc.MaxRecvMsgSize(c.maxRequestBytes),
 		grpc.MaxSendMsgSize(64<<20),
 	)
-	ps := prpc.NewServer(prpc.WithUnaryInterceptors(interceptors...))
-	sw := &frontend.Swarming{P: pipeline, MaxClockSkew: c.maxClockSkew, Log: log}
+	ps := prpc.NewServer(prpc.WithUnaryInterceptors(interceptors...),
+		prpc.WithMaxBodySize(int64(c.maxRequestBytes), "--max-request-bytes"), prpc.WithErrorLogger(log))
+	sw := &frontend.Swarming{P: pipeline, MaxClockSkew: c.maxClockSkew, Limits: c.limits, Log: log}
 	admin, view := &frontend.Admin{P: pipeline, Log: log}, &frontend.View{P: pipeline}
 	if err := registerMetrics(exporter.Meter(), pipeline, sw); err != nil {
 		grpcLis.Close()
