@@ -7,8 +7,12 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // bbolt maps the file into memory and trusts its meta page: a page beyond
@@ -114,4 +118,67 @@ func checkFile(path string) error {
 			nodestore.ErrCorrupt, path, size, m.txid, max(m.pgid, 2), ps, need, need-size)
 	}
 	return nil
+}
+
+// NewStoreWarning is for a start that may have been pointed at the wrong
+// folder: it returns a warning when the store in dir is new — no pools.db,
+// or one that holds no pool — while the file at eventLog (the event log
+// written beside the store) already has content, i.e. events of an earlier
+// state that this store does not hold. It returns "" when there is nothing
+// to warn about, and an error when it cannot tell (a damaged pools.db, one
+// in use). Call it before Open, which creates pools.db and locks it.
+func NewStoreWarning(dir, eventLog string) (string, error) {
+	ev, err := os.Stat(eventLog)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && (ev.Size() == 0 || !ev.Mode().IsRegular()) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("embedded: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	var store string
+	switch _, err := os.Stat(path); {
+	case errors.Is(err, fs.ErrNotExist):
+		store = fmt.Sprintf("the store %s does not exist (a new store)", path)
+	case err != nil:
+		return "", fmt.Errorf("embedded: %w", err)
+	default:
+		n, err := countPools(path)
+		if err != nil {
+			return "", err
+		}
+		if n > 0 {
+			return "", nil
+		}
+		store = fmt.Sprintf("the store %s holds no pool", path)
+	}
+	return fmt.Sprintf("%s, but the event log %s already holds %d bytes of events, last written %s: the pools those events came from are not in this store (was the store's folder changed, or its file lost?)",
+		store, eventLog, ev.Size(), ev.ModTime().UTC().Format(time.RFC3339)), nil
+}
+
+// countPools counts the pools of the store file at path, opened read-only
+// after checkFile.
+func countPools(path string) (int, error) {
+	if err := checkFile(path); err != nil {
+		return 0, err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 100 * time.Millisecond})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return 0, fmt.Errorf("embedded: %s is in use by another store: %w", path, err)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("embedded: opening %s: %w", path, err)
+	}
+	defer db.Close()
+	n := 0
+	err = db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketPools); b != nil {
+			return b.ForEachBucket(func([]byte) error { n++; return nil })
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("embedded: reading %s: %w", path, err)
+	}
+	return n, nil
 }

@@ -189,3 +189,63 @@ func TestTruncatedFileKillsBbolt(t *testing.T) {
 	first, _, _ := strings.Cut(string(out), "\n")
 	t.Logf("bbolt on a file cut in half: %v: %s", err, first)
 }
+
+// TestNewStoreWarning: a new or empty store beside an event log that has
+// content is warned about; anything else is not.
+func TestNewStoreWarning(t *testing.T) {
+	base := t.TempDir()
+	events := filepath.Join(base, "events.jsonl")
+	newDir := filepath.Join(base, "new")
+	check := func(what, dir, wantIn string) {
+		t.Helper()
+		msg, err := NewStoreWarning(dir, events)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if wantIn == "" && msg != "" || !strings.Contains(msg, wantIn) {
+			t.Errorf("%s: warning %q, want one saying %q", what, msg, wantIn)
+		}
+		if msg != "" {
+			t.Logf("%s: %s", what, msg)
+		}
+		if msg != "" && (!strings.Contains(msg, events) || !strings.Contains(msg, filepath.Join(dir, FileName))) {
+			t.Errorf("%s: warning %q does not name both files", what, msg)
+		}
+	}
+	check("no event log", newDir, "")
+	if err := os.WriteFile(events, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check("an empty event log", newDir, "")
+	if err := os.WriteFile(events, []byte(`{"rowId":"x-1"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check("a missing store", newDir, "does not exist (a new store), but the event log")
+	check("a missing store", newDir, "holds 16 bytes of events")
+
+	s, err := Open(newDir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewStoreWarning(newDir, events); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("while the store is open: %v, want an error saying it is in use", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check("a store without pools", newDir, "holds no pool, but the event log")
+
+	s = open(t, newDir, Options{})
+	if err := s.CreatePool(t.Context(), "p", &statev1.PoolState{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	check("a store with a pool", newDir, "")
+
+	if err := os.Truncate(filepath.Join(newDir, FileName), 5000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewStoreWarning(newDir, events); !errors.Is(err, nodestore.ErrCorrupt) {
+		t.Errorf("a truncated store: %v, want ErrCorrupt", err)
+	}
+}
