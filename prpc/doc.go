@@ -41,6 +41,10 @@
 //	undecodable body                          400, code 3 (InvalidArgument)
 //	handler panic                             500, code 13 (Internal); logged with the stack
 //
+// Every row but the first three and the panic is answered before the
+// handler and the interceptors run, as gRPC answers undecodable requests;
+// WithRejectionHook sees those calls (to log them, for example).
+//
 // Handler errors are converted with status.FromError; errors that carry no
 // status become DeadlineExceeded or Canceled when they wrap
 // context.DeadlineExceeded or context.Canceled, and Unknown otherwise. The HTTP

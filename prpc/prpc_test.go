@@ -848,6 +848,76 @@ func TestInterceptors(t *testing.T) {
 	}
 }
 
+// rejection is one call of the rejection hook.
+type rejection struct {
+	method string
+	code   codes.Code
+	prpc   bool
+	auth   []string
+}
+
+// TestRejectionHook: every call to a known method answered before its
+// handler runs reaches the hook, with its context and error; calls the
+// handler answers and paths naming no method do not.
+func TestRejectionHook(t *testing.T) {
+	var mu sync.Mutex
+	var got []rejection
+	rec := &icRecorder{}
+	e := newEnv(t, prpc.WithMaxBodySize(64, ""), prpc.WithUnaryInterceptors(rec.interceptor("ic")),
+		prpc.WithRejectionHook(func(ctx context.Context, method string, err error) {
+			md, _ := metadata.FromIncomingContext(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, rejection{method, status.Code(err), prpc.FromPRPC(ctx), md.Get("authorization")})
+		}))
+	ok := mustMarshal(t, &swarmingv1.AssignTasksRequest{SchedulerId: "p"}, prpc.EncodingBinary)
+	for _, tc := range []struct {
+		name   string
+		body   []byte
+		hdr    []string
+		status int
+		code   codes.Code
+	}{
+		{"text/plain", ok, []string{"Content-Type", "text/plain"}, http.StatusUnsupportedMediaType, codes.InvalidArgument},
+		{"bad Accept", ok, []string{"Accept", "image/png"}, http.StatusNotAcceptable, codes.InvalidArgument},
+		{"bad timeout", ok, []string{"X-Prpc-Grpc-Timeout", "soon"}, http.StatusBadRequest, codes.InvalidArgument},
+		{"body over the limit", make([]byte, 65), nil, http.StatusRequestEntityTooLarge, codes.InvalidArgument},
+		{"undecodable", []byte("\x0a\x01\xff"), nil, http.StatusBadRequest, codes.InvalidArgument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := tc.hdr
+			if tc.name != "text/plain" {
+				hdr = append(hdr, "Content-Type", prpc.ContentTypeBinary)
+			}
+			resp, body := e.post(t, assignPath, tc.body, append(hdr, "Authorization", "Bearer t")...)
+			checkError(t, resp, body, tc.status, tc.code)
+		})
+	}
+	// Answered by the handler or naming no method: not rejections.
+	resp, body := e.post(t, assignPath, ok, "Content-Type", prpc.ContentTypeBinary)
+	checkOK(t, resp, body)
+	resp, body = e.post(t, "/prpc/nope.Service/Method", ok, "Content-Type", prpc.ContentTypeBinary)
+	checkError(t, resp, body, http.StatusNotImplemented, codes.Unimplemented)
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 5 {
+		t.Fatalf("hook called %d times, want 5: %+v", len(got), got)
+	}
+	for i, r := range got {
+		if r.method != swarmingv1.ExternalScheduler_AssignTasks_FullMethodName || r.code != codes.InvalidArgument || !r.prpc {
+			t.Errorf("rejection %d: %+v", i, r)
+		}
+	}
+	// Metadata is parsed after the protocol headers are checked.
+	if last := got[len(got)-1]; !slices.Equal(last.auth, []string{"Bearer t"}) {
+		t.Errorf("undecodable body: authorization metadata %q", last.auth)
+	}
+	if n := len(rec.get()); n != 1 {
+		t.Errorf("interceptors ran %d times, want once (the valid call)", n)
+	}
+}
+
 func TestResponseMetadata(t *testing.T) {
 	e := newEnv(t)
 	resp, body := e.post(t, assignPath, mustMarshal(t, sampleAssign(), prpc.EncodingBinary))

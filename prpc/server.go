@@ -41,6 +41,7 @@ type Server struct {
 	maxBody      int64
 	maxBodyName  string
 	logger       *slog.Logger
+	rejected     func(ctx context.Context, fullMethod string, err error)
 
 	mu       sync.RWMutex
 	services map[string]*service
@@ -93,6 +94,17 @@ func WithMaxBodySize(n int64, name string) Option {
 // failed writes. nil, the default, means slog.Default().
 func WithErrorLogger(l *slog.Logger) Option {
 	return func(s *Server) { s.logger = l }
+}
+
+// WithRejectionHook sets a function called for every call to a known method
+// that is answered before its handler and interceptors run: an unsupported
+// Content-Type or Accept, a malformed timeout or metadata header, a body over
+// the limit, unreadable or undecodable. ctx is the call's context (FromPRPC,
+// the peer, and the incoming metadata once parsed); err is the error
+// answered. It lets such calls be logged like the others, which the
+// interceptors never see, as in gRPC.
+func WithRejectionHook(f func(ctx context.Context, fullMethod string, err error)) Option {
+	return func(s *Server) { s.rejected = f }
 }
 
 // NewServer returns a Server with no services.
@@ -196,23 +208,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// From here on the call names a method: whatever stops it before the
+	// handler runs is reported to the rejection hook.
+	ctx := context.WithValue(r.Context(), prpcKey{}, true)
+	ctx = peer.NewContext(ctx, peerOf(r))
+	stream := &transportStream{method: m.fullMethod}
+	ctx = grpc.NewContextWithServerTransportStream(ctx, stream)
+	respEnc := EncodingBinary
+	reject := func(err error) {
+		if s.rejected != nil {
+			s.rejected(ctx, m.fullMethod, err)
+		}
+		s.writeError(w, err, respEnc)
+	}
+
 	reqEnc, err := parseContentType(r.Header.Get("Content-Type"))
 	if err != nil {
-		s.writeError(w, protoErr(http.StatusUnsupportedMediaType, codes.InvalidArgument, err.Error()), EncodingBinary)
+		reject(protoErr(http.StatusUnsupportedMediaType, codes.InvalidArgument, err.Error()))
 		return
 	}
-	respEnc, err := parseAccept(r.Header.Values("Accept"))
-	if err != nil {
-		s.writeError(w, protoErr(http.StatusNotAcceptable, codes.InvalidArgument, err.Error()), EncodingBinary)
+	if respEnc, err = parseAccept(r.Header.Values("Accept")); err != nil {
+		respEnc = EncodingBinary
+		reject(protoErr(http.StatusNotAcceptable, codes.InvalidArgument, err.Error()))
 		return
 	}
 
-	ctx := r.Context()
 	if vs := r.Header.Values(HeaderTimeout); len(vs) > 0 {
 		d, err := ParseTimeout(vs[0])
 		if err != nil {
-			s.writeError(w, protoErr(http.StatusBadRequest, codes.InvalidArgument,
-				fmt.Sprintf("bad %s header %q: %v", HeaderTimeout, vs[0], err)), respEnc)
+			reject(protoErr(http.StatusBadRequest, codes.InvalidArgument,
+				fmt.Sprintf("bad %s header %q: %v", HeaderTimeout, vs[0], err)))
 			return
 		}
 		var cancel context.CancelFunc
@@ -222,23 +247,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	md, err := headerToMD(r.Header, r.Host)
 	if err != nil {
-		s.writeError(w, protoErr(http.StatusBadRequest, codes.InvalidArgument, err.Error()), respEnc)
+		reject(protoErr(http.StatusBadRequest, codes.InvalidArgument, err.Error()))
 		return
 	}
+	ctx = metadata.NewIncomingContext(ctx, md)
 
 	body, err := s.readBody(w, r)
 	if err != nil {
-		s.writeError(w, err, respEnc)
+		reject(err)
 		return
 	}
 
-	ctx = metadata.NewIncomingContext(ctx, md)
-	ctx = context.WithValue(ctx, prpcKey{}, true)
-	ctx = peer.NewContext(ctx, peerOf(r))
-	stream := &transportStream{method: m.fullMethod}
-	ctx = grpc.NewContextWithServerTransportStream(ctx, stream)
-
-	out, err := s.invoke(ctx, svc, m, body, reqEnc)
+	out, decErr, err := s.invoke(ctx, svc, m, body, reqEnc)
+	if decErr != nil {
+		reject(decErr)
+		return
+	}
 	if err != nil {
 		if !errors.Is(err, errPanic) {
 			stream.writeTo(w.Header())
@@ -303,13 +327,15 @@ func isMaxBytes(err error) bool {
 var errPanic = errors.New("prpc: handler panicked")
 
 // invoke runs the method through the generated handler and the interceptor
-// chain, turning a panic into Internal.
-func (s *Server) invoke(ctx context.Context, svc *service, m *method, body []byte, enc Encoding) (out any, err error) {
+// chain, turning a panic into Internal. decErr is the error of a body that
+// cannot be decoded: the generated handler returns it before the
+// interceptors run, as in gRPC.
+func (s *Server) invoke(ctx context.Context, svc *service, m *method, body []byte, enc Encoding) (out any, decErr, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.log().ErrorContext(ctx, "prpc: handler panicked",
 				"method", m.fullMethod, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			out = nil
+			out, decErr = nil, nil
 			err = &panicError{st: status.New(codes.Internal, "internal error")}
 		}
 	}()
@@ -319,12 +345,14 @@ func (s *Server) invoke(ctx context.Context, svc *service, m *method, body []byt
 			return status.Errorf(codes.Internal, "request type %T is not a protobuf message", in)
 		}
 		if err := unmarshal(body, msg, enc); err != nil {
-			return protoErr(http.StatusBadRequest, codes.InvalidArgument,
+			decErr = protoErr(http.StatusBadRequest, codes.InvalidArgument,
 				fmt.Sprintf("could not decode %s request body: %v", enc, err))
+			return decErr
 		}
 		return nil
 	}
-	return m.desc.Handler(svc.impl, ctx, dec, s.interceptor)
+	out, err = m.desc.Handler(svc.impl, ctx, dec, s.interceptor)
+	return out, decErr, err
 }
 
 type panicError struct{ st *status.Status }

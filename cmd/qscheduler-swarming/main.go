@@ -314,13 +314,15 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 
 	interceptors := []grpc.UnaryServerInterceptor{recoverer(log), logger(log)}
 	gs := grpc.NewServer(
+		grpc.ForceServerCodecV2(newServerCodec()),
 		grpc.ChainUnaryInterceptor(interceptors...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(c.maxRequestBytes),
 		grpc.MaxSendMsgSize(64<<20),
 	)
-	ps := prpc.NewServer(prpc.WithUnaryInterceptors(interceptors...),
+	grpcReg := decodingRegistrar{s: gs, rejected: logRejected(log)}
+	ps := prpc.NewServer(prpc.WithUnaryInterceptors(interceptors...), prpc.WithRejectionHook(logRejected(log)),
 		prpc.WithMaxBodySize(int64(c.maxRequestBytes), "--max-request-bytes"), prpc.WithErrorLogger(log))
 	sw := &frontend.Swarming{P: pipeline, MaxClockSkew: c.maxClockSkew, Limits: c.limits, Log: log}
 	admin, view := &frontend.Admin{P: pipeline, Log: log}, &frontend.View{P: pipeline}
@@ -329,7 +331,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 		httpLis.Close()
 		return fmt.Errorf("metrics: %w", err)
 	}
-	for _, r := range []grpc.ServiceRegistrar{gs, ps} {
+	for _, r := range []grpc.ServiceRegistrar{grpcReg, ps} {
 		swarmingv1.RegisterExternalSchedulerServer(r, sw)
 		qschedulerv1.RegisterQSchedulerAdminServer(r, admin)
 		qschedulerv1.RegisterQSchedulerViewServer(r, view)
@@ -347,7 +349,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 		}
 	}
 	setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
+	healthpb.RegisterHealthServer(grpcReg, hs)
 	reflection.Register(gs)
 
 	var ready atomic.Bool
@@ -466,18 +468,32 @@ func logger(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		t0 := time.Now()
 		resp, err := handler(ctx, req)
-		code := status.Code(err)
-		level := slog.LevelDebug
-		switch code {
-		case codes.Internal, codes.DataLoss, codes.Unknown:
-			// Unavailable is not here: store failures are logged once per
-			// batch by the pipeline, and "still loading" answers would flood
-			// the log at every start.
-			level = slog.LevelWarn
-		}
-		log.Log(ctx, level, "rpc", "method", info.FullMethod, "code", code.String(), "duration", time.Since(t0), "transport", transport(ctx), "err", err)
+		logCall(ctx, log, info.FullMethod, err, "duration", time.Since(t0))
 		return resp, err
 	}
+}
+
+// logRejected logs, as logger does, the calls answered before the
+// interceptors run: requests over --max-request-bytes or that cannot be
+// decoded, and over pRPC those with bad protocol headers.
+func logRejected(log *slog.Logger) func(ctx context.Context, fullMethod string, err error) {
+	return func(ctx context.Context, fullMethod string, err error) {
+		logCall(ctx, log, fullMethod, err)
+	}
+}
+
+func logCall(ctx context.Context, log *slog.Logger, method string, err error, attrs ...any) {
+	code := status.Code(err)
+	level := slog.LevelDebug
+	switch code {
+	case codes.Internal, codes.DataLoss, codes.Unknown:
+		// Unavailable is not here: store failures are logged once per
+		// batch by the pipeline, and "still loading" answers would flood
+		// the log at every start.
+		level = slog.LevelWarn
+	}
+	args := append([]any{"method", method, "code", code.String()}, attrs...)
+	log.Log(ctx, level, "rpc", append(args, "transport", transport(ctx), "err", err)...)
 }
 
 func transport(ctx context.Context) string {
