@@ -19,7 +19,7 @@ import (
 type Counters struct {
 	Written atomic.Int64
 	Dropped atomic.Int64
-	Failed  atomic.Int64 // write attempts that failed
+	Failed  atomic.Int64 // rows not written: they failed to marshal, or their write failed (a full disk) and they were cut from the file
 }
 
 var rowSeq atomic.Uint64

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package eventlog
+
+// lockHolder cannot name the holder on this system.
+func lockHolder(string) string { return "" }
