@@ -23,9 +23,12 @@ package embedded
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -49,6 +52,7 @@ const (
 	DefaultGCLag         = 10 * time.Minute
 	DefaultMaintainEvery = time.Minute
 	DefaultLockTimeout   = time.Second
+	DefaultCheckWrite    = 1 << 20
 )
 
 // MinShardBytes is the smallest Options.ShardBytes accepted.
@@ -82,6 +86,10 @@ type Options struct {
 	// LockTimeout is how long Open waits for the file lock another store
 	// holds before failing (default 1 s).
 	LockTimeout time.Duration
+	// CheckWriteBytes is how much CheckWrite writes beside the file to
+	// prove that the disk has room (default 1 MiB: more than a snapshot
+	// shard; negative: nothing).
+	CheckWriteBytes int
 	// Now is the clock of GC decisions and recorded times (default time.Now).
 	Now func() time.Time
 	// OnSnapshot, if set, is called after each snapshot is installed with
@@ -154,6 +162,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = DefaultLockTimeout
+	}
+	if opts.CheckWriteBytes == 0 {
+		opts.CheckWriteBytes = DefaultCheckWrite
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -311,15 +322,27 @@ func (s *Store) CreatePool(ctx context.Context, pool string, st *statev1.PoolSta
 	})
 }
 
-// CheckWrite implements nodestore.WriteChecker: one transaction writes a
-// key in the meta bucket and deletes it again, so that bbolt allocates and
-// writes a page, writes its meta page and syncs the file, as a commit does.
+// CheckWrite implements nodestore.WriteChecker, in two steps:
+//
+//   - room to grow: it writes Options.CheckWriteBytes of incompressible
+//     bytes to a file beside pools.db (FileName + ".writecheck"), syncs and
+//     removes it. bbolt alone cannot tell: a transaction that changes
+//     little reuses the pages the previous one freed, so on a full disk
+//     (a 2 MiB tmpfs, measured) a small transaction keeps succeeding while
+//     commits, whose log only grows, fail with ENOSPC.
+//   - bbolt commits: one transaction writes a key in the meta bucket and
+//     deletes it again, so that bbolt writes a page and its meta page and
+//     syncs the file, as a commit does.
+//
 // Pools are untouched.
 func (s *Store) CheckWrite(ctx context.Context) error {
 	if err := s.begin(ctx); err != nil {
 		return err
 	}
 	defer s.end()
+	if err := s.checkRoom(); err != nil {
+		return fmt.Errorf("embedded: write check beside %s: %w", s.db.Path(), err)
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if err := meta.Put(keyWriteCheck, u64(uint64(s.opts.Now().UnixNano()))); err != nil {
@@ -331,6 +354,36 @@ func (s *Store) CheckWrite(ctx context.Context) error {
 		return fmt.Errorf("embedded: write check of %s: %w", s.db.Path(), err)
 	}
 	return nil
+}
+
+// checkRoom writes, syncs and removes the probe file of CheckWrite.
+func (s *Store) checkRoom() (err error) {
+	path := s.db.Path() + ".writecheck"
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if rerr := os.Remove(path); err == nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = rerr
+		}
+	}()
+	// Random bytes, so that a compressing file system stores them all.
+	var seed [32]byte
+	binary.LittleEndian.PutUint64(seed[:], uint64(time.Now().UnixNano()))
+	rng := rand.NewChaCha8(seed)
+	buf := make([]byte, max(0, min(s.opts.CheckWriteBytes, 64<<10)))
+	for left := s.opts.CheckWriteBytes; left > 0; left -= len(buf) {
+		b := buf[:min(left, len(buf))]
+		rng.Read(b)
+		if _, err := f.Write(b); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
 }
 
 // DeletePool implements nodestore.Store.

@@ -617,3 +617,84 @@ func TestLabPool(t *testing.T) {
 		checkLoad(t, s, "lab", l.s.ToProto(), gen)
 	})
 }
+
+// TestFullDisk needs a small file system of its own, e.g. as root:
+//
+//	mkdir -p /tmp/tiny && mount -t tmpfs -o size=2m tmpfs /tmp/tiny
+//	QSCHEDULER_TINY_FS=/tmp/tiny go test ./nodestore/embedded -run TestFullDisk -v
+//
+// Once the disk is full, commits fail (some still succeed, in pages bbolt
+// freed) and so does CheckWrite, every time, although a small bbolt
+// transaction alone still succeeds; once there is room again, CheckWrite
+// succeeds.
+func TestFullDisk(t *testing.T) {
+	root := os.Getenv("QSCHEDULER_TINY_FS")
+	if root == "" {
+		t.Skip("QSCHEDULER_TINY_FS is not set")
+	}
+	dir, err := os.MkdirTemp(root, "store")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	s := open(t, dir, Options{MaintainEvery: -1})
+	ctx := t.Context()
+	if err := s.CreatePool(ctx, "p", &statev1.PoolState{}); err != nil {
+		t.Fatal(err)
+	}
+	gen := int64(1)
+	commit := func() error {
+		d := &statev1.PoolDelta{TaskErrors: []*statev1.TaskError{{TaskId: fmt.Sprintf("t%d", gen), Error: strings.Repeat("e", 700)}}}
+		cs, err := s.Commit(ctx, "p", gen, d)
+		if err == nil {
+			gen = cs.Generation
+		}
+		return err
+	}
+	for range 20 {
+		if err := commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	filler := filepath.Join(root, "filler")
+	defer os.Remove(filler)
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for buf := make([]byte, 4096); ; {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+	var failed, ok, tx int
+	for range 200 {
+		if err := commit(); err != nil {
+			failed++
+		} else {
+			ok++
+		}
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keyWriteCheck, []byte("x"))
+		}); err == nil {
+			tx++
+		}
+	}
+	t.Logf("on a full disk: %d commits failed, %d succeeded; %d of 200 small transactions succeeded", failed, ok, tx)
+	if failed == 0 {
+		t.Fatal("no commit failed on a full disk")
+	}
+	for i := range 5 {
+		if err := s.CheckWrite(ctx); err == nil || !strings.Contains(err.Error(), "no space left") {
+			t.Errorf("CheckWrite %d on a full disk: %v, want ENOSPC", i, err)
+		}
+	}
+	os.Remove(filler)
+	if err := s.CheckWrite(ctx); err != nil {
+		t.Errorf("CheckWrite once there is room: %v", err)
+	}
+	if err := commit(); err != nil {
+		t.Errorf("a commit once there is room: %v", err)
+	}
+}
