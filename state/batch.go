@@ -214,10 +214,9 @@ func (p *Pipeline) commitBatch(pl *pool, batch []*op, stats *BatchStats) (events
 			return events, nil
 		}
 		t1 := time.Now()
-		seq := p.writeStarted()
 		cs, err := p.store.Commit(ctx, pl.id, pl.gen, delta)
 		stats.Commit = time.Since(t1)
-		p.writeDone(seq, fmt.Sprintf("commit of pool %q", pl.id), err, nil)
+		p.writeDone(fmt.Sprintf("commit of pool %q", pl.id), err, nil)
 		if err == nil {
 			pl.gen, stats.LogBytes, stats.Generation = cs.Generation, cs.LogBytes, cs.Generation
 			return events, nil

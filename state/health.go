@@ -17,10 +17,15 @@ import (
 // stop) and fails the next commit again, so pools alone would flap between
 // down and up while nothing can be written. The pipeline therefore tracks
 // the store itself: it is unhealthy from the first failed write (a commit,
-// CreatePool, DeletePool) until a write that started after the last failure
-// succeeds. While it is unhealthy a background check retries a cheap durable
-// write (nodestore.WriteChecker) with backoff, so that health recovers
+// CreatePool, DeletePool) until a write check (nodestore.WriteChecker) that
+// started after the last failed write succeeds. While it is unhealthy a
+// background goroutine runs the check with backoff, so that health recovers
 // without traffic: a pod that reports NOT_SERVING gets none.
+//
+// Only the check ends it, not a commit that happens to succeed: on a full
+// disk some commits still do (those that fit in the pages bbolt freed; 11
+// of 400 on a full 2 MiB tmpfs, measured), and health would flap with
+// them; the embedded store's check proves there is room to grow.
 //
 // Failures that say nothing about the store's writes do not count: a lost
 // compare-and-swap (ErrConflict), an unknown or existing pool, corrupt data
@@ -29,7 +34,7 @@ import (
 
 // StoreHealth says whether the store takes writes.
 type StoreHealth struct {
-	// Healthy: no write failed since the last one that succeeded.
+	// Healthy: no write failed since the last successful write check.
 	Healthy bool
 	// Since is when the store became unhealthy (its first failed write)
 	// or, while healthy, when it last recovered (or the pipeline was
@@ -61,8 +66,7 @@ func (h StoreHealth) Err() error {
 
 // health is the pipeline's record of the store's health.
 type health struct {
-	down atomic.Bool   // !st.Healthy, read without mu
-	seq  atomic.Uint64 // failed writes so far; bumped under mu
+	seq atomic.Uint64 // failed writes and checks so far; bumped under mu
 
 	mu       sync.Mutex
 	st       StoreHealth
@@ -102,16 +106,12 @@ func (h *health) signal() {
 	}
 }
 
-// writeStarted returns the token a write passes to writeDone.
-func (p *Pipeline) writeStarted() uint64 { return p.health.seq.Load() }
-
-// writeDone records the outcome of a write that started with token seq:
-// what names it in the log. callerCtx, if not nil, is the caller's context
-// the write ran under: an error after it ended says nothing of the store.
-func (p *Pipeline) writeDone(seq uint64, what string, err error, callerCtx context.Context) {
+// writeDone records the outcome of a write of a request: what names it in
+// the log. callerCtx, if not nil, is the caller's context the write ran
+// under: an error after it ended says nothing of the store.
+func (p *Pipeline) writeDone(what string, err error, callerCtx context.Context) {
 	switch {
 	case err == nil:
-		p.writeSucceeded(seq, what)
 	case callerCtx != nil && callerCtx.Err() != nil,
 		errors.Is(err, nodestore.ErrConflict), errors.Is(err, nodestore.ErrNotFound),
 		errors.Is(err, nodestore.ErrAlreadyExists), errors.Is(err, nodestore.ErrCorrupt),
@@ -121,15 +121,12 @@ func (p *Pipeline) writeDone(seq uint64, what string, err error, callerCtx conte
 	}
 }
 
-// writeSucceeded makes the store healthy again if no write failed since
-// the successful one started.
-func (p *Pipeline) writeSucceeded(seq uint64, what string) {
+// checkSucceeded makes the store healthy again if no write failed since
+// the successful check started (seq is the failure count then).
+func (p *Pipeline) checkSucceeded(seq uint64, what string) {
 	h := &p.health
-	if !h.down.Load() {
-		return
-	}
 	h.mu.Lock()
-	if !h.down.Load() || h.seq.Load() != seq {
+	if h.st.Healthy || h.seq.Load() != seq {
 		h.mu.Unlock()
 		return
 	}
@@ -140,7 +137,6 @@ func (p *Pipeline) writeSucceeded(seq uint64, what string) {
 	p.opts.Logger.Info("store takes writes again: ready", "after", what, "unhealthy_for", now.Sub(old.Since),
 		"failed_writes", old.FailedWrites, "failed_checks", old.FailedChecks, "first_error", old.Cause)
 	h.st.Healthy, h.st.Since, h.st.Cause, h.st.Last, h.st.FailedWrites, h.st.FailedChecks = true, now, nil, nil, 0, 0
-	h.down.Store(false)
 	h.signal()
 	h.mu.Unlock()
 }
@@ -164,10 +160,9 @@ func (p *Pipeline) writeFailed(what string, err error, check bool) {
 		h.mu.Unlock()
 		return
 	}
-	p.opts.Logger.Error("store takes no writes: not ready until a write succeeds; checking with backoff", "write", what, "err", err)
+	p.opts.Logger.Error("store takes no writes: not ready until a write check succeeds; checking with backoff", "write", what, "err", err)
 	h.st.Healthy, h.st.Since, h.st.Cause = false, now, err
 	h.st.Outages++
-	h.down.Store(true)
 	start := !h.checking && !h.closed
 	if start {
 		h.checking = true
@@ -210,7 +205,7 @@ func (p *Pipeline) checkStore() {
 		if p.health.checkDone(p.ctx) {
 			return
 		}
-		seq := p.writeStarted()
+		seq := p.health.seq.Load()
 		ctx, cancel := context.WithTimeout(p.ctx, p.opts.BatchTimeout)
 		err := p.checkWrite(ctx)
 		cancel()
@@ -218,7 +213,7 @@ func (p *Pipeline) checkStore() {
 			continue // closing: checkDone ends it
 		}
 		if err == nil {
-			p.writeSucceeded(seq, "write check")
+			p.checkSucceeded(seq, "write check")
 			continue
 		}
 		p.writeFailed("write check", err, true)
@@ -232,7 +227,8 @@ func (p *Pipeline) checkStore() {
 
 // checkWrite is the store's write check. A store without one is checked
 // with a read (ListPools): health then recovers once the store answers,
-// and goes bad again at the next failed write.
+// and goes bad again at the next failed write (flapping while writes fail,
+// rather than staying NOT_SERVING for good).
 func (p *Pipeline) checkWrite(ctx context.Context) error {
 	if wc, ok := p.store.(nodestore.WriteChecker); ok {
 		return wc.CheckWrite(ctx)

@@ -116,36 +116,49 @@ func TestStoreHealthFullDisk(t *testing.T) {
 	}
 }
 
-// TestStoreHealthOnlyLaterWritesRecover: a commit that started before the
-// failure and succeeds after it does not make the store healthy; a commit
-// that starts afterwards does.
-func TestStoreHealthOnlyLaterWritesRecover(t *testing.T) {
-	p, fs, log := healthPipeline(t, nil, Options{StoreCheckBackoff: time.Hour})
+// TestStoreHealthCommitsDoNotRecover: a commit that succeeds while the
+// store is unhealthy does not end it: on a full disk some do.
+func TestStoreHealthCommitsDoNotRecover(t *testing.T) {
+	p, fs, _ := healthPipeline(t, nil, Options{StoreCheckBackoff: time.Hour})
+	ctx := context.Background()
+	fs.FailWrites(errors.New("disk full"))
+	if err := p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("lost", 1)}}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Notify while writes fail: %v", err)
+	}
+	fs.FailWrites(nil)
+	if err := p.Notify(ctx, "other", NotifyInput{Items: []scheduler.Notification{waiting("ok", 1)}}); err != nil {
+		t.Fatalf("Notify once writes succeed: %v", err)
+	}
+	if h := p.StoreHealth(); h.Healthy || h.FailedWrites != 1 {
+		t.Errorf("health after a successful commit: %+v, want unhealthy until a check succeeds", h)
+	}
+}
+
+// TestStoreHealthCheckBeforeAFailure: a check that started before a write
+// failed does not end the outage; the next check does.
+func TestStoreHealthCheckBeforeAFailure(t *testing.T) {
+	p, fs, log := healthPipeline(t, nil, Options{StoreCheckBackoff: time.Millisecond, StoreCheckBackoffMax: time.Millisecond})
 	ctx := context.Background()
 	fs.Hold()
-	early := make(chan error, 1)
-	go func() { early <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("early", 1)}}) }()
-	waitFor(t, "the early commit to be held", func() bool { return fs.Held() == 1 })
 	fs.FailWrites(errors.New("disk full"))
+	if err := p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("lost", 1)}}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Notify while writes fail: %v", err)
+	}
+	fs.FailWrites(nil)
+	waitFor(t, "a check to be held at the gate", func() bool { return fs.Held() == 1 })
+	held := fs.WriteChecks()
+	fs.FailWrites(errors.New("disk full again"))
 	if err := p.Notify(ctx, "other", NotifyInput{Items: []scheduler.Notification{waiting("x", 1)}}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Notify while writes fail: %v", err)
 	}
 	fs.FailWrites(nil)
 	fs.Release()
-	if err := <-early; err != nil {
-		t.Fatalf("the early commit: %v", err)
+	waitFor(t, "the store to recover", func() bool { return p.StoreHealth().Healthy })
+	if got := fs.WriteChecks(); got <= held {
+		t.Errorf("recovered after %d checks: by the check held across the failure, want a later one", got)
 	}
-	if h := p.StoreHealth(); h.Healthy {
-		t.Fatalf("healthy after a commit that started before the failure: %+v", h)
-	}
-	if err := p.Notify(ctx, "other", NotifyInput{Items: []scheduler.Notification{waiting("y", 2)}}); err != nil {
-		t.Fatal(err)
-	}
-	if h := p.StoreHealth(); !h.Healthy {
-		t.Fatalf("unhealthy after a later commit succeeded: %+v", h)
-	}
-	if !strings.Contains(log.String(), `after="commit of pool \"other\""`) {
-		t.Errorf("the recovery does not name the commit:\n%s", log)
+	if n := strings.Count(log.String(), "store takes writes again"); n != 1 {
+		t.Errorf("%d recoveries logged, want 1:\n%s", n, log)
 	}
 }
 

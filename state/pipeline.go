@@ -21,9 +21,9 @@
 // is down, answering ErrUnavailable, until its committed state is restored
 // from the store under a context of its own, retried with backoff.
 //
-// The store itself is unhealthy from a failed write until a write succeeds
-// (StoreHealth, health.go); meanwhile a background check retries a cheap
-// write with backoff, so that health recovers without traffic.
+// The store itself is unhealthy from a failed write until a write check
+// succeeds (StoreHealth, health.go), retried with backoff in the
+// background, so that health recovers without traffic.
 package state
 
 import (
@@ -524,9 +524,8 @@ func (p *Pipeline) CreatePool(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	seq := p.writeStarted()
 	err = p.store.CreatePool(ctx, id, s.ToProto())
-	p.writeDone(seq, fmt.Sprintf("creating pool %q", id), err, ctx)
+	p.writeDone(fmt.Sprintf("creating pool %q", id), err, ctx)
 	if err != nil {
 		if errors.Is(err, nodestore.ErrAlreadyExists) {
 			return fmt.Errorf("%w: %q", ErrPoolExists, id)
@@ -560,9 +559,8 @@ func (p *Pipeline) DeletePool(ctx context.Context, id string) error {
 	pl.mu.Lock()
 	pl.deleted = true
 	pl.mu.Unlock()
-	seq := p.writeStarted()
 	err := p.store.DeletePool(ctx, id)
-	p.writeDone(seq, fmt.Sprintf("deleting pool %q", id), err, ctx)
+	p.writeDone(fmt.Sprintf("deleting pool %q", id), err, ctx)
 	if err != nil && !errors.Is(err, nodestore.ErrNotFound) {
 		return fmt.Errorf("%w: deleting pool: %v", ErrUnavailable, err)
 	}

@@ -121,8 +121,8 @@ func (s *Store) FailLoads(n int) {
 	s.loadFails = n
 }
 
-// Hold makes commits wait at a gate (after taking their fault) until
-// Release.
+// Hold makes commits and write checks wait at a gate (after taking their
+// fault, or passing FailWrites) until Release.
 func (s *Store) Hold() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -141,7 +141,16 @@ func (s *Store) Release() {
 	}
 }
 
-// Held returns how many commits wait at the gate.
+// wait waits at gate, if not nil.
+func (s *Store) wait(gate chan struct{}) {
+	if gate != nil {
+		s.held.Add(1)
+		<-gate
+		s.held.Add(-1)
+	}
+}
+
+// Held returns how many commits and write checks wait at the gate.
 func (s *Store) Held() int { return int(s.held.Load()) }
 
 // Written returns how many commits reached the wrapped store and succeeded
@@ -152,15 +161,18 @@ func (s *Store) Written() int64 { return s.written.Load() }
 func (s *Store) WriteChecks() int64 { return s.checks.Load() }
 
 // CheckWrite implements nodestore.WriteChecker: it fails while FailWrites
-// is on, else it is the wrapped store's check (nil if it has none).
+// is on, else (after waiting at a gate, see Hold) it is the wrapped store's
+// check (nil if it has none).
 func (s *Store) CheckWrite(ctx context.Context) error {
 	s.checks.Add(1)
 	s.mu.Lock()
 	err := s.writeFailure("write check")
+	gate := s.gate
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
+	s.wait(gate)
 	if wc, ok := s.Store.(nodestore.WriteChecker); ok {
 		return wc.CheckWrite(ctx)
 	}
@@ -202,11 +214,7 @@ func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev
 	}
 	gate := s.gate
 	s.mu.Unlock()
-	if gate != nil {
-		s.held.Add(1)
-		<-gate
-		s.held.Add(-1)
-	}
+	s.wait(gate)
 	switch f {
 	case Error:
 		return nodestore.CommitStats{}, fmt.Errorf("%w: commit of pool %q", ErrInjected, pool)

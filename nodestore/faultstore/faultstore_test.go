@@ -172,6 +172,15 @@ func TestFailWrites(t *testing.T) {
 	if err := s.DeletePool(ctx, "q"); err != nil {
 		t.Errorf("DeletePool after FailWrites(nil): %v", err)
 	}
+	// Write checks wait at the gate as commits do.
+	s.Hold()
+	done := make(chan error)
+	go func() { done <- s.CheckWrite(ctx) }()
+	waitFor(t, "the check to be held", func() bool { return s.Held() == 1 })
+	s.Release()
+	if err := <-done; err != nil {
+		t.Errorf("released check: %v", err)
+	}
 }
 
 // waitTimeout bounds every wait of waitFor.
