@@ -187,21 +187,24 @@ func (h *health) checkDone(ctx context.Context) bool {
 	return false
 }
 
-// checkStore retries a write check with backoff until the store is healthy
-// (by this check or by any other write) or the pipeline closes.
+// checkStore runs the write check, first at once (a passing fault ends
+// within milliseconds), then with backoff, until one succeeds or the
+// pipeline closes.
 func (p *Pipeline) checkStore() {
 	defer p.hwg.Done()
 	var backoff time.Duration
-	for {
-		backoff = min(max(2*backoff, p.opts.StoreCheckBackoff), p.opts.StoreCheckBackoffMax)
-		// Up to a fifth less, as restores do.
-		wait := backoff - time.Duration(rand.Int64N(int64(backoff)/5+1))
-		t := time.NewTimer(wait)
-		select {
-		case <-p.ctx.Done():
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			backoff = min(max(2*backoff, p.opts.StoreCheckBackoff), p.opts.StoreCheckBackoffMax)
+			// Up to a fifth less, as restores do.
+			wait := backoff - time.Duration(rand.Int64N(int64(backoff)/5+1))
+			t := time.NewTimer(wait)
+			select {
+			case <-p.ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
 		}
-		t.Stop()
 		if p.health.checkDone(p.ctx) {
 			return
 		}
@@ -220,7 +223,7 @@ func (p *Pipeline) checkStore() {
 		if n, ok := p.health.checkLog.allow(time.Now()); ok {
 			st := p.StoreHealth()
 			p.opts.Logger.Warn("store write check failed; the store is still unhealthy", "failed_checks", n,
-				"unhealthy_since", st.Since, "next_check_in", min(2*backoff, p.opts.StoreCheckBackoffMax), "err", err)
+				"unhealthy_since", st.Since, "next_check_in", min(max(2*backoff, p.opts.StoreCheckBackoff), p.opts.StoreCheckBackoffMax), "err", err)
 		}
 	}
 }

@@ -125,6 +125,7 @@ func TestStoreHealthCommitsDoNotRecover(t *testing.T) {
 	if err := p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("lost", 1)}}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Notify while writes fail: %v", err)
 	}
+	waitFor(t, "the first check to fail", func() bool { return p.StoreHealth().FailedChecks == 1 })
 	fs.FailWrites(nil)
 	if err := p.Notify(ctx, "other", NotifyInput{Items: []scheduler.Notification{waiting("ok", 1)}}); err != nil {
 		t.Fatalf("Notify once writes succeed: %v", err)
@@ -200,13 +201,15 @@ func TestStoreHealthWithoutWriteCheck(t *testing.T) {
 	fs.FailLoads(0)
 }
 
-// TestCloseWhileUnhealthy: Close does not wait for the next check.
+// TestCloseWhileUnhealthy: the first check runs at once; Close does not
+// wait for the next.
 func TestCloseWhileUnhealthy(t *testing.T) {
 	p, fs, _ := healthPipeline(t, nil, Options{StoreCheckBackoff: time.Hour})
 	fs.FailWrites(errors.New("disk full"))
 	if err := p.Notify(context.Background(), "p", NotifyInput{Items: []scheduler.Notification{waiting("t", 1)}}); !errors.Is(err, ErrUnavailable) {
 		t.Fatal(err)
 	}
+	waitFor(t, "the first check to fail", func() bool { return p.StoreHealth().FailedChecks == 1 })
 	done := make(chan struct{})
 	go func() {
 		p.Close()
@@ -217,7 +220,7 @@ func TestCloseWhileUnhealthy(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close waited for the store check")
 	}
-	if fs.WriteChecks() != 0 {
-		t.Errorf("%d checks, want none before the first backoff ended", fs.WriteChecks())
+	if fs.WriteChecks() != 1 {
+		t.Errorf("%d checks, want the first one only", fs.WriteChecks())
 	}
 }

@@ -90,9 +90,10 @@ type Options struct {
 	// it doubles after each failed attempt up to RestoreBackoffMax
 	// (defaults 100 ms and 10 s).
 	RestoreBackoff, RestoreBackoffMax time.Duration
-	// StoreCheckBackoff is the wait before the first background write
-	// check once the store is unhealthy; it doubles after each check up to
-	// StoreCheckBackoffMax (defaults 500 ms and 10 s).
+	// StoreCheckBackoff is the wait before the second background write
+	// check once the store is unhealthy (the first is at once); it doubles
+	// after each check up to StoreCheckBackoffMax (defaults 500 ms and
+	// 10 s).
 	StoreCheckBackoff, StoreCheckBackoffMax time.Duration
 	// Logger for errors (default slog.Default()).
 	Logger *slog.Logger
