@@ -93,12 +93,28 @@ func encodingFromMediaType(mt string, params map[string]string) (Encoding, bool)
 	return 0, false
 }
 
-// parseContentType returns the encoding of a request or response body. An
-// absent Content-Type means binary.
+// parseContentType returns the encoding of a response body. An absent
+// Content-Type means binary.
 func parseContentType(v string) (Encoding, error) {
 	if strings.TrimSpace(v) == "" {
 		return EncodingBinary, nil
 	}
+	return parseMediaType(v)
+}
+
+// parseRequestContentType returns the encoding of a request body, which must
+// name one: a browser sends a body without a Content-Type, or with text/plain
+// or a form encoding, to any origin without asking first (a CORS "simple"
+// request), and none of them may be taken for a call.
+func parseRequestContentType(v string) (Encoding, error) {
+	if strings.TrimSpace(v) == "" {
+		return 0, fmt.Errorf("no Content-Type; a request must name its encoding: %q, %q or %q",
+			ContentTypeBinary, ContentTypeJSON, ContentTypeText)
+	}
+	return parseMediaType(v)
+}
+
+func parseMediaType(v string) (Encoding, error) {
 	mt, params, err := mime.ParseMediaType(v)
 	if err != nil {
 		return 0, fmt.Errorf("bad Content-Type %q: %v", v, err)

@@ -33,7 +33,8 @@
 //	non-POST                                  405, Allow: POST, code 12 (Unimplemented)
 //	path not under /prpc/                     404, code 5 (NotFound)
 //	unknown service or method, or a stream    501, code 12 (Unimplemented)
-//	unknown Content-Type or Content-Encoding  415, code 3 (InvalidArgument)
+//	no Content-Type, or an unknown one, or an 415, code 3 (InvalidArgument)
+//	unknown Content-Encoding
 //	Accept names no supported encoding        406, code 3 (InvalidArgument)
 //	malformed X-Prpc-Grpc-Timeout             400, code 3 (InvalidArgument)
 //	body over the limit (default 32 MiB)      413, code 3 (InvalidArgument); refused before
@@ -58,6 +59,13 @@
 // Client strips that newline). Status details, if any, travel in
 // X-Prpc-Status-Details-Bin (pRPC v1.2): one base64 google.protobuf.Any per
 // value, encoded like the response.
+//
+// A request must name its encoding in Content-Type: without one, and with
+// text/plain or a form encoding, a browser sends a body to any origin
+// without a CORS preflight, so such requests are refused, never decoded.
+// The server grants no CORS permission (no Access-Control-Allow-* header; an
+// OPTIONS preflight is 405), so a page of another origin cannot send the
+// encodings it accepts.
 //
 // Every response carries X-Prpc-Grpc-Code and X-Content-Type-Options: nosniff.
 // Request bodies may be gzip-compressed (Content-Encoding: gzip); the size

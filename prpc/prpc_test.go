@@ -225,8 +225,16 @@ func (e *env) do(t *testing.T, method, path string, body io.Reader, hdr ...strin
 	return resp, b
 }
 
+// post sends a POST, with Content-Type binary unless hdr names one.
 func (e *env) post(t *testing.T, path string, body []byte, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
+	named := false
+	for i := 0; i+1 < len(hdr); i += 2 {
+		named = named || http.CanonicalHeaderKey(hdr[i]) == "Content-Type"
+	}
+	if !named {
+		hdr = append([]string{"Content-Type", prpc.ContentTypeBinary}, hdr...)
+	}
 	return e.do(t, http.MethodPost, path, bytes.NewReader(body), hdr...)
 }
 
@@ -360,14 +368,10 @@ func TestJSONPrefixAndNames(t *testing.T) {
 }
 
 func TestRequestContentTypes(t *testing.T) {
-	for _, ct := range []string{"", "application/prpc", "application/prpc; encoding=binary", "application/x-protobuf", "application/protobuf", "application/prpc; encoding=BINARY"} {
+	for _, ct := range []string{"application/prpc", "application/prpc; encoding=binary", "application/x-protobuf", "application/protobuf", "application/prpc; encoding=BINARY"} {
 		t.Run(ct, func(t *testing.T) {
 			e := newEnv(t)
-			var hdr []string
-			if ct != "" {
-				hdr = []string{"Content-Type", ct}
-			}
-			resp, body := e.post(t, assignPath, mustMarshal(t, sampleAssign(), prpc.EncodingBinary), hdr...)
+			resp, body := e.post(t, assignPath, mustMarshal(t, sampleAssign(), prpc.EncodingBinary), "Content-Type", ct)
 			checkOK(t, resp, body)
 			got := &swarmingv1.AssignTasksResponse{}
 			decodeResponse(t, resp, body, prpc.EncodingBinary, got)
@@ -538,7 +542,16 @@ func TestMethodNotAllowed(t *testing.T) {
 func TestUnsupportedMediaType(t *testing.T) {
 	e := newEnv(t)
 	b := mustMarshal(t, sampleAssign(), prpc.EncodingBinary)
+	// Without a Content-Type: never taken for binary.
+	resp, body := e.do(t, http.MethodPost, assignPath, bytes.NewReader(b))
+	checkError(t, resp, body, http.StatusUnsupportedMediaType, codes.InvalidArgument)
+	if !strings.Contains(string(body), "no Content-Type") {
+		t.Errorf("no Content-Type: %q", body)
+	}
 	for _, hdr := range [][]string{
+		{"Content-Type", "application/x-www-form-urlencoded"},
+		{"Content-Type", "multipart/form-data; boundary=x"},
+		{"Content-Type", "text/plain; charset=utf-8"},
 		{"Content-Type", "text/html"},
 		{"Content-Type", "application/xml"},
 		{"Content-Type", "application/prpc; encoding=yaml"},
@@ -580,7 +593,7 @@ func TestBodyTooLarge(t *testing.T) {
 		t.Errorf("body %q, want %q", body, want)
 	}
 
-	resp, body = e.do(t, http.MethodPost, assignPath, unsized{bytes.NewReader(big)})
+	resp, body = e.do(t, http.MethodPost, assignPath, unsized{bytes.NewReader(big)}, "Content-Type", prpc.ContentTypeBinary)
 	checkError(t, resp, body, http.StatusRequestEntityTooLarge, codes.InvalidArgument)
 	if want := "request body: more than 1024 bytes, at most 1024 allowed (--max-request-bytes)\n"; string(body) != want {
 		t.Errorf("body %q, want %q", body, want)
@@ -878,6 +891,7 @@ func TestRejectionHook(t *testing.T) {
 		status int
 		code   codes.Code
 	}{
+		{"no Content-Type", ok, []string{"Content-Type", ""}, http.StatusUnsupportedMediaType, codes.InvalidArgument},
 		{"text/plain", ok, []string{"Content-Type", "text/plain"}, http.StatusUnsupportedMediaType, codes.InvalidArgument},
 		{"bad Accept", ok, []string{"Accept", "image/png"}, http.StatusNotAcceptable, codes.InvalidArgument},
 		{"bad timeout", ok, []string{"X-Prpc-Grpc-Timeout", "soon"}, http.StatusBadRequest, codes.InvalidArgument},
@@ -885,11 +899,7 @@ func TestRejectionHook(t *testing.T) {
 		{"undecodable", []byte("\x0a\x01\xff"), nil, http.StatusBadRequest, codes.InvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			hdr := tc.hdr
-			if tc.name != "text/plain" {
-				hdr = append(hdr, "Content-Type", prpc.ContentTypeBinary)
-			}
-			resp, body := e.post(t, assignPath, tc.body, append(hdr, "Authorization", "Bearer t")...)
+			resp, body := e.post(t, assignPath, tc.body, append(tc.hdr, "Authorization", "Bearer t")...)
 			checkError(t, resp, body, tc.status, tc.code)
 		})
 	}
@@ -901,8 +911,8 @@ func TestRejectionHook(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	if len(got) != 5 {
-		t.Fatalf("hook called %d times, want 5: %+v", len(got), got)
+	if len(got) != 6 {
+		t.Fatalf("hook called %d times, want 6: %+v", len(got), got)
 	}
 	for i, r := range got {
 		if r.method != swarmingv1.ExternalScheduler_AssignTasks_FullMethodName || r.code != codes.InvalidArgument || !r.prpc {

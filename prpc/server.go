@@ -222,7 +222,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err, respEnc)
 	}
 
-	reqEnc, err := parseContentType(r.Header.Get("Content-Type"))
+	reqEnc, err := parseRequestContentType(r.Header.Get("Content-Type"))
 	if err != nil {
 		reject(protoErr(http.StatusUnsupportedMediaType, codes.InvalidArgument, err.Error()))
 		return
