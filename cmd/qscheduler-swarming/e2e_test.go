@@ -52,6 +52,9 @@ type testServer struct {
 	grpcAddr, httpAddr string
 	conn               *grpc.ClientConn
 	log                *syncBuffer
+	// stop shuts the server down as SIGTERM does and returns what run
+	// returned; the test's cleanup calls it if the test did not.
+	stop func() error
 }
 
 // clients are the three services over one transport.
@@ -109,9 +112,17 @@ func startServerOn(t *testing.T, store nodestore.Store, args ...string) *testSer
 		cancel()
 		t.Fatalf("server did not start: %v\n%s", err, ts.log)
 	}
+	var stopped error
+	var once sync.Once
+	ts.stop = func() error {
+		once.Do(func() {
+			cancel()
+			stopped = <-done
+		})
+		return stopped
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := ts.stop(); err != nil {
 			t.Errorf("server exited with %v", err)
 		}
 		if t.Failed() {

@@ -28,14 +28,18 @@ func TestDefaultsAndEnvironment(t *testing.T) {
 	if c.limits != frontend.DefaultLimits || c.maxRequestBytes != 16<<20 {
 		t.Errorf("limits %+v, --max-request-bytes %d; want the defaults", c.limits, c.maxRequestBytes)
 	}
+	if c.httpHosts != nil || c.httpTimeouts != (httpTimeouts{10 * time.Second, 30 * time.Second, 60 * time.Second, 120 * time.Second}) {
+		t.Errorf("--http-host %q, HTTP timeouts %+v; want none (the loopback names) and 10s, 30s, 60s, 120s", c.httpHosts, c.httpTimeouts)
+	}
 	env := map[string]string{"QSCHEDULER_GRPC_ADDR": "127.0.0.1:1", "QSCHEDULER_STORE": "memory", "QSCHEDULER_BATCH_WINDOW": "5ms", "QSCHEDULER_MAX_CLOCK_SKEW": "1m",
-		"QSCHEDULER_MAX_TAG_BYTES": "100", "QSCHEDULER_MAX_REQUEST_BYTES": "1000"}
+		"QSCHEDULER_MAX_TAG_BYTES": "100", "QSCHEDULER_MAX_REQUEST_BYTES": "1000", "QSCHEDULER_HTTP_HOST": "a.example, b.example:8443",
+		"QSCHEDULER_HTTP_IDLE_TIMEOUT": "5s"}
 	c, err = parseFlags([]string{"--store=embedded:/tmp/x", "--max-request-bytes=2000"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.grpcAddr != "127.0.0.1:1" || c.store != "embedded:/tmp/x" || c.batchWindow != 5*time.Millisecond || c.maxClockSkew != time.Minute ||
-		c.limits.TagBytes != 100 || c.maxRequestBytes != 2000 {
+		c.limits.TagBytes != 100 || c.maxRequestBytes != 2000 || strings.Join(c.httpHosts, ",") != "a.example,b.example:8443" || c.httpTimeouts.idle != 5*time.Second {
 		t.Errorf("env and flags: %+v", c)
 	}
 	if _, err := parseFlags(nil, func(k string) string {
@@ -46,8 +50,8 @@ func TestDefaultsAndEnvironment(t *testing.T) {
 	}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "QSCHEDULER_MAX_QUEUE") {
 		t.Errorf("a bad QSCHEDULER_MAX_QUEUE: %v, want an error naming it", err)
 	}
-	for _, arg := range []string{"--max-bot-dimensions=0", "--max-request-bytes=-1", "--max-notify-items=0"} {
-		if _, err := parseFlags([]string{arg}, noEnv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "not a positive number") {
+	for _, arg := range []string{"--max-bot-dimensions=0", "--max-request-bytes=-1", "--max-notify-items=0", "--http-read-timeout=0", "--http-idle-timeout=-1s"} {
+		if _, err := parseFlags([]string{arg}, noEnv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "not a positive") {
 			t.Errorf("%s: %v, want an error", arg, err)
 		}
 	}
@@ -97,7 +101,8 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	for _, want := range []string{"--grpc-addr", "QSCHEDULER_GRPC_ADDR", "--max-clock-skew", "QSCHEDULER_MAX_CLOCK_SKEW", "QSCHEDULER_MAX_NOTIFY_QUEUE", "--version",
 		"QSCHEDULER_MAX_REQUEST_BYTES", "QSCHEDULER_MAX_ASSIGN_BOTS", "QSCHEDULER_MAX_BOT_DIMENSIONS", "QSCHEDULER_MAX_NOTIFY_ITEMS",
-		"QSCHEDULER_MAX_SLICE_DIMENSIONS", "QSCHEDULER_MAX_DIMENSION_BYTES", "QSCHEDULER_MAX_TASK_TAGS", "QSCHEDULER_MAX_TAG_BYTES"} {
+		"QSCHEDULER_MAX_SLICE_DIMENSIONS", "QSCHEDULER_MAX_DIMENSION_BYTES", "QSCHEDULER_MAX_TASK_TAGS", "QSCHEDULER_MAX_TAG_BYTES",
+		"QSCHEDULER_HTTP_HOST", "QSCHEDULER_HTTP_READ_HEADER_TIMEOUT", "QSCHEDULER_HTTP_READ_TIMEOUT", "QSCHEDULER_HTTP_WRITE_TIMEOUT", "QSCHEDULER_HTTP_IDLE_TIMEOUT"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %s:\n%s", want, out.String())
 		}

@@ -74,7 +74,22 @@ type config struct {
 	logLevel           string
 	limits             frontend.Limits
 	maxRequestBytes    int
+	httpHosts          []string
+	httpTimeouts       httpTimeouts
 }
+
+// httpTimeouts bound how long one HTTP connection may hold the server
+// (http.Server's timeouts of the same names).
+type httpTimeouts struct {
+	readHeader time.Duration // reading a request's headers
+	read       time.Duration // reading a whole request, body included
+	write      time.Duration // from the end of the headers to the end of the answer
+	idle       time.Duration // a kept-alive connection waiting for its next request
+}
+
+// defaultHTTPTimeouts fit Swarming's 20 s deadline: a call may take 20 s
+// after its body is read in up to 30 s, within the 60 s of write.
+var defaultHTTPTimeouts = httpTimeouts{readHeader: 10 * time.Second, read: 30 * time.Second, write: 60 * time.Second, idle: 120 * time.Second}
 
 // defaultMaxRequestBytes bounds one request on both transports: a batched
 // NotifyTasks of Swarming's 1,000 items takes a few MB at most.
@@ -118,6 +133,18 @@ func parseFlags(args []string, getenv func(string) string, stdout, stderr io.Wri
 	limit(&c.limits.DimensionBytes, "max-dimension-bytes", d.DimensionBytes, "most bytes in one dimension of a bot (InvalidArgument beyond) or a task slice (a task error beyond)")
 	limit(&c.limits.TaskTags, "max-task-tags", d.TaskTags, "most tags of one task (a task error beyond)")
 	limit(&c.limits.TagBytes, "max-tag-bytes", d.TagBytes, "most bytes in one task tag (a task error beyond)")
+	var hosts string
+	fs.StringVar(&hosts, "http-host", "", "host names (name or name:port, comma-separated) the HTTP server answers pRPC to, or * for any (default localhost,127.0.0.1,[::1] when --http-addr is a loopback address; required otherwise)")
+	dt := defaultHTTPTimeouts
+	durations := map[string]*time.Duration{}
+	timeout := func(p *time.Duration, name string, def time.Duration, usage string) {
+		fs.DurationVar(p, name, def, usage)
+		durations[name] = p
+	}
+	timeout(&c.httpTimeouts.readHeader, "http-read-header-timeout", dt.readHeader, "how long the HTTP server waits for a request's headers")
+	timeout(&c.httpTimeouts.read, "http-read-timeout", dt.read, "how long the HTTP server waits for a whole request, body included")
+	timeout(&c.httpTimeouts.write, "http-write-timeout", dt.write, "how long the HTTP server gives a request from the end of its headers to the end of its answer")
+	timeout(&c.httpTimeouts.idle, "http-idle-timeout", dt.idle, "how long the HTTP server keeps an idle connection open")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text | json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug | info | warn | error")
 	settable := map[string]bool{}
@@ -157,6 +184,15 @@ func parseFlags(args []string, getenv func(string) string, stdout, stderr io.Wri
 		if *p <= 0 {
 			return nil, fmt.Errorf("--%s: %d is not a positive number", name, *p)
 		}
+	}
+	for name, p := range durations {
+		if *p <= 0 {
+			return nil, fmt.Errorf("--%s: %v is not a positive duration", name, *p)
+		}
+	}
+	var err error
+	if c.httpHosts, err = parseHosts(hosts); err != nil {
+		return nil, err
 	}
 	if c.eventLog == "" {
 		c.eventLog = "none"
@@ -311,6 +347,12 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 		grpcLis.Close()
 		return fmt.Errorf("--http-addr: %w", err)
 	}
+	hosts, err := newHostCheck(c.httpHosts, httpLis.Addr(), log)
+	if err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return err
+	}
 
 	interceptors := []grpc.UnaryServerInterceptor{recoverer(log), logger(log)}
 	gs := grpc.NewServer(
@@ -364,12 +406,20 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 	})
 	mux.HandleFunc("/readyz", readyz(&ready, store, pipeline))
 	mux.Handle("/metrics", exporter.Handler())
-	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	to := c.httpTimeouts
+	hsrv := &http.Server{
+		Handler:           hosts.wrap(mux),
+		ReadHeaderTimeout: to.readHeader,
+		ReadTimeout:       to.read,
+		WriteTimeout:      to.write,
+		IdleTimeout:       to.idle,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(grpcLis) }()
 	go func() { errc <- hsrv.Serve(httpLis) }()
-	log.Info("serving", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "store", c.store, "eventlog", c.eventLog, "version", version)
+	log.Info("serving", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "http_host", hosts.shown, "store", c.store, "eventlog", c.eventLog, "version", version)
 	if listening != nil {
 		listening(grpcLis.Addr().String(), httpLis.Addr().String())
 	}
@@ -400,7 +450,10 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 		gs.GracefulStop()
 		close(done)
 	}()
-	_ = hsrv.Shutdown(sctx)
+	if err := hsrv.Shutdown(sctx); err != nil {
+		// The grace is over: close the connections still open.
+		hsrv.Close()
+	}
 	select {
 	case <-done:
 	case <-sctx.Done():
