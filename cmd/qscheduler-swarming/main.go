@@ -25,6 +25,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -313,6 +314,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	started := time.Now()
+	// Before the store is opened: opening creates pools.db.
+	if dir, ok := strings.CutPrefix(c.store, "embedded:"); ok && dir != "" {
+		if path, ok := strings.CutPrefix(c.eventLog, "jsonl:"); ok && path != "" {
+			if msg, err := embedded.NewStoreWarning(dir, path); err != nil {
+				log.Warn("could not compare the store with the event log", "err", err)
+			} else if msg != "" {
+				log.Warn("new store beside an existing event log: " + msg)
+			}
+		}
+	}
 	store, err := openStore(c.store, log)
 	if err != nil {
 		return err
@@ -430,8 +441,34 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 		hsrv.Close()
 		return fmt.Errorf("loading state: %w", err)
 	}
+	// gRPC health follows readiness and the store's health: NOT_SERVING
+	// while the store takes no writes, SERVING again once a write check
+	// succeeds, without any request.
+	var healthMu sync.Mutex
+	updateHealth := func() {
+		healthMu.Lock()
+		defer healthMu.Unlock()
+		st := healthpb.HealthCheckResponse_SERVING
+		if !ready.Load() || !pipeline.StoreHealth().Healthy {
+			st = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		setHealth(st)
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-pipeline.StoreHealthChanged():
+				updateHealth()
+			}
+		}
+	}()
 	ready.Store(true)
-	setHealth(healthpb.HealthCheckResponse_SERVING)
+	updateHealth()
 	log.Info("ready", "pools", len(pipeline.Pools()), "load_seconds", time.Since(started).Seconds())
 
 	select {
@@ -442,7 +479,9 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 	// Shutdown: not serving, stop accepting, drain the batchers, flush.
 	log.Info("shutting down")
 	ready.Store(false)
-	setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
+	updateHealth()
+	stopWatch()
+	<-watchDone
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownGrace)
 	defer cancel()
 	done := make(chan struct{})
@@ -475,8 +514,8 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 	return nil
 }
 
-// readyz answers 200 once every pool is loaded, while the store answers and
-// no pool is down; otherwise 503 saying why.
+// readyz answers 200 once every pool is loaded, while the store answers,
+// takes writes and no pool is down; otherwise 503 with every reason.
 func readyz(ready *atomic.Bool, store nodestore.Store, pipeline *state.Pipeline) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !ready.Load() {
@@ -489,12 +528,15 @@ func readyz(ready *atomic.Bool, store nodestore.Store, pipeline *state.Pipeline)
 			http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		if down := pipeline.Outages(); len(down) > 0 {
-			var b strings.Builder
-			for _, o := range down {
-				fmt.Fprintf(&b, "pool %q down since %s (%d restores tried, last error: %v): %v\n",
-					o.Pool, o.Since.UTC().Format(time.RFC3339), o.Attempts, o.Last, o.Cause)
-			}
+		var b strings.Builder
+		if err := pipeline.StoreHealth().Err(); err != nil {
+			fmt.Fprintln(&b, err)
+		}
+		for _, o := range pipeline.Outages() {
+			fmt.Fprintf(&b, "pool %q down since %s (%d restores tried, last error: %v): %v\n",
+				o.Pool, o.Since.UTC().Format(time.RFC3339), o.Attempts, o.Last, o.Cause)
+		}
+		if b.Len() > 0 {
 			http.Error(w, strings.TrimSuffix(b.String(), "\n"), http.StatusServiceUnavailable)
 			return
 		}

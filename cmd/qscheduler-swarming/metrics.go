@@ -37,6 +37,12 @@ func registerMetrics(m metric.Meter, p *state.Pipeline, sw *frontend.Swarming) e
 		"Requests waiting in the pool's queue: kind=notifications (NotifyTasks and admin calls) or kind=polls (AssignTasks).")
 	empty := counter("qscheduler_cron_empty_answers",
 		"GetCancellations and GetCallbacks calls answered with an empty list because the pool they name cannot be read (unknown, empty or invalid id, down).")
+	storeHealthy := gauge("qscheduler_store_healthy",
+		"1 while the store takes writes, 0 from its first failed write until a background write check succeeds.")
+	storeOutages := counter("qscheduler_store_outages",
+		"Times the store stopped taking writes.")
+	storeChecks := counter("qscheduler_store_write_check_failures",
+		"Background write checks that failed while the store took no writes.")
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -61,9 +67,17 @@ func registerMetrics(m metric.Meter, p *state.Pipeline, sw *frontend.Swarming) e
 			o.ObserveInt64(queued, int64(st.QueuedNotifications), with(attribute.String("kind", "notifications")))
 			o.ObserveInt64(queued, int64(st.QueuedPolls), with(attribute.String("kind", "polls")))
 		}
+		h := p.StoreHealth()
+		healthy := int64(0)
+		if h.Healthy {
+			healthy = 1
+		}
+		o.ObserveInt64(storeHealthy, healthy)
+		o.ObserveInt64(storeOutages, h.Outages)
+		o.ObserveInt64(storeChecks, h.TotalFailedChecks)
 		o.ObserveInt64(empty, sw.EmptyCancellations.Load(), metric.WithAttributes(attribute.String("method", "GetCancellations")))
 		o.ObserveInt64(empty, sw.EmptyCallbacks.Load(), metric.WithAttributes(attribute.String("method", "GetCallbacks")))
 		return nil
-	}, shed, failures, restores, down, queued, empty)
+	}, shed, failures, restores, down, queued, empty, storeHealthy, storeOutages, storeChecks)
 	return err
 }

@@ -9,6 +9,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +29,7 @@ import (
 	swarmingv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/swarming/v1"
 	"github.com/qscheduler-swarming/qscheduler-swarming/prpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -404,4 +407,42 @@ func TestExpiredDeadlineIsDeadlineExceeded(t *testing.T) {
 	if res.StatusCode != 504 || res.Header.Get(prpc.HeaderGRPCCode) != strconv.Itoa(int(codes.DeadlineExceeded)) {
 		t.Errorf("InspectPool with a 1 ns deadline: HTTP %d code %s %q, want 504 DeadlineExceeded", res.StatusCode, res.Header.Get(prpc.HeaderGRPCCode), b)
 	}
+}
+
+// TestStoreTakesNoWrites: while every write fails (a full disk), gRPC
+// health is NOT_SERVING, /readyz says why and requests get Unavailable;
+// once writes succeed again, health comes back by itself, with no request.
+func TestStoreTakesNoWrites(t *testing.T) {
+	fs := faultstore.New(memory.New(memory.Options{}))
+	srv := startServerOn(t, fs)
+	mustCall(t, srv, "admin:CreateSchedulerPool", &qschedulerv1.CreateSchedulerPoolRequest{PoolId: "lab"}, nil)
+	hc := healthpb.NewHealthClient(srv.conn)
+	serving := func() healthpb.HealthCheckResponse_ServingStatus {
+		r, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Status
+	}
+	fs.FailWrites(syscall.ENOSPC)
+	req := &swarmingv1.NotifyTasksRequest{SchedulerId: "lab", Notifications: []*swarmingv1.NotifyTasksItem{{Time: at(1), Task: pendingTask("t", "", []string{"pool:lab"})}}}
+	if a := swarmingCall(t, srv, "swarming:NotifyTasks", req, nil); a.http != 503 || a.code != codes.Unavailable {
+		t.Errorf("NotifyTasks on a full disk: HTTP %d %v %s, want 503 Unavailable", a.http, a.code, a.msg)
+	}
+	waitFor(t, "gRPC health NOT_SERVING", func() bool { return serving() == healthpb.HealthCheckResponse_NOT_SERVING })
+	if code, body := httpGet(t, srv, "/readyz"); code != 503 || !strings.Contains(body, "the store takes no writes") || !strings.Contains(body, "no space left on device") {
+		t.Errorf("/readyz on a full disk: %d %q", code, body)
+	}
+	if v, _ := metricValue(t, srv, "qscheduler_store_healthy"); v != 0 {
+		t.Errorf("qscheduler_store_healthy = %v on a full disk, want 0", v)
+	}
+	fs.FailWrites(nil) // room again; no request arrives
+	waitFor(t, "gRPC health SERVING again", func() bool { return serving() == healthpb.HealthCheckResponse_SERVING })
+	if code, body := httpGet(t, srv, "/readyz"); code != 200 {
+		t.Errorf("/readyz after the disk has room: %d %q", code, body)
+	}
+	if v, _ := metricValue(t, srv, "qscheduler_store_outages_total"); v != 1 {
+		t.Errorf("qscheduler_store_outages_total = %v, want 1", v)
+	}
+	mustCall(t, srv, "swarming:NotifyTasks", req, nil)
 }
