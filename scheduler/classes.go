@@ -238,6 +238,7 @@ func (s *Scheduler) classFor(a *account, base, prov *labelSet) *class {
 	if pv == nil {
 		pv = &provVariant{prov: s.sets.ref(prov), bi: bi, idx: len(bi.provs)}
 		bi.provs = append(bi.provs, pv)
+		count(s.labels.inProv, prov.ids, 1)
 	}
 	c := &class{
 		acct: a, base: s.sets.ref(base), prov: s.sets.ref(prov), fan: s.sets.refUnion(base, prov),

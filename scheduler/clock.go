@@ -61,13 +61,7 @@ func (s *Scheduler) updateTime(t int64) {
 	}
 	s.now = t
 	s.dirty.clock = true
-	for s.idle.Len() > 0 {
-		w := s.idle.Top()
-		if s.now-w.confirmed <= s.cfg.botExpiration {
-			break
-		}
-		s.forgetWorker(w)
-	}
+	s.expireIdle()
 	s.expireTombstones()
 	s.enforceMaxTombstones()
 }

@@ -25,6 +25,9 @@ func (s *Scheduler) checkIndexes() error {
 	if err := s.checkWorkerRanks(); err != nil {
 		return err
 	}
+	if err := s.checkLabelUse(); err != nil {
+		return err
+	}
 	type gk struct {
 		a   AccountID
 		fan string
@@ -41,6 +44,12 @@ func (s *Scheduler) checkIndexes() error {
 			idle++
 			if w.idleIdx < 0 || s.idle.Items[w.idleIdx] != w {
 				return fmt.Errorf("idle worker %s not in the idle heap", id)
+			}
+			if w.idleKey > w.confirmed {
+				return fmt.Errorf("idle worker %s keyed at %d, after its confirmed time %d", id, w.idleKey, w.confirmed)
+			}
+			if i := w.idleIdx; i > 0 && s.idle.Less(w, s.idle.Items[(i-1)/2]) {
+				return fmt.Errorf("idle worker %s precedes its parent in the idle heap", id)
 			}
 			continue
 		}
@@ -174,6 +183,46 @@ func (s *Scheduler) checkIndexes() error {
 		}
 		if a.cfg != nil && !a.hasBalance {
 			return fmt.Errorf("configured account %s has no balance", id)
+		}
+	}
+	return nil
+}
+
+// drawRowMode draws how the eligibility rows are laid out (trie.go): by
+// density as in production, or all dense or all sparse, so that small
+// random states take every path of the walk and of the provision-match
+// queries, which must not change any decision.
+func drawRowMode(t *rapid.T, name string) rowMode {
+	return rapid.SampledFrom([]rowMode{rowsByDensity, rowsAllDense, rowsAllSparse}).Draw(t, name)
+}
+
+// checkLabelUse: the labels' counts of base sets in the trie and of
+// provisionable sets of provVariants (labelTable.inTrie, inProv) are
+// exact.
+func (s *Scheduler) checkLabelUse() error {
+	inTrie := make([]int32, len(s.labels.names))
+	inProv := make([]int32, len(s.labels.names))
+	var walk func(n *trieNode)
+	walk = func(n *trieNode) {
+		if bi := n.bi; bi != nil {
+			for _, l := range bi.set.ids {
+				inTrie[l]++
+			}
+			for _, pv := range bi.provs {
+				for _, l := range pv.prov.ids {
+					inProv[l]++
+				}
+			}
+		}
+		for _, k := range n.kids {
+			walk(k)
+		}
+	}
+	walk(&s.trie)
+	for l := range inTrie {
+		if s.labels.inTrie[l] != inTrie[l] || s.labels.inProv[l] != inProv[l] {
+			return fmt.Errorf("label %q counted in %d base sets and %d provisionable sets, is in %d and %d",
+				s.labels.names[l], s.labels.inTrie[l], s.labels.inProv[l], inTrie[l], inProv[l])
 		}
 	}
 	return nil
@@ -371,6 +420,7 @@ func TestInvariantsUnderRandomOperations(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.TrackChanges()
+		s.elig.mode = drawRowMode(t, "rows")
 		clock := 0.0
 		for step := range rapid.IntRange(1, 40).Draw(t, "steps") {
 			op := drawOp(t, &clock)
@@ -379,6 +429,7 @@ func TestInvariantsUnderRandomOperations(t *testing.T) {
 			if err != nil {
 				t.Fatalf("step %d: FromProto: %v", step, err)
 			}
+			twin.elig.mode = drawRowMode(t, "twinRows")
 			s.DiscardEvents()
 			res, err := op.do(s)
 			events := s.TakeEvents()

@@ -21,12 +21,20 @@ type labelID int32
 // O(labels of one worker) work, has(l) and hasAll(set) cost O(1) per label
 // asked about: sub-pass a tests a provisionable set against a worker that
 // way, and the trie's per-worker walk tests children.
+//
+// inTrie and inProv count, per label, the base sets in the trie and the
+// provisionable sets of provVariants that contain it: only such labels
+// can decide a match, so only they get an eligibility row (trie.go). A
+// label counted there is referenced by the set, so its id is not freed
+// while the count is not zero.
 type labelTable struct {
-	ids   map[string]labelID
-	names []string  // by id; "" for a free id
-	keys  []string  // by id: the part before the first ':' ("" when there is none)
-	refs  []int32   // by id
-	free  []labelID // ids without references, reused first
+	ids    map[string]labelID
+	names  []string  // by id; "" for a free id
+	keys   []string  // by id: the part before the first ':' ("" when there is none)
+	refs   []int32   // by id
+	free   []labelID // ids without references, reused first
+	inTrie []int32   // by id: base sets in the trie containing it
+	inProv []int32   // by id: provisionable sets of provVariants containing it
 
 	// Membership marks for the worker being examined (see mark).
 	marks   []uint32
@@ -59,6 +67,8 @@ func (t *labelTable) ref(name string) labelID {
 		t.keys = append(t.keys, key)
 		t.refs = append(t.refs, 1)
 		t.marks = append(t.marks, 0)
+		t.inTrie = append(t.inTrie, 0)
+		t.inProv = append(t.inProv, 0)
 	}
 	t.ids[name] = id
 	return id
@@ -71,6 +81,14 @@ func (t *labelTable) unref(id labelID) {
 		delete(t.ids, t.names[id])
 		t.names[id], t.keys[id] = "", ""
 		t.free = append(t.free, id)
+	}
+}
+
+// count adds d to counts[l] for every label l of ids (counts is inTrie or
+// inProv).
+func count(counts []int32, ids []labelID, d int32) {
+	for _, l := range ids {
+		counts[l] += d
 	}
 }
 

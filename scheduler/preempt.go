@@ -153,14 +153,15 @@ func (st *step) collectVictims(bound Vector) bool {
 
 // indexVictims gives every base index some victim's labels contain a
 // bitset of those victims (baseIndex.victimBits) and lists the base
-// indexes reached (sc.touched). The eligibility walk leaves its per-label
-// bitsets over the victims in place for the provision-match queries of the
-// step, until release.
+// indexes reached (sc.touched). The eligibility call leaves its rows of
+// the provisionable labels over the victims in place for the
+// provision-match queries of the step, until release.
 func (st *step) indexVictims() {
 	s, sc, vs := st.p.s, st.sc, st.vs
 	touched := sc.touched[:0]
-	for i, elig := range s.eligibleKeep(vs.ws) {
-		for _, bi := range elig {
+	s.eligibleKeep(vs.ws)
+	for i, v := range vs.ws {
+		for _, bi := range v.elig {
 			if bi.victimEpoch != vs.epoch {
 				bi.victimEpoch = vs.epoch
 				if cap(bi.victimBits) >= vs.words {
@@ -370,9 +371,8 @@ func (st *step) wake(b *account, r *request) {
 	}
 }
 
-// release forgets the step: dormant units, the eligibility walk's
-// per-label bitsets, and every pointer its scratch memory holds, which
-// the next step reuses.
+// release forgets the step: dormant units, the eligibility call's rows,
+// and every pointer its scratch memory holds, which the next step reuses.
 func (st *step) release() {
 	sc := st.sc
 	for _, a := range st.sleepers {

@@ -160,6 +160,7 @@ func TestRunOnceMatchesReference(t *testing.T) {
 		if err != nil {
 			t.Fatalf("FromProto: %v", err)
 		}
+		s.elig.mode = drawRowMode(t, "rows")
 		if diff := cmp.Diff(st, s.ToProto(), protocmp.Transform()); diff != "" {
 			t.Fatalf("state -> proto is not lossless (-in +out):\n%s", diff)
 		}

@@ -163,8 +163,8 @@ func (s *Scheduler) AssignTasks(t time.Time, workers []IdleWorker) ([]TaskAssign
 		return nil, err
 	}
 	for i, w := range workers {
-		if err := ValidateID("idle_bots["+strconv.Itoa(i)+"].bot_id", string(w.ID)); err != nil {
-			return nil, err
+		if ValidateID("", string(w.ID)) != nil { // the field named only on error
+			return nil, ValidateID("idle_bots["+strconv.Itoa(i)+"].bot_id", string(w.ID))
 		}
 	}
 	return s.assignTasks(ns, workers), nil

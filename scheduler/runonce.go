@@ -61,7 +61,7 @@ type pass struct {
 	s      *Scheduler
 	epoch  uint64
 	active [NumPaidLevels + 1]bool // some account may have requests in L[l]
-	idle   []*worker               // idle workers by id, those still idle
+	idle   []*worker               // idle workers that can serve a base set, by id, those still idle
 	cands  []limitedCand           // choose's scratch
 	out    []assignment            // the assignments so far, in order
 	steps  uint64                  // preemption steps so far (a step's epoch is epoch<<8 | steps)
@@ -76,8 +76,10 @@ type limitedCand struct {
 
 // startPass starts a pass: the accounts' levels from their balances
 // (algorithm.md §2.2), which lists may be non-empty (active), and, when
-// something waits, the idle workers in id order with the base sets each one's
-// labels contain, most labels first.
+// something waits, the idle workers whose labels contain some base set, in
+// id order, each with those base sets, most labels first. It costs O(I)
+// for the I idle workers (most served from their kept results, trie.go)
+// plus O(E log E) to sort the E of them that can serve something.
 func (s *Scheduler) startPass() *pass {
 	s.epoch++
 	p := &pass{s: s, epoch: s.epoch, out: make([]assignment, 0, s.lastPassOut)}
@@ -97,23 +99,40 @@ func (s *Scheduler) startPass() *pass {
 	if s.nWaiting == 0 {
 		return p // nothing to match; preemption needs no idle workers
 	}
-	// Idle workers in id order, each with the base sets its labels contain.
-	p.idle = append(p.idle, s.idle.Items...)
-	slices.SortFunc(p.idle, func(a, b *worker) int { return strings.Compare(string(a.id), string(b.id)) })
-	for i, e := range s.eligible(p.idle) {
-		p.idle[i].passElig = e
+	// The idle workers with the base sets each one's labels contain. A
+	// worker whose labels contain none can take nothing in a sub-pass
+	// (choose would find no candidate), so only the others take part, in
+	// id order: a pass sorts the workers that can serve something, not
+	// every idle bot.
+	ws := append(s.passIdle[:0], s.idle.Items...)
+	s.eligible(ws)
+	n := 0
+	for _, w := range ws {
+		if len(w.elig) > 0 {
+			ws[n] = w
+			n++
+		}
 	}
+	clear(ws[n:])
+	p.idle = ws[:n]
+	slices.SortFunc(p.idle, func(a, b *worker) int { return strings.Compare(string(a.id), string(b.id)) })
 	for _, w := range p.idle {
 		// Most base labels first (algorithm.md §2.4 step 3).
+		w.passElig = w.elig
 		slices.SortFunc(w.passElig, func(a, b *baseIndex) int { return len(b.set.ids) - len(a.set.ids) })
 	}
 	return p
 }
 
-// finish forgets the pass's per-worker lists.
+// finish forgets the pass's per-worker lists and hands its list of idle
+// workers back to the Scheduler's scratch.
 func (p *pass) finish() {
 	for _, w := range p.idle {
 		w.passElig = nil
+	}
+	clear(p.idle)
+	if cap(p.idle) > 0 {
+		p.s.passIdle = p.idle[:0]
 	}
 }
 

@@ -43,7 +43,7 @@ type Scheduler struct {
 	requests idtable.Table[RequestID, request] // waiting and running, by id
 	nWaiting int                               // waiting requests
 	workers  map[WorkerID]*worker
-	idle     heap.Heap[*worker]  // idle workers by (confirmed, id)
+	idle     heap.Heap[*worker]  // idle workers by (idleKey, id); see worker
 	classes  map[classKey]*class // every class, empty ones until gc
 	trie     trieNode            // root of the trie of base label sets
 	// The trie's changes (a base set entering or leaving it) that made its
@@ -54,6 +54,7 @@ type Scheduler struct {
 	tombstones tombstones
 	reconciler reconciler
 	elig       eligibility // scratch of eligible()
+	passIdle   []*worker   // scratch of a pass's idle workers (pass.idle)
 
 	stepScratch preemptScratch // a preemption step's memory, reused by the next
 	costScratch struct {       // of pass.byCost
@@ -116,8 +117,8 @@ func newEmpty() *Scheduler {
 	s.events = chunkbuf.New[Event](eventChunk, maxSpare)
 	s.idle = heap.Heap[*worker]{
 		Less: func(a, b *worker) bool {
-			if a.confirmed != b.confirmed {
-				return a.confirmed < b.confirmed
+			if a.idleKey != b.idleKey {
+				return a.idleKey < b.idleKey
 			}
 			return a.id < b.id
 		},
@@ -164,6 +165,7 @@ func (s *Scheduler) gc() {
 		}
 		if len(pv.classes) == 0 {
 			bi.provs = swapRemove(bi.provs, pv.idx, func(x *provVariant, i int) { x.idx = i })
+			count(s.labels.inProv, pv.prov.ids, -1)
 			s.sets.unref(pv.prov)
 		}
 		if len(bi.accts) == 0 {

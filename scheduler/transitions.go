@@ -100,8 +100,7 @@ func (s *Scheduler) markIdle(id WorkerID, labels []string, t int64, fromCallback
 		s.bury(r.id, t)
 	}
 	s.setWorkerLabels(w, labels)
-	w.confirmed = t
-	s.idle.Fix(w.idleIdx)
+	w.confirmed = t // its idle key catches up at expiry (expireIdle)
 	s.dirty.worker(w.id)
 }
 

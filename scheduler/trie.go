@@ -28,7 +28,8 @@ import (
 // log (an added set is appended if the worker's labels contain it, a
 // removed one is dropped), and only workers the log cannot serve (labels
 // changed, or last walked before the log's start) are walked, in one walk
-// over just them.
+// over just them. The trie's labels are counted (labelTable.inTrie), so
+// that the walk builds rows only for labels some base set contains.
 type trieNode struct {
 	label  labelID // the last label of the path to this node
 	parent *trieNode
@@ -54,15 +55,19 @@ func (n *trieNode) child(l labelID) *trieNode {
 	return nil
 }
 
-// trieInsert adds bi's set to the trie, logging the change.
+// trieInsert adds bi's set to the trie, counting its labels
+// (labelTable.inTrie) and logging the change.
 func (s *Scheduler) trieInsert(bi *baseIndex) {
 	s.trie.insert(bi)
+	count(s.labels.inTrie, bi.set.ids, 1)
 	s.logTrie(bi, true)
 }
 
-// trieRemove takes bi's set out of the trie, logging the change.
+// trieRemove takes bi's set out of the trie, uncounting its labels and
+// logging the change.
 func (s *Scheduler) trieRemove(bi *baseIndex) {
 	s.trie.remove(bi)
+	count(s.labels.inTrie, bi.set.ids, -1)
 	s.logTrie(bi, false)
 }
 
@@ -188,86 +193,154 @@ func (n *trieNode) collectFor(t *labelTable, ids []labelID, wi int32, out []elig
 }
 
 // eligibility finds, for many workers at once, the base sets their labels
-// contain. It builds one bitset of workers per label they hold, walks the
-// trie once from the root carrying the bitset of workers that hold every
-// label on the path (a child's set is the parent's AND the child label's
-// bitset, pruned when empty), and records (worker, base index) at every
-// node that ends a set. Where the workers left on a path are few compared
-// to the work of one bitset step
-// (8·count·min(children, 32) < children·words), it switches to per-worker
-// walks (collectFor), which iterate
-// either the node's children or the worker's remaining labels, whichever is
-// shorter. The pairs are bucketed per worker by a counting sort. The cost
-// is proportional to the trie nodes some worker reaches times the bitset
-// width, never to base sets off those paths. The result lists, per worker,
-// the base indexes in no particular order.
+// contain (eligible, eligibleKeep), and keeps for a preemption step a row
+// per provisionable label over its victims (row).
 //
-// It runs once per pass for the idle workers and once per preemption step
-// for the victims; its memory is kept between calls. The per-label bitsets
-// are built for every worker asked about, also those the trie log serves,
-// since a preemption step reads them for its provision-match queries
-// (eligibleKeep, labelBits, release).
+// The walk. Workers are numbered by their index in the slice examined (n
+// of them). Those whose kept result (worker.elig) is current or can be
+// brought up to date from the trie log are served that way; the others,
+// the walked workers (the bitset all), are found by one walk of the trie
+// from the root carrying the set of walked workers that hold every label
+// on the path: a child's set is the parent's AND the workers carrying the
+// child's label, pruned when empty, and (worker, base index) is recorded
+// at every node that ends a set. Where the workers left on a path are few
+// compared to the work of one bitset step
+// (8·count·min(children, 32) < children·words), the walk switches to
+// per-worker walks (collectFor), which iterate either the node's children
+// or the worker's remaining labels, whichever is shorter. The pairs are
+// bucketed per worker by a counting sort; each worker's list is in no
+// particular order.
+//
+// What it holds: rows. The walk reads, per child, the workers carrying its
+// label, and a preemption step's provision-match queries read, per
+// provisionable label, the victims carrying it; nothing else reads a
+// label's workers. So a label gets a row only when a reader can ask for
+// it: a label some base set in the trie contains (labelTable.inTrie) a row
+// of the walked workers carrying it, and, for a preemption step
+// (eligibleKeep), a label some provisionable set of a provVariant contains
+// (labelTable.inProv) a row of all the examined workers carrying it. No
+// other label has a row: not the unique id:<bot> of every Swarming bot
+// that no request asks for, nor a label no such worker carries; row then
+// reports none, which its readers take as "no worker carries it". A pass
+// whose idle workers are all served from their kept results builds no row.
+// A row is dense, a bitset of the n workers (words = ⌈n/64⌉ words), when
+// at least one worker in 256 carries its label (rowDensity·count ≥ words),
+// and sparse otherwise: the ascending list of the workers carrying it
+// (int32s in post). The walk ANDs a dense child row into the path's set
+// in words steps and, for a sparse child, looks each listed worker up in
+// the path's set and walks that worker alone below the child
+// (collectOne); a provision-match query ANDs dense rows word by word, or
+// looks only at the victims of the shortest sparse row (victims.go).
+//
+// Invariants. Between a call and release: rowOf[l] is not 0 exactly for
+// the labels in used, and rows[rowOf[l]-1] holds exactly the workers
+// described above, a dense row as bits of slab, a sparse one ascending in
+// post. After release every rowOf entry is 0, so no row outlives its call.
+// After a call every worker examined has a current kept result
+// (worker.eligGen is the trie's generation).
+//
+// Costs. Serving a worker from its kept result is O(1), from the log O(the
+// changes since). Building the rows is O(labels of the workers examined)
+// plus zeroing the dense rows, which take at most rowDensity words per
+// (worker, label) pair they hold (sparse ones half a word): rows take
+// memory and time linear in the workers examined and their labels that a
+// base or provisionable set contains, never workers × labels, so n idle
+// bots with unique ids cost O(n), not n²/64 words. The walk is O(trie
+// nodes some walked worker reaches × words) for bitset steps, plus the
+// per-worker walks. The memory is the Scheduler's scratch, kept between
+// calls and grown to the largest call's.
 type eligibility struct {
-	words    int        // bitset width: (workers examined + 63) / 64
-	slab     []uint64   // per label held by some worker: a bitset of workers
-	labelOff []int32    // label id -> 1 + index of its bitset in slab (0: none)
-	used     []labelID  // the labels with a bitset in slab
-	stack    [][]uint64 // per depth of the walk: the path's worker bitset
-	pairs    []eligPair
-	counts   []int32
-	all      []uint64 // the workers to walk
+	words  int        // bitset width: (workers examined + 63) / 64
+	rowOf  []int32    // label id -> 1 + index of its row in rows (0: none)
+	rows   []labelRow // the rows of the labels in used, in that order
+	used   []labelID  // the labels with a row
+	slab   []uint64   // the dense rows' bitsets, words each
+	post   []int32    // the sparse rows' workers, ascending per row
+	stack  [][]uint64 // per depth of the walk: the path's worker bitset
+	pairs  []eligPair
+	counts []int32
+	all    []uint64 // the workers to walk
+	mode   rowMode  // tests force dense or sparse rows
 }
 
-// eligible returns, for each worker of ws, the base indexes whose sets its
-// labels contain.
-func (s *Scheduler) eligible(ws []*worker) [][]*baseIndex {
-	out := s.eligibleKeep(ws)
-	s.elig.release()
-	return out
+// labelRow is where a label's row is: words words of slab from off when
+// dense, else n workers of post from off.
+type labelRow struct {
+	off   int
+	n     int32 // workers carrying the label
+	dense bool
 }
 
-// labelBits returns the bitset of the examined workers carrying l, or nil;
-// valid between eligibleKeep and release.
-func (e *eligibility) labelBits(l labelID) []uint64 {
-	if int(l) >= len(e.labelOff) || e.labelOff[l] == 0 {
-		return nil
+// rowDensity: a row is dense when rowDensity·(its workers) ≥ words.
+const rowDensity = 4
+
+// rowMode chooses between dense and sparse rows: by density, or (tests)
+// always one kind.
+type rowMode uint8
+
+const (
+	rowsByDensity rowMode = iota
+	rowsAllDense
+	rowsAllSparse
+)
+
+// dense reports whether a row of n workers is a bitset.
+func (e *eligibility) dense(n int32) bool {
+	switch e.mode {
+	case rowsAllDense:
+		return true
+	case rowsAllSparse:
+		return false
 	}
-	off := int(e.labelOff[l])
-	return e.slab[(off-1)*e.words : off*e.words]
+	return rowDensity*int(n) >= e.words
 }
 
-// release forgets the per-label bitsets of the last eligibleKeep.
+// eligible brings up to date, for each worker of ws, the base indexes
+// whose sets its labels contain (worker.elig).
+func (s *Scheduler) eligible(ws []*worker) {
+	s.eligibleFor(ws, false)
+	s.elig.release()
+}
+
+// eligibleKeep is eligible, keeping until release a row of every label of
+// a provisionable set over the workers of ws (row), for the
+// provision-match queries of a preemption step.
+func (s *Scheduler) eligibleKeep(ws []*worker) {
+	s.eligibleFor(ws, true)
+}
+
+// row returns the row of label l over the workers examined by the last
+// eligibleKeep: its bitset when dense, else its workers in ascending
+// order; ok is false when l has no row, that is when no worker examined
+// carries it (for a label of a provisionable set). Valid until release.
+func (e *eligibility) row(l labelID) (dense []uint64, sparse []int32, ok bool) {
+	if int(l) >= len(e.rowOf) || e.rowOf[l] == 0 {
+		return nil, nil, false
+	}
+	r := e.rows[e.rowOf[l]-1]
+	if r.dense {
+		return e.slab[r.off : r.off+e.words], nil, true
+	}
+	return nil, e.post[r.off : r.off+int(r.n)], true
+}
+
+// release forgets the rows of the last call.
 func (e *eligibility) release() {
 	for _, l := range e.used {
-		e.labelOff[l] = 0
+		e.rowOf[l] = 0
 	}
 	e.used = e.used[:0]
+	e.rows = e.rows[:0]
 }
 
-// eligibleKeep is eligible, keeping the per-label bitsets until release.
-func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
+// eligibleFor is eligible, keeping the rows until release; with prov, the
+// labels of provisionable sets get rows over every worker of ws.
+func (s *Scheduler) eligibleFor(ws []*worker, prov bool) {
 	e := &s.elig
-	out := make([][]*baseIndex, len(ws))
 	if len(ws) == 0 {
-		return out
+		return
 	}
 	e.words = bitset.Words(len(ws))
-	if n := len(s.labels.names); len(e.labelOff) < n {
-		e.labelOff = append(e.labelOff, make([]int32, n-len(e.labelOff))...)
-	}
-	e.slab = e.slab[:0]
-	for i, w := range ws {
-		for _, l := range w.labelIDs {
-			off := e.labelOff[l]
-			if off == 0 {
-				e.slab = append(e.slab, make([]uint64, e.words)...)
-				off = int32(len(e.slab) / e.words)
-				e.labelOff[l] = off
-				e.used = append(e.used, l)
-			}
-			bitset.Add(e.slab[int(off-1)*e.words:int(off)*e.words], i)
-		}
-	}
 	// The trie changes between passes only by a base set entering or
 	// leaving it, and a worker's labels only when it polls idle, so each
 	// worker keeps the result of its last walk, brought up to date from
@@ -284,13 +357,14 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 		default:
 			bitset.Add(all, i)
 			stale = true
-			continue
 		}
-		out[i] = w.elig
 	}
 	e.all = all
+	if stale || prov {
+		s.buildRows(ws, all, prov)
+	}
 	if !stale {
-		return out
+		return
 	}
 	e.pairs = e.pairs[:0]
 	s.eligWalk(&s.trie, all, 0, ws)
@@ -311,11 +385,71 @@ func (s *Scheduler) eligibleKeep(ws []*worker) [][]*baseIndex {
 	}
 	bitset.ForEach(all, func(i int) {
 		a, b := e.counts[i], e.counts[i+1]
-		out[i] = flat[a:b:b]
-		ws[i].elig, ws[i].eligGen = out[i], s.trieGen()
+		ws[i].elig, ws[i].eligGen = flat[a:b:b], s.trieGen()
 	})
 	clear(e.pairs)
-	return out
+}
+
+// buildRows makes the rows (see eligibility): for each worker of walk (a
+// bitset over ws), its labels in the trie, and with prov, for every worker
+// of ws, its labels in provisionable sets. It counts each row's workers,
+// lays the rows out (dense or sparse by their counts), then fills them in
+// worker order, so that sparse rows come out ascending.
+func (s *Scheduler) buildRows(ws []*worker, walk []uint64, prov bool) {
+	e, t := &s.elig, s.labels
+	if n := len(t.names); len(e.rowOf) < n {
+		e.rowOf = append(e.rowOf, make([]int32, n-len(e.rowOf))...)
+	}
+	for fill := range 2 {
+		for i, w := range ws {
+			walked := bitset.Has(walk, i)
+			if !walked && !prov {
+				continue
+			}
+			for _, l := range w.labelIDs {
+				if !(walked && t.inTrie[l] > 0 || prov && t.inProv[l] > 0) {
+					continue
+				}
+				ri := e.rowOf[l]
+				if fill == 0 {
+					if ri == 0 {
+						e.rows = append(e.rows, labelRow{})
+						ri = int32(len(e.rows))
+						e.rowOf[l] = ri
+						e.used = append(e.used, l)
+					}
+					e.rows[ri-1].n++
+					continue
+				}
+				r := &e.rows[ri-1]
+				if r.dense {
+					bitset.Add(e.slab[r.off:r.off+e.words], i)
+				} else {
+					e.post[r.off+int(r.n)] = int32(i)
+				}
+				r.n++
+			}
+		}
+		if fill == 1 {
+			break
+		}
+		nSlab, nPost := 0, 0
+		for j := range e.rows {
+			r := &e.rows[j]
+			r.dense = e.dense(r.n)
+			if r.dense {
+				r.off = nSlab
+				nSlab += e.words
+			} else {
+				r.off = nPost
+				nPost += int(r.n)
+			}
+			r.n = 0 // counted again as the row fills
+		}
+		e.slab = slices.Grow(e.slab[:0], nSlab)[:nSlab]
+		clear(e.slab)
+		e.post = slices.Grow(e.post[:0], nPost)[:nPost]
+	}
 }
 
 // eligWalk records the pairs of the workers of set (a bitset over ws, all
@@ -353,11 +487,20 @@ func (s *Scheduler) eligWalk(n *trieNode, set []uint64, depth int, ws []*worker)
 	}
 	next := e.stack[depth][:e.words]
 	for _, k := range n.kids {
-		off := e.labelOff[k.label]
-		if off == 0 {
+		ri := e.rowOf[k.label]
+		if ri == 0 {
+			continue // no walked worker carries k.label
+		}
+		r := e.rows[ri-1]
+		if !r.dense {
+			for _, i := range e.post[r.off : r.off+int(r.n)] {
+				if bitset.Has(set, int(i)) {
+					s.collectOne(k, int(i), ws)
+				}
+			}
 			continue
 		}
-		b := e.slab[int(off-1)*e.words : int(off)*e.words]
+		b := e.slab[r.off : r.off+e.words]
 		var any uint64
 		for j := range next {
 			next[j] = set[j] & b[j]
@@ -367,4 +510,20 @@ func (s *Scheduler) eligWalk(n *trieNode, set []uint64, depth int, ws []*worker)
 			s.eligWalk(k, next, depth+1, ws)
 		}
 	}
+}
+
+// collectOne records the pairs of worker i of ws, which holds the labels
+// of k's path, and the base indexes at or below k.
+func (s *Scheduler) collectOne(k *trieNode, i int, ws []*worker) {
+	e := &s.elig
+	if k.bi != nil {
+		e.pairs = append(e.pairs, eligPair{int32(i), k.bi})
+	}
+	if len(k.kids) == 0 {
+		return
+	}
+	w := ws[i]
+	s.labels.mark(w.labelIDs)
+	j, _ := slices.BinarySearch(w.labelIDs, k.label)
+	e.pairs = k.collectFor(s.labels, w.labelIDs[j+1:], int32(i), e.pairs)
 }

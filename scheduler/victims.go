@@ -10,12 +10,14 @@ import (
 // victimSet is the victims of one preemption step, indexed in victim order
 // (cost, then worker id). Each base index touched holds a bitset of the
 // victims its requests are eligible for (baseIndex.victimBits), and the
-// eligibility scratch holds a bitset per label, so that "the first victim
-// not taken" is a word scan of victimBits &^ taken from a per-base-index
-// cursor (firstFree), and "the first provision match not taken" ANDs the
-// provisionable labels' bitsets into that scan, resuming where the last
-// scan for the same base index and provisionable set stopped
-// (provVariant.matchFrom; exact because victims are only taken).
+// eligibility scratch holds a row of victims per label of a provisionable
+// set (trie.go), so that "the first victim not taken" is a word scan of
+// victimBits &^ taken from a per-base-index cursor (firstFree), and "the
+// first provision match not taken" ANDs the provisionable labels' dense
+// rows into that scan, or looks only at the victims of the shortest
+// sparse row, resuming where the last scan for the same base index and
+// provisionable set stopped (provVariant.matchFrom; exact because victims
+// are only taken).
 //
 // Victims are sorted once per step (sortVictims): victims share few
 // distinct costs (tens among thousands in the heaviest steady passes), so the sort
@@ -61,16 +63,34 @@ func (vs *victimSet) firstProvMatch(s *Scheduler, pv *provVariant, from int) int
 	return m
 }
 
-// scanProvMatch is firstProvMatch without the remembered start.
+// scanProvMatch is firstProvMatch without the remembered start. With only
+// dense rows it scans words; when some label's row is sparse, the victims
+// carrying every label of prov are among that row's, so it looks at those
+// from from on, the shortest such row.
 func (vs *victimSet) scanProvMatch(s *Scheduler, bi *baseIndex, prov *labelSet, from int) int {
 	var buf [4][]uint64
 	lbits := buf[:0]
+	var few []int32
+	sparse := false
 	for _, l := range prov.ids {
-		b := s.elig.labelBits(l)
-		if b == nil {
+		b, p, ok := s.elig.row(l)
+		switch {
+		case !ok:
 			return -1 // no victim carries l
+		case b != nil:
+			lbits = append(lbits, b)
+		case !sparse || len(p) < len(few):
+			few, sparse = p, true
 		}
-		lbits = append(lbits, b)
+	}
+	if sparse {
+		k, _ := slices.BinarySearch(few, int32(from))
+		for _, i := range few[k:] {
+			if bitset.Has(bi.victimBits, int(i)) && !bitset.Has(vs.taken, int(i)) && subsetOf(prov.ids, vs.ws[i].labelIDs) {
+				return int(i)
+			}
+		}
+		return -1
 	}
 	for j := from / 64; j < vs.words; j++ {
 		x := bi.victimBits[j] &^ vs.taken[j]

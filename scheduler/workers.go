@@ -7,9 +7,15 @@ import (
 
 // worker is a known worker (a Swarming bot), idle or running one request.
 //
-// Idle workers are in Scheduler.idle, a heap by (confirmed time, id), so
-// that expiry pops only expired workers (O(log I) each) and a pass copies
-// and sorts the idle workers by id (O(I log I)). A running worker holds its
+// Idle workers are in Scheduler.idle, a heap by (idleKey, id), so that
+// expiry pops only expired workers (O(log I) each). idleKey is the
+// confirmed time when the worker entered the heap or was last put back in
+// order (invariant: idleKey ≤ confirmed). A poll only raises confirmed, so
+// marking an idle worker idle again costs O(1), not a sift: a key catches
+// up only when it reaches the top at expiry (expireIdle, O(log I), at most
+// once per poll; a rebuild, O(I), after 64 in one call). A worker at the
+// top with an exact key is the least by (confirmed, id), so expiry forgets
+// workers in that order, as an exact heap would. A running worker holds its
 // task: the request, the level it runs at, and its cost as (cost at since,
 // since), so that advancing the clock writes no task record (costAt
 // derives the cost at any time). It is in its account's running list of
@@ -33,8 +39,9 @@ type worker struct {
 	level    Priority
 	cost     Vector // cost at since
 	since    int64
-	levelIdx int // index in req.acct.running[level]
-	idleIdx  int // index in the idle heap, -1 when running
+	levelIdx int   // index in req.acct.running[level]
+	idleIdx  int   // index in the idle heap, -1 when running
+	idleKey  int64 // idle: its key in the idle heap, at most confirmed
 
 	// Per pass: the base sets its labels contain, most labels first (an
 	// idle worker's, between startPass and finish).
@@ -77,14 +84,55 @@ func (s *Scheduler) newWorker(id WorkerID, labels []string, t int64) *worker {
 	} else {
 		s.rankStale = true
 	}
-	s.idle.Push(w)
+	s.pushIdle(w)
 	s.dirty.worker(id)
 	return w
 }
 
+// pushIdle puts the idle worker w in the idle heap, keyed by its confirmed
+// time.
+func (s *Scheduler) pushIdle(w *worker) {
+	w.idleKey = w.confirmed
+	s.idle.Push(w)
+}
+
+// expireIdle forgets the idle workers not confirmed within bot_expiration,
+// least (confirmed, id) first. A worker at the top whose key is behind its
+// confirmed time gets its key and goes back in order; after 64 of those in
+// one call, every key is brought up to date and the heap rebuilt (O(I)),
+// so that the bots that all polled since their keys were set cost one
+// rebuild rather than I sifts.
+func (s *Scheduler) expireIdle() {
+	caught := 0
+	for s.idle.Len() > 0 {
+		w := s.idle.Top()
+		if s.now-w.idleKey <= s.cfg.botExpiration {
+			return
+		}
+		if w.idleKey != w.confirmed {
+			if caught++; caught == 64 {
+				for _, x := range s.idle.Items {
+					x.idleKey = x.confirmed
+				}
+				s.idle.Init()
+				continue
+			}
+			w.idleKey = w.confirmed
+			s.idle.Fix(0)
+			continue
+		}
+		s.forgetWorker(w)
+	}
+}
+
 // setWorkerLabels gives w the labels (any order, duplicates allowed),
-// forgetting its kept eligibility when they change.
+// forgetting its kept eligibility when they change. Labels equal to w's
+// (so sorted and unique, as Swarming sends them) are recognised without
+// copying.
 func (s *Scheduler) setWorkerLabels(w *worker, labels []string) {
+	if slices.Equal(labels, w.names) {
+		return
+	}
 	names := slices.Clone(labels)
 	slices.Sort(names)
 	names = slices.Compact(names)
@@ -100,6 +148,7 @@ func (s *Scheduler) setWorkerLabels(w *worker, labels []string) {
 	ids := make([]labelID, len(names))
 	for i, n := range names {
 		ids[i] = s.labels.ref(n)
+		names[i] = s.labels.names[ids[i]] // shared by every worker with the label
 	}
 	slices.Sort(ids)
 	w.labelIDs, w.names = ids, names
@@ -158,7 +207,7 @@ func (s *Scheduler) startTask(w *worker, r *request, level Priority, cost Vector
 // stopTask makes w idle; its request is left neither waiting nor running.
 func (s *Scheduler) stopTask(w *worker) *request {
 	r := s.detach(w)
-	s.idle.Push(w)
+	s.pushIdle(w)
 	return r
 }
 

@@ -12,6 +12,9 @@ func Words(n int) int { return (n + 63) / 64 }
 // Add sets bit i of set.
 func Add(set []uint64, i int) { set[i/64] |= 1 << (i % 64) }
 
+// Has reports whether bit i of set is set.
+func Has(set []uint64, i int) bool { return set[i/64]&(1<<(i%64)) != 0 }
+
 // ForEach calls f with every set bit of set, in ascending order.
 func ForEach(set []uint64, f func(i int)) {
 	for j, x := range set {

@@ -19,4 +19,9 @@ func TestAddAndForEach(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("ForEach gave %v, want %v", got, want)
 	}
+	for i := range 201 {
+		if Has(set, i) != slices.Contains(want, i) {
+			t.Errorf("Has(%d) = %v, want %v", i, Has(set, i), !Has(set, i))
+		}
+	}
 }
