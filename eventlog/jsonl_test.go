@@ -135,7 +135,9 @@ func TestJSONLShortWritesLeaveWholeLines(t *testing.T) {
 	}
 	j.Emit("p", events(3))
 	waitCounts(t, j, 3, 0)
-	rows := readRows(t, path)
+	if rows := readRows(t, path); len(rows) != 3 {
+		t.Fatalf("%d rows after the first write, want 3", len(rows))
+	}
 	b, _ := os.ReadFile(path)
 	lineLen := len(b) / 3
 
@@ -160,7 +162,7 @@ func TestJSONLShortWritesLeaveWholeLines(t *testing.T) {
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rows = readRows(t, path)
+	rows := readRows(t, path)
 	if len(rows) != 6 {
 		t.Fatalf("%d rows, want 6 (3, 1 of 4, 0 of 2, 0 of 1, 2)", len(rows))
 	}
