@@ -52,7 +52,7 @@
 //
 // Generic data structures are in scheduler/internal: heap (indexed binary
 // heap), idtable (the request table), rank (ranking and integer sorts),
-// selectk, bitset and chunkbuf (the event buffer).
+// btree (an ordered set), bitset and chunkbuf (the event buffer).
 //
 // A Scheduler is not safe for concurrent use.
 package scheduler

@@ -17,9 +17,13 @@ import (
 
 // checkIndexes recomputes every counter and index from the entities and
 // compares: running lists, label and fanout counts, classes, the trie, the
-// idle heap, the waiting count.
+// idle heap, the waiting count, the orders by confirmed time and what View
+// and Callbacks read from them (checkViews).
 func (s *Scheduler) checkIndexes() error {
 	if err := s.checkKeptEligibility(); err != nil {
+		return err
+	}
+	if err := s.checkViews(); err != nil {
 		return err
 	}
 	if err := s.checkWorkerRanks(); err != nil {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/heap"
-	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/internal/selectk"
 )
 
 // reconciler holds, per worker, the assignment handed out and not yet
@@ -366,31 +365,33 @@ func (s *Scheduler) Cancellations() []Cancellation {
 
 // Callbacks returns the tasks Swarming should re-confirm: the
 // max(1, ceil(1% of n)) waiting and max(1, ceil(5% of m)) running tasks
-// confirmed longest ago (ties by id), waiting ones first.
+// confirmed longest ago (ties by id), waiting ones first. It reads them off
+// the orders by confirmed time: O(log n + k) for k tasks.
 func (s *Scheduler) Callbacks() []RequestID {
-	waiting := make([]confirmedKey, 0, s.nWaiting)
-	running := make([]confirmedKey, 0, s.requests.Len()-s.nWaiting)
-	s.requests.All(func(r *request) {
-		if r.cls != nil {
-			waiting = append(waiting, confirmedKey{t: r.confirmed, id: string(r.id)})
-		} else {
-			running = append(running, confirmedKey{t: r.w.latestConfirmed(), id: string(r.id)})
-		}
-	})
-	var out []RequestID
-	for _, part := range []struct {
-		keys []confirmedKey
-		frac float64
-	}{{waiting, 0.01}, {running, 0.05}} {
-		if len(part.keys) == 0 {
-			continue
-		}
-		k := max(1, int(math.Ceil(part.frac*float64(len(part.keys)))))
-		for _, key := range selectk.Smallest(part.keys, k, cmpConfirmed) {
-			out = append(out, RequestID(key.id))
-		}
+	nw := callbackCount(s.byConf.waiting.Len(), 0.01)
+	nr := callbackCount(s.byConf.running.Len(), 0.05)
+	if nw+nr == 0 {
+		return nil
 	}
+	out := make([]RequestID, 0, nw+nr)
+	s.byConf.waiting.Ascend(func(_ viewKey, r *request) bool {
+		out = append(out, r.id)
+		return len(out) < nw
+	})
+	s.byConf.running.Ascend(func(_ viewKey, w *worker) bool {
+		out = append(out, w.req.id)
+		return len(out) < nw+nr
+	})
 	return out
+}
+
+// callbackCount is how many of n tasks Callbacks lists: max(1, ceil(frac
+// of n)), none of none.
+func callbackCount(n int, frac float64) int {
+	if n == 0 {
+		return 0
+	}
+	return max(1, int(math.Ceil(frac*float64(n))))
 }
 
 // lacksAny reports whether some label of want is not in have.

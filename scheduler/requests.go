@@ -104,6 +104,7 @@ func (s *Scheduler) enqueue(r *request) {
 	}
 	r.acct.waiting++
 	s.nWaiting++
+	s.byConf.waiting.Insert(waitingKey(r), r)
 	s.dirty.request(r.id)
 }
 
@@ -121,5 +122,6 @@ func (s *Scheduler) dequeue(r *request) {
 	}
 	r.acct.waiting--
 	s.nWaiting--
+	s.byConf.waiting.Delete(waitingKey(r))
 	s.dirty.request(r.id)
 }

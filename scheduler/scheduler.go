@@ -20,7 +20,8 @@ import (
 // over them, kept exact on every change by the functions that make it:
 // classes and base indexes over waiting requests (classes.go), the trie
 // over base label sets (trie.go), the running lists and limit counters of
-// accounts (accounts.go), the idle heap of workers (workers.go). Nothing
+// accounts (accounts.go), the idle heap of workers (workers.go), the
+// orders by confirmed time that View and Callbacks read (view.go). Nothing
 // derived is persisted: FromProto rebuilds it all.
 //
 // Objects a call empties (classes, fanout groups, accounts) are queued and
@@ -44,6 +45,7 @@ type Scheduler struct {
 	nWaiting int                               // waiting requests
 	workers  map[WorkerID]*worker
 	idle     heap.Heap[*worker]  // idle workers by (idleKey, id); see worker
+	byConf   confirmedOrder      // waiting, running and idle by (confirmed, id); see view.go
 	classes  map[classKey]*class // every class, empty ones until gc
 	trie     trieNode            // root of the trie of base label sets
 	// The trie's changes (a base set entering or leaving it) that made its
@@ -124,6 +126,7 @@ func newEmpty() *Scheduler {
 		},
 		SetIndex: func(w *worker, i int) { w.idleIdx = i },
 	}
+	s.byConf.init()
 	s.tombstones.init()
 	s.reconciler.init()
 	return s

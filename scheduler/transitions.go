@@ -50,7 +50,9 @@ func (s *Scheduler) addRequest(task Task, enq, t int64, fromCallback bool) {
 		s.unbury(task.ID)
 	case r.cls != nil: // waiting: confirm only
 		if t > r.confirmed {
+			s.byConf.waiting.Delete(waitingKey(r))
 			r.confirmed = t
+			s.byConf.waiting.Insert(waitingKey(r), r)
 			s.dirty.request(r.id)
 		}
 		return
@@ -100,7 +102,11 @@ func (s *Scheduler) markIdle(id WorkerID, labels []string, t int64, fromCallback
 		s.bury(r.id, t)
 	}
 	s.setWorkerLabels(w, labels)
-	w.confirmed = t // its idle key catches up at expiry (expireIdle)
+	if t != w.confirmed {
+		s.byConf.idle.Delete(idleKey(w))
+		w.confirmed = t // its idle key catches up at expiry (expireIdle)
+		s.byConf.idle.Insert(idleKey(w), w)
+	}
 	s.dirty.worker(w.id)
 }
 
@@ -165,15 +171,20 @@ func (s *Scheduler) workerRule(w *worker, rid RequestID, t int64, fromCallback b
 	}
 }
 
+// confirm records that r was running on w at t: each confirmed time moves
+// up to t.
 func (s *Scheduler) confirm(r *request, w *worker, t int64) {
-	if t > r.confirmed {
-		r.confirmed = t
-		s.dirty.worker(w.id)
+	if t <= r.confirmed && t <= w.confirmed {
+		return
 	}
-	if t > w.confirmed {
-		w.confirmed = t
-		s.dirty.worker(w.id)
+	old := runningKey(w)
+	r.confirmed = max(r.confirmed, t)
+	w.confirmed = max(w.confirmed, t)
+	if k := runningKey(w); k != old { // the task moves in the running order
+		s.byConf.running.Delete(old)
+		s.byConf.running.Insert(k, w)
 	}
+	s.dirty.worker(w.id)
 }
 
 // notifyAbsent applies a report that request rid was no longer waiting or

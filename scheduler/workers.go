@@ -94,6 +94,13 @@ func (s *Scheduler) newWorker(id WorkerID, labels []string, t int64) *worker {
 func (s *Scheduler) pushIdle(w *worker) {
 	w.idleKey = w.confirmed
 	s.idle.Push(w)
+	s.byConf.idle.Insert(idleKey(w), w)
+}
+
+// removeIdle takes the idle worker w out of the idle heap and order.
+func (s *Scheduler) removeIdle(w *worker) {
+	s.idle.Remove(w.idleIdx)
+	s.byConf.idle.Delete(idleKey(w))
 }
 
 // expireIdle forgets the idle workers not confirmed within bot_expiration,
@@ -162,7 +169,7 @@ func (s *Scheduler) forgetWorker(w *worker) {
 		s.stopTask(w)
 		s.dropRequest(r)
 	}
-	s.idle.Remove(w.idleIdx)
+	s.removeIdle(w)
 	for _, l := range w.labelIDs {
 		s.labels.unref(l)
 	}
@@ -200,7 +207,7 @@ func (s *Scheduler) rankWorkers() {
 // startTask makes the idle worker w run r (not waiting) at level with the
 // given cost from now.
 func (s *Scheduler) startTask(w *worker, r *request, level Priority, cost Vector) {
-	s.idle.Remove(w.idleIdx)
+	s.removeIdle(w)
 	s.attach(w, r, level, cost)
 }
 
@@ -215,6 +222,7 @@ func (s *Scheduler) stopTask(w *worker) *request {
 func (s *Scheduler) attach(w *worker, r *request, level Priority, cost Vector) {
 	w.req, r.w = r, w
 	w.level, w.cost, w.since = level, cost, s.now
+	s.byConf.running.Insert(runningKey(w), w)
 	a := r.acct
 	w.levelIdx = len(a.running[level])
 	a.running[level] = append(a.running[level], w)
@@ -230,6 +238,7 @@ func (s *Scheduler) attach(w *worker, r *request, level Priority, cost Vector) {
 func (s *Scheduler) detach(w *worker) *request {
 	r := w.req
 	a := r.acct
+	s.byConf.running.Delete(runningKey(w))
 	s.removeFromLevel(w)
 	s.countLabels(a, w, -1)
 	if w.level < FreeBucket && a.maxFanout > 0 {

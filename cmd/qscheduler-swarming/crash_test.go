@@ -293,7 +293,7 @@ func tsOf(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
 // (as a running task, or as the bot's pending assignment).
 func verify(t *testing.T, c clients, pool string, round int, acked map[string]bool, assigned, botTask map[string]string, mu *sync.Mutex) {
 	t.Helper()
-	ip := must(c.view.InspectPool(context.Background(), &qschedulerv1.InspectPoolRequest{PoolId: pool, MaxItems: 1 << 30}))(t)
+	ip := inspectAll(t, c, pool)
 	waiting, runningOn := map[string]bool{}, map[string]string{}
 	for _, w := range ip.WaitingTasks {
 		waiting[w.Id] = true
@@ -312,6 +312,28 @@ func verify(t *testing.T, c clients, pool string, round int, acked map[string]bo
 		if runningOn[task] != bot {
 			t.Errorf("round %d: task %s was handed to %s, after the restart it runs on %q", round, task, bot, runningOn[task])
 		}
+	}
+}
+
+// inspectAll reads every page of InspectPool for pool and returns the first
+// answer with the lists of all pages.
+func inspectAll(t *testing.T, c clients, pool string) *qschedulerv1.InspectPoolResponse {
+	t.Helper()
+	var all *qschedulerv1.InspectPoolResponse
+	req := &qschedulerv1.InspectPoolRequest{PoolId: pool, MaxItems: 10000}
+	for {
+		ip := must(c.view.InspectPool(context.Background(), req))(t)
+		if all == nil {
+			all = ip
+		} else {
+			all.WaitingTasks = append(all.WaitingTasks, ip.WaitingTasks...)
+			all.RunningTasks = append(all.RunningTasks, ip.RunningTasks...)
+			all.IdleBots = append(all.IdleBots, ip.IdleBots...)
+		}
+		if ip.NextPageToken == "" {
+			return all
+		}
+		req.PageToken = ip.NextPageToken
 	}
 }
 

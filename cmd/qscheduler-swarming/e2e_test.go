@@ -393,6 +393,24 @@ func TestPlaySwarming(t *testing.T) {
 			if len(ip.RunningTasks) != 1 || len(ip.IdleBots) != 1 {
 				t.Errorf("max_items 1: %d running, %d idle listed, want 1 each", len(ip.RunningTasks), len(ip.IdleBots))
 			}
+			// Pages: the second running task is on the next page, and the
+			// walk ends there; tokens that are not this pool's are refused.
+			if ip.NextPageToken == "" {
+				t.Fatal("max_items 1 with 2 running tasks: no next_page_token")
+			}
+			first := ip.RunningTasks[0].Id
+			ip = must(c.view.InspectPool(ctx, &qschedulerv1.InspectPoolRequest{PoolId: pool, MaxItems: 1, PageToken: ip.NextPageToken}))(t)
+			if len(ip.RunningTasks) != 1 || ip.RunningTasks[0].Id == first || len(ip.IdleBots) != 0 || ip.NumRunningTasks != 2 || ip.NextPageToken != "" {
+				t.Errorf("second page: running %v, idle %v, counts %d, token %q; want the other running task, no bot, exact counts, no token",
+					ip.RunningTasks, ip.IdleBots, ip.NumRunningTasks, ip.NextPageToken)
+			}
+			_, err = c.view.InspectPool(ctx, &qschedulerv1.InspectPoolRequest{PoolId: pool, PageToken: "not a token"})
+			wantCode(t, err, codes.InvalidArgument, "page_token")
+			must(c.admin.CreateSchedulerPool(ctx, &qschedulerv1.CreateSchedulerPoolRequest{PoolId: pool + "-other"}))(t)
+			other := must(c.view.InspectPool(ctx, &qschedulerv1.InspectPoolRequest{PoolId: pool, MaxItems: 1}))(t).NextPageToken
+			_, err = c.view.InspectPool(ctx, &qschedulerv1.InspectPoolRequest{PoolId: pool + "-other", PageToken: other})
+			wantCode(t, err, codes.InvalidArgument, "page_token")
+			must(c.admin.DeleteSchedulerPool(ctx, &qschedulerv1.DeleteSchedulerPoolRequest{PoolId: pool + "-other"}))(t)
 			must(c.admin.DeleteAccount(ctx, &qschedulerv1.DeleteAccountRequest{PoolId: pool, AccountId: "bronze"}))(t)
 			_, err = c.admin.DeleteAccount(ctx, &qschedulerv1.DeleteAccountRequest{PoolId: pool, AccountId: "bronze"})
 			wantCode(t, err, codes.NotFound, "bronze")

@@ -922,8 +922,15 @@ func (x *ListSchedulerPoolsResponse) GetPoolIds() []string {
 type InspectPoolRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	PoolId string                 `protobuf:"bytes,1,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
-	// The most entries each list returns (0: 1000). Counts are always exact.
-	MaxItems      int32 `protobuf:"varint,2,opt,name=max_items,json=maxItems,proto3" json:"max_items,omitempty"`
+	// The most entries each list returns: 0 means 1,000; at most 10,000
+	// (a larger value is taken as 10,000); negative is InvalidArgument.
+	// Counts are always exact.
+	MaxItems int32 `protobuf:"varint,2,opt,name=max_items,json=maxItems,proto3" json:"max_items,omitempty"`
+	// The next_page_token of a previous answer for the same pool, to continue
+	// each list after the last entry that answer returned; empty for the
+	// first page. A token that is not one is InvalidArgument. max_items may
+	// differ from page to page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -972,13 +979,20 @@ func (x *InspectPoolRequest) GetMaxItems() int32 {
 	return 0
 }
 
+func (x *InspectPoolRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type InspectPoolResponse struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	NumWaitingTasks int32                  `protobuf:"varint,1,opt,name=num_waiting_tasks,json=numWaitingTasks,proto3" json:"num_waiting_tasks,omitempty"`
 	NumRunningTasks int32                  `protobuf:"varint,2,opt,name=num_running_tasks,json=numRunningTasks,proto3" json:"num_running_tasks,omitempty"`
 	NumIdleBots     int32                  `protobuf:"varint,3,opt,name=num_idle_bots,json=numIdleBots,proto3" json:"num_idle_bots,omitempty"`
 	AccountBalances map[string]*v1.Balance `protobuf:"bytes,4,rep,name=account_balances,json=accountBalances,proto3" json:"account_balances,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Oldest confirmed first (then id).
+	// Oldest confirmed first (then id), from where the page starts.
 	RunningTasks              []*InspectPoolResponse_RunningTask `protobuf:"bytes,5,rep,name=running_tasks,json=runningTasks,proto3" json:"running_tasks,omitempty"`
 	WaitingTasks              []*InspectPoolResponse_WaitingTask `protobuf:"bytes,6,rep,name=waiting_tasks,json=waitingTasks,proto3" json:"waiting_tasks,omitempty"`
 	IdleBots                  []*InspectPoolResponse_IdleBot     `protobuf:"bytes,7,rep,name=idle_bots,json=idleBots,proto3" json:"idle_bots,omitempty"`
@@ -998,8 +1012,15 @@ type InspectPoolResponse struct {
 	NumRunningByPriority []int32 `protobuf:"varint,20,rep,packed,name=num_running_by_priority,json=numRunningByPriority,proto3" json:"num_running_by_priority,omitempty"`
 	// Waiting tasks per level 0..5 (by their accounts' current priority).
 	NumWaitingByPriority []int32 `protobuf:"varint,21,rep,packed,name=num_waiting_by_priority,json=numWaitingByPriority,proto3" json:"num_waiting_by_priority,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Continues every list after its last entry on this page (a list without
+	// entries on this page, after where the page started); empty when no list
+	// had more entries. Each page lists what follows its position when it is
+	// read: an entry present throughout a walk, and not re-confirmed, is
+	// listed exactly once; one that arrives before a list's position is not
+	// listed, and one re-confirmed after it was listed may be listed again.
+	NextPageToken string `protobuf:"bytes,22,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InspectPoolResponse) Reset() {
@@ -1170,6 +1191,13 @@ func (x *InspectPoolResponse) GetNumWaitingByPriority() []int32 {
 		return x.NumWaitingByPriority
 	}
 	return nil
+}
+
+func (x *InspectPoolResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // RunningTask is a task running on a bot.
@@ -1517,10 +1545,12 @@ const file_qscheduler_v1_admin_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\".qscheduler.state.v1.AccountConfigR\x05value:\x028\x01\"\x1b\n" +
 	"\x19ListSchedulerPoolsRequest\"7\n" +
 	"\x1aListSchedulerPoolsResponse\x12\x19\n" +
-	"\bpool_ids\x18\x01 \x03(\tR\apoolIds\"J\n" +
+	"\bpool_ids\x18\x01 \x03(\tR\apoolIds\"i\n" +
 	"\x12InspectPoolRequest\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x1b\n" +
-	"\tmax_items\x18\x02 \x01(\x05R\bmaxItems\"\x81\x0f\n" +
+	"\tmax_items\x18\x02 \x01(\x05R\bmaxItems\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xa9\x0f\n" +
 	"\x13InspectPoolResponse\x12*\n" +
 	"\x11num_waiting_tasks\x18\x01 \x01(\x05R\x0fnumWaitingTasks\x12*\n" +
 	"\x11num_running_tasks\x18\x02 \x01(\x05R\x0fnumRunningTasks\x12\"\n" +
@@ -1542,7 +1572,8 @@ const file_qscheduler_v1_admin_proto_rawDesc = "" +
 	"\x0escheduler_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\rschedulerTime\x12Q\n" +
 	"\flimit_excess\x18\x13 \x03(\v2..qscheduler.v1.InspectPoolResponse.LimitExcessR\vlimitExcess\x125\n" +
 	"\x17num_running_by_priority\x18\x14 \x03(\x05R\x14numRunningByPriority\x125\n" +
-	"\x17num_waiting_by_priority\x18\x15 \x03(\x05R\x14numWaitingByPriority\x1a\x90\x01\n" +
+	"\x17num_waiting_by_priority\x18\x15 \x03(\x05R\x14numWaitingByPriority\x12&\n" +
+	"\x0fnext_page_token\x18\x16 \x01(\tR\rnextPageToken\x1a\x90\x01\n" +
 	"\vRunningTask\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
 	"\x06bot_id\x18\x02 \x01(\tR\x05botId\x12\x1a\n" +

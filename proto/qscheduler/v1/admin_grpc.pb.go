@@ -387,8 +387,9 @@ const (
 type QSchedulerViewClient interface {
 	// ListAccounts returns a pool's accounts.
 	ListAccounts(ctx context.Context, in *ListAccountsRequest, opts ...grpc.CallOption) (*ListAccountsResponse, error)
-	// InspectPool returns a pool's state: counts, balances and the oldest
-	// waiting tasks, running tasks and idle bots.
+	// InspectPool returns a pool's state: counts, balances and, a page at a
+	// time, the waiting tasks, running tasks and idle bots, oldest confirmed
+	// first.
 	InspectPool(ctx context.Context, in *InspectPoolRequest, opts ...grpc.CallOption) (*InspectPoolResponse, error)
 	// ListSchedulerPools returns the ids of all pools, sorted.
 	ListSchedulerPools(ctx context.Context, in *ListSchedulerPoolsRequest, opts ...grpc.CallOption) (*ListSchedulerPoolsResponse, error)
@@ -440,8 +441,9 @@ func (c *qSchedulerViewClient) ListSchedulerPools(ctx context.Context, in *ListS
 type QSchedulerViewServer interface {
 	// ListAccounts returns a pool's accounts.
 	ListAccounts(context.Context, *ListAccountsRequest) (*ListAccountsResponse, error)
-	// InspectPool returns a pool's state: counts, balances and the oldest
-	// waiting tasks, running tasks and idle bots.
+	// InspectPool returns a pool's state: counts, balances and, a page at a
+	// time, the waiting tasks, running tasks and idle bots, oldest confirmed
+	// first.
 	InspectPool(context.Context, *InspectPoolRequest) (*InspectPoolResponse, error)
 	// ListSchedulerPools returns the ids of all pools, sorted.
 	ListSchedulerPools(context.Context, *ListSchedulerPoolsRequest) (*ListSchedulerPoolsResponse, error)
