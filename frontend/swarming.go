@@ -11,6 +11,7 @@ import (
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler"
 	"github.com/qscheduler-swarming/qscheduler-swarming/state"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -113,7 +114,7 @@ func (h *Swarming) AssignTasks(ctx context.Context, req *swarmingv1.AssignTasksR
 	}
 	// The pipeline checks the time's range and the bot ids of each call on
 	// its own, so that one bad call does not fail the batch holding it.
-	in := state.AssignInput{Time: now}
+	in := state.AssignInput{Time: now, Size: proto.Size(req)}
 	for _, b := range req.IdleBots {
 		in.Bots = append(in.Bots, scheduler.IdleWorker{ID: scheduler.WorkerID(b.GetBotId()), Labels: b.GetDimensions()})
 	}
@@ -143,6 +144,7 @@ func (h *Swarming) NotifyTasks(ctx context.Context, req *swarmingv1.NotifyTasksR
 	if err != nil {
 		return nil, err
 	}
+	in.Size = proto.Size(req)
 	if err := h.P.Notify(ctx, req.SchedulerId, in); err != nil {
 		return nil, toStatus(err)
 	}

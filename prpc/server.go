@@ -42,6 +42,7 @@ type Server struct {
 	maxBodyName  string
 	logger       *slog.Logger
 	rejected     func(ctx context.Context, fullMethod string, err error)
+	admit        func(ctx context.Context, fullMethod string) (release func(), err error)
 
 	mu       sync.RWMutex
 	services map[string]*service
@@ -105,6 +106,20 @@ func WithErrorLogger(l *slog.Logger) Option {
 // interceptors never see, as in gRPC.
 func WithRejectionHook(f func(ctx context.Context, fullMethod string, err error)) Option {
 	return func(s *Server) { s.rejected = f }
+}
+
+// WithAdmission sets a function that decides, before a call's body is read,
+// whether the server takes the call: an error refuses it with that error's
+// status (a status error, for example ResourceExhausted, which pRPC answers
+// 429), reported to the rejection hook like the other calls answered before
+// their handler; otherwise release, if not nil, is called once the call is
+// answered. It runs for every call to a known method whose protocol headers
+// are valid, and must not block: it lets a server shed load before paying
+// for reading and decoding requests it would refuse anyway. A refused
+// call's body is never read, and its connection is closed after the
+// answer.
+func WithAdmission(f func(ctx context.Context, fullMethod string) (release func(), err error)) Option {
+	return func(s *Server) { s.admit = f }
 }
 
 // NewServer returns a Server with no services.
@@ -251,6 +266,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx = metadata.NewIncomingContext(ctx, md)
+
+	if s.admit != nil {
+		release, err := s.admit(ctx, m.fullMethod)
+		if err != nil {
+			// The body stays unread, and the connection closes after the
+			// answer: otherwise net/http would read what remains of the
+			// body, for as long as the client takes to send it, before
+			// answering.
+			w.Header().Set("Connection", "close")
+			reject(err)
+			return
+		}
+		if release != nil {
+			defer release()
+		}
+	}
 
 	body, err := s.readBody(w, r)
 	if err != nil {

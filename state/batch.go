@@ -25,6 +25,9 @@ type op struct {
 	notify NotifyInput
 	assign AssignInput
 	mutate func(s *scheduler.Scheduler) error
+	ctx    context.Context // the caller's: once it ends, the op is not applied
+	size   int64           // counted against the queue's bounds
+	where  uint8           // opQueued, opTaken or opGone, under the queue's lock
 
 	res  []scheduler.TaskAssignment
 	err  error
@@ -38,6 +41,9 @@ type NotifyInput struct {
 	// through GetCancellations until Swarming reports the task absent.
 	TaskErrors []TaskError
 	IsCallback bool
+	// Size is the request's encoded size (proto.Size of the decoded
+	// request), which it counts against the bytes the process queues.
+	Size int
 }
 
 // TaskError is a problem with one task of a NotifyTasks call.
@@ -50,68 +56,118 @@ type TaskError struct {
 type AssignInput struct {
 	Time time.Time
 	Bots []scheduler.IdleWorker
+	// Size is the request's encoded size (proto.Size of the decoded
+	// request), which it counts against the bytes its pool queues.
+	Size int
 }
+
+// adminSize is what an admin change counts against the bytes the process
+// queues: its requests are small and rare.
+const adminSize = 1024
 
 // Notify applies a NotifyTasks call; it returns when the batch holding it is
 // committed.
 func (p *Pipeline) Notify(ctx context.Context, poolID string, in NotifyInput) error {
-	o := &op{kind: opNotify, notify: in}
+	o := &op{kind: opNotify, notify: in, size: int64(in.Size)}
 	_, err := p.submit(ctx, poolID, o)
 	return err
 }
 
 // Assign answers an AssignTasks call after the batch holding it is committed.
 func (p *Pipeline) Assign(ctx context.Context, poolID string, in AssignInput) ([]scheduler.TaskAssignment, error) {
-	return p.submit(ctx, poolID, &op{kind: opAssign, assign: in})
+	return p.submit(ctx, poolID, &op{kind: opAssign, assign: in, size: int64(in.Size)})
 }
 
 // Mutate applies an admin change f through the pool's batcher. f must leave
 // the state unchanged when it returns an error.
 func (p *Pipeline) Mutate(ctx context.Context, poolID string, f func(s *scheduler.Scheduler) error) error {
-	_, err := p.submit(ctx, poolID, &op{kind: opMutate, mutate: f})
+	_, err := p.submit(ctx, poolID, &op{kind: opMutate, mutate: f, size: adminSize})
 	return err
 }
 
+// submit queues o and waits for its answer. A caller that leaves while o is
+// still queued takes it out: it is never applied. One that leaves once o's
+// batch has started gets its context's error while the batch goes on.
 func (p *Pipeline) submit(ctx context.Context, poolID string, o *op) ([]scheduler.TaskAssignment, error) {
 	pl, err := p.pool(poolID)
 	if err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		p.countExpired(pl, o)
+		return nil, err
+	}
+	o.ctx = ctx
 	o.done = make(chan struct{})
+	if o.kind == opAssign {
+		if err := p.polls.overShare(p, pl); err != nil {
+			return nil, p.shed(pl, o, err)
+		}
+	}
 	if err := pl.q.push(o); err != nil {
 		if errors.Is(err, errQueueClosed) {
 			return nil, fmt.Errorf("%w: %q", ErrPoolNotFound, poolID)
 		}
-		return nil, p.shed(pl, o)
+		return nil, p.shed(pl, o, err)
+	}
+	if o.kind == opAssign {
+		pl.pollsHeld.Add(1)
 	}
 	select {
 	case <-o.done:
 		return o.res, o.err
 	case <-ctx.Done():
-		// The batch goes on without this caller.
+		if pl.q.abandon(o) {
+			p.finished(pl, o)
+			p.countExpired(pl, o)
+		}
 		return nil, ctx.Err()
+	}
+}
+
+// finished notes that o, taken out of its pool's queue, was answered or
+// dropped.
+func (p *Pipeline) finished(pl *pool, o *op) {
+	if o.kind == opAssign {
+		pl.pollsHeld.Add(-1)
+	}
+}
+
+// countExpired counts a request dropped unapplied because its caller had
+// left.
+func (p *Pipeline) countExpired(pl *pool, o *op) {
+	switch o.kind {
+	case opAssign:
+		pl.counts.expiredPolls.Add(1)
+	case opNotify:
+		pl.counts.expiredNotifications.Add(1)
+	default:
+		pl.counts.expiredAdmin.Add(1)
 	}
 }
 
 // shed answers a request its pool's queue has no room for, counts it and
 // logs it (at most every ten seconds per pool, with the count since).
-func (p *Pipeline) shed(pl *pool, o *op) error {
-	urgent, polls := pl.q.lens()
+func (p *Pipeline) shed(pl *pool, o *op, full error) error {
 	var err error
 	switch o.kind {
 	case opAssign:
 		pl.counts.shedPolls.Add(1)
-		err = fmt.Errorf("%w: %d polls queued for pool %q", ErrOverloaded, polls, pl.id)
+		err = fmt.Errorf("%w: pool %q: %v, the most it holds", ErrOverloaded, pl.id, full)
 	case opNotify:
 		pl.counts.shedNotifications.Add(1)
 	default:
 		pl.counts.shedAdmin.Add(1)
 	}
 	if o.kind != opAssign {
-		err = fmt.Errorf("%w: %d notifications and admin calls queued for pool %q, the most it holds", ErrUnavailable, urgent, pl.id)
+		err = fmt.Errorf("%w: pool %q: %v, the most it holds", ErrUnavailable, pl.id, full)
 	}
 	if n, ok := pl.shedLog.allow(time.Now()); ok {
-		p.opts.Logger.Warn("requests shed: the pool's queue is full", "pool", pl.id, "shed", n, "queued_polls", polls, "queued_notifications", urgent, "err", err)
+		l := pl.q.state()
+		p.opts.Logger.Warn("requests shed: the pool's queue is full", "pool", pl.id, "shed", n,
+			"queued_polls", l.Polls, "queued_poll_bytes", l.PollBytes,
+			"queued_notifications", l.Urgent, "queued_notification_bytes", l.UrgentBytes,
+			"process_notification_bytes", p.notifyBytes.used(), "err", err)
 	}
 	return err
 }
@@ -136,7 +192,15 @@ func (p *Pipeline) run(pl *pool) {
 			p.restore(pl)
 			continue
 		}
-		batch, done := pl.q.take(p.opts.MaxBatch)
+		batch, expired, done := pl.q.take(p.opts.MaxBatch)
+		for _, o := range expired {
+			// Its caller already left: applying it would be wasted work
+			// (a notification comes again with Swarming's retry).
+			o.err = o.ctx.Err()
+			close(o.done)
+			p.finished(pl, o)
+			p.countExpired(pl, o)
+		}
 		if done {
 			return
 		}
@@ -167,7 +231,9 @@ func (p *Pipeline) runBatch(pl *pool, batch []*op) {
 			o.res, o.err = nil, stats.Err
 		}
 		close(o.done)
+		p.finished(pl, o)
 	}
+	pl.q.done(batch)
 	if stats.Err == nil && len(events) > 0 {
 		p.logCancellations(pl.id, events)
 		if p.sink != nil {

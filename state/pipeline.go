@@ -5,10 +5,14 @@
 // the commit.
 //
 // A pool's queue has two parts: notifications and admin changes, in arrival
-// order, and polls (AssignTasks) apart, each with its own bound, so that a
-// flood of polls never sheds a notification. A batch takes everything
-// queued while the previous batch was committing, every notification and
-// admin change before any poll. Inside it, notifications and admin
+// order, and polls (AssignTasks) apart, each with its own bounds, so that a
+// flood of polls never sheds a notification. Polls are bounded by count and
+// bytes per pool and, across the process, by a door that refuses them
+// before their request is read (AdmitPoll); notifications and admin changes
+// by count per pool and by bytes across the process. A batch takes
+// everything queued while the previous batch was committing, every
+// notification and admin change before any poll, and drops unapplied the
+// requests whose caller has already left. Inside it, notifications and admin
 // mutations apply in arrival order, then all AssignTasks requests together
 // as one reconciler call (one scheduling pass for the union of idle bots at
 // the latest request time). A batch without AssignTasks still runs a pass at
@@ -49,11 +53,14 @@ var (
 	ErrPoolNotFound = errors.New("pool not found")
 	// ErrPoolExists: CreatePool of an existing pool.
 	ErrPoolExists = errors.New("pool already exists")
-	// ErrOverloaded: the pool's queue is full; the caller should retry later.
-	ErrOverloaded = errors.New("pool queue is full")
+	// ErrOverloaded: the pool's queue of polls is full, or the process has
+	// as many AssignTasks calls in flight as it takes; the caller should
+	// retry later.
+	ErrOverloaded = errors.New("overloaded")
 	// ErrUnavailable: the store could not commit (after retries), the pool
 	// is restoring its committed state after a failed batch, the pool's
-	// queue of notifications is full, or the pipeline is shutting down.
+	// queue of notifications or the process's bytes of them are at their
+	// bound, or the pipeline is shutting down.
 	ErrUnavailable = errors.New("unavailable")
 	// ErrInternal: applying a batch panicked (a bug); the batch was dropped.
 	ErrInternal = errors.New("internal error")
@@ -72,9 +79,25 @@ type Options struct {
 	// MaxQueue bounds each pool's queue of AssignTasks calls (default
 	// 10000); beyond it they fail with ErrOverloaded.
 	MaxQueue int
+	// MaxQueueBytes bounds the bytes (AssignInput.Size) of each pool's
+	// queued AssignTasks calls (default 64 MiB); beyond it they fail with
+	// ErrOverloaded. A call larger than the bound is queued only when no
+	// other poll is.
+	MaxQueueBytes int64
+	// MaxPollsInFlight bounds the AssignTasks calls of the process from
+	// AdmitPoll to their answer (default 10000); beyond it AdmitPoll
+	// fails with ErrOverloaded. While several pools poll, each may hold
+	// its share of it. Negative: no bound and no shares.
+	MaxPollsInFlight int64
 	// MaxNotifyQueue bounds each pool's queue of NotifyTasks and admin
 	// calls (default 100000); beyond it they fail with ErrUnavailable.
 	MaxNotifyQueue int
+	// MaxNotifyQueueBytes bounds the bytes (NotifyInput.Size) of the
+	// NotifyTasks and admin calls queued or in a running batch, over every
+	// pool of the process (default 256 MiB); beyond it they fail with
+	// ErrUnavailable. A call larger than the bound is taken only when
+	// nothing else is held.
+	MaxNotifyQueueBytes int64
 	// MaxBatch bounds the requests in one batch (default 5000).
 	MaxBatch int
 	// Window is an optional wait before a batch starts, to gather more
@@ -119,8 +142,17 @@ func (o *Options) defaults() {
 	if o.MaxQueue <= 0 {
 		o.MaxQueue = 10000
 	}
+	if o.MaxQueueBytes <= 0 {
+		o.MaxQueueBytes = 64 << 20
+	}
+	if o.MaxPollsInFlight == 0 {
+		o.MaxPollsInFlight = 10000
+	}
 	if o.MaxNotifyQueue <= 0 {
 		o.MaxNotifyQueue = 100000
+	}
+	if o.MaxNotifyQueueBytes <= 0 {
+		o.MaxNotifyQueueBytes = 256 << 20
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 5000
@@ -154,6 +186,9 @@ type PoolCounters struct {
 	// Requests refused because the pool's queue was full: AssignTasks
 	// (ErrOverloaded), NotifyTasks and admin changes (ErrUnavailable).
 	ShedPolls, ShedNotifications, ShedAdmin int64
+	// Requests dropped unapplied because their caller had left (its
+	// deadline passed, or it canceled) before their batch started.
+	ExpiredPolls, ExpiredNotifications, ExpiredAdmin int64
 	// Batches whose commit failed, or whose application panicked.
 	FailedCommits, BatchPanics int64
 	// Attempts to restore the committed state that failed.
@@ -162,14 +197,16 @@ type PoolCounters struct {
 
 // poolCounters is PoolCounters, updated concurrently.
 type poolCounters struct {
-	shedPolls, shedNotifications, shedAdmin atomic.Int64
-	failedCommits, batchPanics              atomic.Int64
-	failedRestores                          atomic.Int64
+	shedPolls, shedNotifications, shedAdmin          atomic.Int64
+	expiredPolls, expiredNotifications, expiredAdmin atomic.Int64
+	failedCommits, batchPanics                       atomic.Int64
+	failedRestores                                   atomic.Int64
 }
 
 func (c *poolCounters) snapshot() PoolCounters {
 	return PoolCounters{
 		ShedPolls: c.shedPolls.Load(), ShedNotifications: c.shedNotifications.Load(), ShedAdmin: c.shedAdmin.Load(),
+		ExpiredPolls: c.expiredPolls.Load(), ExpiredNotifications: c.expiredNotifications.Load(), ExpiredAdmin: c.expiredAdmin.Load(),
 		FailedCommits: c.failedCommits.Load(), BatchPanics: c.batchPanics.Load(), FailedRestores: c.failedRestores.Load(),
 	}
 }
@@ -180,9 +217,16 @@ type PoolStatus struct {
 	// Down: the pool has no trustworthy state and answers Unavailable
 	// while its committed state is restored.
 	Down bool
-	// Requests waiting in the pool's queue.
-	QueuedNotifications, QueuedPolls int
-	Counters                         PoolCounters
+	// Requests waiting in the pool's queue, and their bytes.
+	QueuedNotifications, QueuedPolls         int
+	QueuedNotificationBytes, QueuedPollBytes int64
+	Counters                                 PoolCounters
+}
+
+// NotifyBytes returns the bytes of notifications and admin calls the
+// process holds (queued or in a running batch) and their bound.
+func (p *Pipeline) NotifyBytes() (held, max int64) {
+	return p.notifyBytes.used(), p.notifyBytes.max
 }
 
 // Status describes every pool, by id.
@@ -196,7 +240,9 @@ func (p *Pipeline) Status() []PoolStatus {
 			continue
 		}
 		st := PoolStatus{Pool: id, Counters: pl.counts.snapshot()}
-		st.QueuedNotifications, st.QueuedPolls = pl.q.lens()
+		l := pl.q.state()
+		st.QueuedNotifications, st.QueuedPolls = l.Urgent, l.Polls
+		st.QueuedNotificationBytes, st.QueuedPollBytes = l.UrgentBytes, l.PollBytes
 		pl.omu.Lock()
 		st.Down = pl.outage != nil
 		pl.omu.Unlock()
@@ -221,6 +267,9 @@ type Pipeline struct {
 
 	health health         // whether the store takes writes (health.go)
 	hwg    sync.WaitGroup // the store check goroutine
+
+	polls       pollDoor // AssignTasks calls in flight (door.go)
+	notifyBytes budget   // bytes of notifications and admin calls held
 }
 
 // New returns a pipeline over store; Load must be called before use.
@@ -228,6 +277,8 @@ func New(store nodestore.Store, sink EventSink, opts Options) *Pipeline {
 	opts.defaults()
 	ctx, stop := context.WithCancel(context.Background())
 	p := &Pipeline{store: store, sink: sink, opts: opts, ctx: ctx, stop: stop, pools: map[string]*pool{}}
+	p.polls.max = max(0, opts.MaxPollsInFlight)
+	p.notifyBytes.max = opts.MaxNotifyQueueBytes
 	p.health.init(time.Now())
 	return p
 }
@@ -274,7 +325,8 @@ func (p *Pipeline) loadPool(ctx context.Context, id string) (*pool, error) {
 }
 
 func (p *Pipeline) newPool(id string, s *scheduler.Scheduler, gen int64) *pool {
-	return &pool{id: id, s: s, gen: gen, q: newQueue(p.opts.MaxQueue, p.opts.MaxNotifyQueue), done: make(chan struct{})}
+	l := queueLimits{polls: p.opts.MaxQueue, pollBytes: p.opts.MaxQueueBytes, urgent: p.opts.MaxNotifyQueue}
+	return &pool{id: id, s: s, gen: gen, q: newQueue(l, &p.notifyBytes), done: make(chan struct{})}
 }
 
 // loadState reads a pool's committed state from the store.
@@ -339,6 +391,10 @@ type pool struct {
 	shedLog     rateLog
 
 	counts poolCounters
+
+	// For the shares of the door (door.go): when the pool last polled
+	// (UnixNano), and its polls queued or in a running batch.
+	lastPoll, pollsHeld atomic.Int64
 
 	deleted bool
 }

@@ -48,6 +48,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // version is stamped at build time (-ldflags "-X main.version=...").
@@ -64,19 +65,22 @@ func main() {
 
 // config is the parsed command line.
 type config struct {
-	grpcAddr, httpAddr string
-	store, eventLog    string
-	maxQueue, maxBatch int
-	maxNotifyQueue     int
-	maxClockSkew       time.Duration
-	batchWindow        time.Duration
-	shutdownGrace      time.Duration
-	logFormat          string
-	logLevel           string
-	limits             frontend.Limits
-	maxRequestBytes    int
-	httpHosts          []string
-	httpTimeouts       httpTimeouts
+	grpcAddr, httpAddr  string
+	store, eventLog     string
+	maxQueue, maxBatch  int
+	maxQueueBytes       int
+	maxPollsInFlight    int
+	maxNotifyQueue      int
+	maxNotifyQueueBytes int
+	maxClockSkew        time.Duration
+	batchWindow         time.Duration
+	shutdownGrace       time.Duration
+	logFormat           string
+	logLevel            string
+	limits              frontend.Limits
+	maxRequestBytes     int
+	httpHosts           []string
+	httpTimeouts        httpTimeouts
 }
 
 // httpTimeouts bound how long one HTTP connection may hold the server
@@ -96,6 +100,21 @@ var defaultHTTPTimeouts = httpTimeouts{readHeader: 10 * time.Second, read: 30 * 
 // NotifyTasks of Swarming's 1,000 items takes a few MB at most.
 const defaultMaxRequestBytes = 16 << 20
 
+// defaultMaxQueueBytes bounds the bytes of one pool's queued polls: 10,000
+// of Swarming's one-bot polls hold a few MB, and four of the largest polls
+// --max-request-bytes allows fit.
+const defaultMaxQueueBytes = 64 << 20
+
+// defaultMaxPollsInFlight bounds the AssignTasks calls of the process: two
+// full batches (--max-batch) of polls.
+const defaultMaxPollsInFlight = 10000
+
+// defaultMaxNotifyQueueBytes bounds the bytes of notifications the process
+// holds: about 1,000 of Swarming's largest batched NotifyTasks calls (1,000
+// items, about 270 KB) or 16 of the largest requests --max-request-bytes
+// allows, and about 1 GB of heap (see docs/operations.md).
+const defaultMaxNotifyQueueBytes = 256 << 20
+
 // errDone: the command line asked for --help or --version, which is printed;
 // the process exits 0 without serving.
 var errDone = errors.New("done")
@@ -114,18 +133,21 @@ func parseFlags(args []string, getenv func(string) string, stdout, stderr io.Wri
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (pRPC, /healthz, /readyz)")
 	fs.StringVar(&c.store, "store", "embedded:qscheduler-data", "state store: embedded:<dir> | memory")
 	fs.StringVar(&c.eventLog, "eventlog", "", "event log: jsonl:<path> | none (default jsonl:<dir>/events.jsonl with --store embedded:<dir>, none with --store memory)")
-	fs.IntVar(&c.maxQueue, "max-queue", 10000, "AssignTasks calls queued per pool before more get ResourceExhausted")
-	fs.IntVar(&c.maxNotifyQueue, "max-notify-queue", 100000, "NotifyTasks and admin calls queued per pool before more get Unavailable")
-	fs.IntVar(&c.maxBatch, "max-batch", 5000, "most requests in one batch")
-	fs.DurationVar(&c.batchWindow, "batch-window", 0, "optional wait before a batch starts, to gather more requests")
-	fs.DurationVar(&c.maxClockSkew, "max-clock-skew", frontend.DefaultMaxClockSkew, "how far ahead of this server's clock a request's time may be (InvalidArgument beyond)")
-	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "how long SIGTERM waits for requests to drain")
 	d := frontend.DefaultLimits
 	positive := map[string]*int{}
 	limit := func(p *int, name string, def int, usage string) {
 		fs.IntVar(p, name, def, usage)
 		positive[name] = p
 	}
+	limit(&c.maxQueue, "max-queue", 10000, "AssignTasks calls queued per pool before more get ResourceExhausted")
+	limit(&c.maxQueueBytes, "max-queue-bytes", defaultMaxQueueBytes, "bytes of AssignTasks calls queued per pool before more get ResourceExhausted")
+	limit(&c.maxPollsInFlight, "max-polls-in-flight", defaultMaxPollsInFlight, "AssignTasks calls in flight in the process before more get ResourceExhausted before being read; pools that poll share it")
+	limit(&c.maxNotifyQueue, "max-notify-queue", 100000, "NotifyTasks and admin calls queued per pool before more get Unavailable")
+	limit(&c.maxNotifyQueueBytes, "max-notify-queue-bytes", defaultMaxNotifyQueueBytes, "bytes of NotifyTasks and admin calls queued or being applied in the process before more get Unavailable")
+	limit(&c.maxBatch, "max-batch", 5000, "most requests in one batch")
+	fs.DurationVar(&c.batchWindow, "batch-window", 0, "optional wait before a batch starts, to gather more requests")
+	fs.DurationVar(&c.maxClockSkew, "max-clock-skew", frontend.DefaultMaxClockSkew, "how far ahead of this server's clock a request's time may be (InvalidArgument beyond)")
+	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "how long SIGTERM waits for requests to drain")
 	limit(&c.maxRequestBytes, "max-request-bytes", defaultMaxRequestBytes, "most bytes in one request, over gRPC and pRPC (InvalidArgument beyond)")
 	limit(&c.limits.AssignBots, "max-assign-bots", d.AssignBots, "most idle bots in one AssignTasks call (InvalidArgument beyond)")
 	limit(&c.limits.BotDimensions, "max-bot-dimensions", d.BotDimensions, "most dimensions of one idle bot (InvalidArgument beyond)")
@@ -347,7 +369,9 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 	}
 	defer exporter.Shutdown(context.Background())
 	pipeline := state.New(store, events, state.Options{
-		MaxQueue: c.maxQueue, MaxNotifyQueue: c.maxNotifyQueue, MaxBatch: c.maxBatch, Window: c.batchWindow, Logger: log,
+		MaxQueue: c.maxQueue, MaxQueueBytes: int64(c.maxQueueBytes), MaxPollsInFlight: int64(c.maxPollsInFlight),
+		MaxNotifyQueue: c.maxNotifyQueue, MaxNotifyQueueBytes: int64(c.maxNotifyQueueBytes),
+		MaxBatch: c.maxBatch, Window: c.batchWindow, Logger: log,
 	})
 	grpcLis, err := net.Listen("tcp", c.grpcAddr)
 	if err != nil {
@@ -368,6 +392,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 	interceptors := []grpc.UnaryServerInterceptor{recoverer(log), logger(log)}
 	gs := grpc.NewServer(
 		grpc.ForceServerCodecV2(newServerCodec()),
+		grpc.InTapHandle(pollDoor(pipeline)),
 		grpc.ChainUnaryInterceptor(interceptors...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -376,6 +401,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, store nodestore.Sto
 	)
 	grpcReg := decodingRegistrar{s: gs, rejected: logRejected(log)}
 	ps := prpc.NewServer(prpc.WithUnaryInterceptors(interceptors...), prpc.WithRejectionHook(logRejected(log)),
+		prpc.WithAdmission(prpcPollDoor(pipeline)),
 		prpc.WithMaxBodySize(int64(c.maxRequestBytes), "--max-request-bytes"), prpc.WithErrorLogger(log))
 	sw := &frontend.Swarming{P: pipeline, MaxClockSkew: c.maxClockSkew, Limits: c.limits, Log: log}
 	admin, view := &frontend.Admin{P: pipeline, Log: log}, &frontend.View{P: pipeline}
@@ -541,6 +567,40 @@ func readyz(ready *atomic.Bool, store nodestore.Store, pipeline *state.Pipeline)
 			return
 		}
 		fmt.Fprintln(w, "ready")
+	}
+}
+
+// assignMethod is the method the door of polls admits.
+const assignMethod = swarmingv1.ExternalScheduler_AssignTasks_FullMethodName
+
+// pollDoor is the gRPC tap handle that admits AssignTasks calls through the
+// pipeline's door before their message is read, and releases their place
+// when the stream ends. A refused call gets ResourceExhausted.
+func pollDoor(p *state.Pipeline) tap.ServerInHandle {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		if info.FullMethodName != assignMethod {
+			return ctx, nil
+		}
+		release, err := p.AdmitPoll()
+		if err != nil {
+			return nil, status.Error(codes.ResourceExhausted, err.Error())
+		}
+		context.AfterFunc(ctx, release)
+		return ctx, nil
+	}
+}
+
+// prpcPollDoor is pollDoor for pRPC: it runs before the body is read.
+func prpcPollDoor(p *state.Pipeline) func(ctx context.Context, fullMethod string) (func(), error) {
+	return func(ctx context.Context, fullMethod string) (func(), error) {
+		if fullMethod != assignMethod {
+			return nil, nil
+		}
+		release, err := p.AdmitPoll()
+		if err != nil {
+			return nil, status.Error(codes.ResourceExhausted, err.Error())
+		}
+		return release, nil
 	}
 }
 

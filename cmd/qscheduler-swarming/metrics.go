@@ -26,7 +26,15 @@ func registerMetrics(m metric.Meter, p *state.Pipeline, sw *frontend.Swarming) e
 		return g
 	}
 	shed := counter("qscheduler_requests_shed",
-		"Requests refused because their pool's queue was full: AssignTasks answered ResourceExhausted, NotifyTasks and admin calls answered Unavailable.")
+		"Requests refused because their pool's queue was full (by count or bytes, or a pool over its share of --max-polls-in-flight): AssignTasks answered ResourceExhausted, NotifyTasks and admin calls answered Unavailable.")
+	expired := counter("qscheduler_requests_expired",
+		"Requests dropped unapplied because their caller had left (its deadline passed, or it canceled) before their batch started.")
+	doorRefused := counter("qscheduler_polls_refused_at_door",
+		"AssignTasks calls answered ResourceExhausted before their request was read, because the process had --max-polls-in-flight of them in flight.")
+	inFlight := gauge("qscheduler_polls_in_flight",
+		"AssignTasks calls admitted at the door and not yet answered.")
+	notifyBytes := gauge("qscheduler_notification_bytes",
+		"Bytes of NotifyTasks and admin calls the process holds, queued or in a running batch (bounded by --max-notify-queue-bytes).")
 	failures := counter("qscheduler_batch_failures",
 		"Batches that failed: their commit failed (reason=commit) or applying them panicked (reason=panic); their callers got Unavailable or Internal.")
 	restores := counter("qscheduler_pool_restore_failures",
@@ -35,6 +43,8 @@ func registerMetrics(m metric.Meter, p *state.Pipeline, sw *frontend.Swarming) e
 		"1 while the pool answers Unavailable because its committed state is being restored, else 0.")
 	queued := gauge("qscheduler_queued_requests",
 		"Requests waiting in the pool's queue: kind=notifications (NotifyTasks and admin calls) or kind=polls (AssignTasks).")
+	queuedBytes := gauge("qscheduler_queued_bytes",
+		"Bytes of the requests waiting in the pool's queue: kind=notifications (NotifyTasks and admin calls) or kind=polls (AssignTasks).")
 	empty := counter("qscheduler_cron_empty_answers",
 		"GetCancellations and GetCallbacks calls answered with an empty list because the pool they name cannot be read (unknown, empty or invalid id, down).")
 	storeHealthy := gauge("qscheduler_store_healthy",
@@ -56,6 +66,9 @@ func registerMetrics(m metric.Meter, p *state.Pipeline, sw *frontend.Swarming) e
 			o.ObserveInt64(shed, c.ShedPolls, with(attribute.String("method", "AssignTasks")))
 			o.ObserveInt64(shed, c.ShedNotifications, with(attribute.String("method", "NotifyTasks")))
 			o.ObserveInt64(shed, c.ShedAdmin, with(attribute.String("method", "admin")))
+			o.ObserveInt64(expired, c.ExpiredPolls, with(attribute.String("method", "AssignTasks")))
+			o.ObserveInt64(expired, c.ExpiredNotifications, with(attribute.String("method", "NotifyTasks")))
+			o.ObserveInt64(expired, c.ExpiredAdmin, with(attribute.String("method", "admin")))
 			o.ObserveInt64(failures, c.FailedCommits, with(attribute.String("reason", "commit")))
 			o.ObserveInt64(failures, c.BatchPanics, with(attribute.String("reason", "panic")))
 			o.ObserveInt64(restores, c.FailedRestores, with())
@@ -66,7 +79,14 @@ func registerMetrics(m metric.Meter, p *state.Pipeline, sw *frontend.Swarming) e
 			o.ObserveInt64(down, d, with())
 			o.ObserveInt64(queued, int64(st.QueuedNotifications), with(attribute.String("kind", "notifications")))
 			o.ObserveInt64(queued, int64(st.QueuedPolls), with(attribute.String("kind", "polls")))
+			o.ObserveInt64(queuedBytes, st.QueuedNotificationBytes, with(attribute.String("kind", "notifications")))
+			o.ObserveInt64(queuedBytes, st.QueuedPollBytes, with(attribute.String("kind", "polls")))
 		}
+		door := p.Door()
+		o.ObserveInt64(doorRefused, door.Refused)
+		o.ObserveInt64(inFlight, door.InFlight)
+		held, _ := p.NotifyBytes()
+		o.ObserveInt64(notifyBytes, held)
 		h := p.StoreHealth()
 		healthy := int64(0)
 		if h.Healthy {
@@ -78,6 +98,6 @@ func registerMetrics(m metric.Meter, p *state.Pipeline, sw *frontend.Swarming) e
 		o.ObserveInt64(empty, sw.EmptyCancellations.Load(), metric.WithAttributes(attribute.String("method", "GetCancellations")))
 		o.ObserveInt64(empty, sw.EmptyCallbacks.Load(), metric.WithAttributes(attribute.String("method", "GetCallbacks")))
 		return nil
-	}, shed, failures, restores, down, queued, empty, storeHealthy, storeOutages, storeChecks)
+	}, shed, expired, doorRefused, inFlight, notifyBytes, failures, restores, down, queued, queuedBytes, empty, storeHealthy, storeOutages, storeChecks)
 	return err
 }

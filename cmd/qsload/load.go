@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -235,6 +237,47 @@ func runLoad(ctx context.Context, cfg *Config) (*Summary, error) {
 	if cfg.Ramp {
 		sum.Ramp = s.rampResult(stepTimes, func(i int) float64 { return phases[i].rate })
 	}
+	var good, made int64
+	for _, r := range sum.RPCs {
+		if r.Kind != kindNotifyBack {
+			good += r.OK
+			made += r.Calls
+		}
+	}
+	sum.GoodputPerSec, sum.OfferedPerSec = perSec(good, measured), perSec(made, measured)
 	sum.ClientCPUSeconds = cpuSeconds()
+	if cfg.ServerPID > 0 {
+		m, err := serverMemory(cfg.ServerPID)
+		if err != nil {
+			s.logf("server memory: %v", err)
+		}
+		sum.Server = m
+	}
 	return sum, ctx.Err()
+}
+
+// serverMemory reads the peak and current resident set of process pid.
+func serverMemory(pid int) (*ServerMemory, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	m := &ServerMemory{PID: pid}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		var kb float64
+		if _, err := fmt.Sscanf(strings.TrimSpace(v), "%f kB", &kb); err != nil {
+			continue
+		}
+		switch name {
+		case "VmHWM":
+			m.PeakRSSMiB = kb / 1024
+		case "VmRSS":
+			m.RSSMiB = kb / 1024
+		}
+	}
+	return m, nil
 }

@@ -176,6 +176,10 @@ type Config struct {
 	ServerCmd      string
 	StartupTimeout time.Duration
 
+	// ServerPID, if set, is the server's process id: its peak and final
+	// resident set are reported (Linux).
+	ServerPID int
+
 	JSON string
 	// Out receives the periodic lines and progress messages (default
 	// os.Stderr).
@@ -255,6 +259,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.BoolVar(&c.Startup, "startup", c.Startup, "measure the server's startup (needs -server-cmd)")
 	fs.StringVar(&c.ServerCmd, "server-cmd", c.ServerCmd, "command line starting the server (run by /bin/sh)")
 	fs.DurationVar(&c.StartupTimeout, "startup-timeout", c.StartupTimeout, "give up on the startup after this")
+	fs.IntVar(&c.ServerPID, "server-pid", c.ServerPID, "the server's process id: report its peak and final resident set (Linux)")
 	fs.StringVar(&c.JSON, "json", c.JSON, "also write the summary as JSON to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

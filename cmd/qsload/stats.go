@@ -27,16 +27,18 @@ const (
 
 var kinds = []string{kindAssign, kindNotifyBack, kindNotifyNew, kindNotifyStatus, kindNotifyCB, kindCancel, kindCallbacks}
 
-// recorder keeps every latency sample of one RPC kind (successful calls) and
-// the errors by code. Samples are kept exactly: a 2-minute run at 500/s is
-// 60,000 of them.
+// recorder keeps every latency sample of one RPC kind, successful calls and
+// shed answers apart, and the errors by code. Samples are kept exactly: a
+// 2-minute run at 500/s is 60,000 of them.
 type recorder struct {
 	mu     sync.Mutex
 	ok     []time.Duration
+	shed   []time.Duration // answers ResourceExhausted or Unavailable
 	calls  int64
 	items  int64 // notification items in successful calls
 	errs   map[codes.Code]int64
 	mark   int   // ok[:mark] were reported by interval
+	markS  int   // shed[:markS] too
 	markC  int64 // calls at the last interval
 	markE  int64 // errors at the last interval
 	markI  int64
@@ -49,8 +51,12 @@ func (r *recorder) add(d time.Duration, items int, err error) {
 	r.mu.Lock()
 	r.calls++
 	if err != nil {
-		r.errs[status.Code(err)]++
+		c := status.Code(err)
+		r.errs[c]++
 		r.errSum++
+		if isShed(c) {
+			r.shed = append(r.shed, d)
+		}
 	} else {
 		r.ok = append(r.ok, d)
 		r.items += int64(items)
@@ -58,15 +64,25 @@ func (r *recorder) add(d time.Duration, items int, err error) {
 	r.mu.Unlock()
 }
 
-// interval returns the counts and percentiles since the previous call.
-func (r *recorder) interval() (calls, errs, items int64, p50, p99 time.Duration) {
+// isShed reports whether code is how the server refuses work it has no room
+// for: ResourceExhausted (a poll), Unavailable (a notification, or a pool
+// that is down).
+func isShed(c codes.Code) bool {
+	return c == codes.ResourceExhausted || c == codes.Unavailable
+}
+
+// interval returns the counts and percentiles since the previous call: of
+// successful calls, and the p99 of shed answers.
+func (r *recorder) interval() (calls, errs, items int64, p50, p99, shedP99 time.Duration) {
 	r.mu.Lock()
 	s := slices.Clone(r.ok[r.mark:])
+	shed := slices.Clone(r.shed[r.markS:])
 	calls, errs, items = r.calls-r.markC, r.errSum-r.markE, r.items-r.markI
-	r.mark, r.markC, r.markE, r.markI = len(r.ok), r.calls, r.errSum, r.items
+	r.mark, r.markS, r.markC, r.markE, r.markI = len(r.ok), len(r.shed), r.calls, r.errSum, r.items
 	r.mu.Unlock()
 	slices.Sort(s)
-	return calls, errs, items, pct(s, 0.50), pct(s, 0.99)
+	slices.Sort(shed)
+	return calls, errs, items, pct(s, 0.50), pct(s, 0.99), pct(shed, 0.99)
 }
 
 // pct is the nearest-rank percentile of sorted s.
@@ -92,6 +108,11 @@ type RPCStats struct {
 	P90Ms       float64          `json:"p90_ms"`
 	P99Ms       float64          `json:"p99_ms"`
 	MaxMs       float64          `json:"max_ms"`
+	// Answers ResourceExhausted or Unavailable and their latency.
+	Shed      int64   `json:"shed,omitempty"`
+	ShedP50Ms float64 `json:"shed_p50_ms,omitempty"`
+	ShedP99Ms float64 `json:"shed_p99_ms,omitempty"`
+	ShedMaxMs float64 `json:"shed_max_ms,omitempty"`
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
@@ -107,7 +128,8 @@ func perSec(n int64, d time.Duration) float64 {
 func (r *recorder) stats(kind string, over time.Duration) RPCStats {
 	r.mu.Lock()
 	s := slices.Clone(r.ok)
-	st := RPCStats{Kind: kind, Calls: r.calls, OK: int64(len(r.ok)), Items: r.items}
+	shed := slices.Clone(r.shed)
+	st := RPCStats{Kind: kind, Calls: r.calls, OK: int64(len(r.ok)), Items: r.items, Shed: int64(len(r.shed))}
 	for c, n := range r.errs {
 		if st.Errors == nil {
 			st.Errors = map[string]int64{}
@@ -126,6 +148,10 @@ func (r *recorder) stats(kind string, over time.Duration) RPCStats {
 		st.MaxMs = ms(s[len(s)-1])
 	}
 	st.P50Ms, st.P90Ms, st.P99Ms = ms(pct(s, 0.5)), ms(pct(s, 0.9)), ms(pct(s, 0.99))
+	if len(shed) > 0 {
+		slices.Sort(shed)
+		st.ShedP50Ms, st.ShedP99Ms, st.ShedMaxMs = ms(pct(shed, 0.5)), ms(pct(shed, 0.99)), ms(shed[len(shed)-1])
+	}
 	return st
 }
 
@@ -156,10 +182,25 @@ type Summary struct {
 	StatusItems       int64   `json:"status_items"`
 	NotifyItemsPerSec float64 `json:"notify_items_per_sec"` // every NotifyTasks item of the measured phase
 
+	// Goodput: calls of the measured phase answered without error, per
+	// second, every kind but the backlog's; Offered: the calls made.
+	GoodputPerSec float64 `json:"goodput_per_sec"`
+	OfferedPerSec float64 `json:"offered_per_sec"`
+
 	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
+	// The server's memory (-server-pid): its peak and final resident set.
+	Server *ServerMemory `json:"server,omitempty"`
 
 	Ramp    *RampResult    `json:"ramp,omitempty"`
 	Startup *StartupResult `json:"startup,omitempty"`
+}
+
+// ServerMemory is the server's memory as Linux reports it
+// (/proc/<pid>/status).
+type ServerMemory struct {
+	PID        int     `json:"pid"`
+	PeakRSSMiB float64 `json:"peak_rss_mib"` // VmHWM: the most it ever held, backlog included
+	RSSMiB     float64 `json:"rss_mib"`      // VmRSS at the end of the run
 }
 
 // BacklogStats describes the backlog load.
@@ -310,6 +351,16 @@ func (s *Summary) Print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "%-20s %8d %9.1f %9s %8s %8s %8s %8s %8s  %s\n", r.Kind, r.Calls, r.RatePerSec, items,
 			fmtMs(r.P50Ms), fmtMs(r.P90Ms), fmtMs(r.P99Ms), fmtMs(r.MaxMs), fmtMs(r.MeanMs), fmtErrs(r.Errors))
+	}
+	for _, r := range s.RPCs {
+		if r.Shed > 0 {
+			fmt.Fprintf(w, "%-20s %8d shed answers (ResourceExhausted, Unavailable): p50 %s, p99 %s, max %s\n", r.Kind, r.Shed,
+				fmtMs(r.ShedP50Ms), fmtMs(r.ShedP99Ms), fmtMs(r.ShedMaxMs))
+		}
+	}
+	fmt.Fprintf(w, "goodput: %.1f calls/s answered without error, of %.1f calls/s made (every kind but the backlog)\n", s.GoodputPerSec, s.OfferedPerSec)
+	if m := s.Server; m != nil {
+		fmt.Fprintf(w, "server (pid %d): peak RSS %.0f MiB, RSS at the end %.0f MiB\n", m.PID, m.PeakRSSMiB, m.RSSMiB)
 	}
 	t := s.AssignTicks
 	fmt.Fprintf(w, "AssignTasks slots: %d scheduled, %d started (%d late >10ms), %d not made: no idle bot, %d not made: no free worker\n",
