@@ -17,27 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	eventsv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/events/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 )
-
-// logBuffer collects a logger's output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // faultyFile writes at most budget more bytes (negative: no limit), then
 // fails like a full disk; its next truncFails truncations fail.
@@ -125,7 +108,7 @@ func waitCounts(t *testing.T, j *JSONL, written, failed int64) {
 func TestJSONLShortWritesLeaveWholeLines(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "events.jsonl")
 	var ff *faultyFile
-	log := &logBuffer{}
+	log := &testutil.Buffer{}
 	j, err := openJSONL(path, "inst", 0, slog.New(slog.NewTextHandler(log, nil)), func(f *os.File) file {
 		ff = &faultyFile{File: f, budget: -1}
 		return ff
@@ -200,7 +183,7 @@ func TestJSONLCutsTornTailAtOpen(t *testing.T) {
 		if err := os.WriteFile(path, append(append([]byte(nil), whole...), tail...), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		log := &logBuffer{}
+		log := &testutil.Buffer{}
 		j, err := OpenJSONL(path, "inst", 0, slog.New(slog.NewTextHandler(log, nil)))
 		if err != nil {
 			t.Fatal(err)

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
 	swarmingv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/swarming/v1"
 	"github.com/qscheduler-swarming/qscheduler-swarming/prpc"
@@ -946,26 +947,8 @@ func TestResponseMetadata(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a concurrency-safe log sink.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestHandlerPanic(t *testing.T) {
-	var logs lockedBuffer
+	var logs testutil.Buffer
 	e := newEnv(t, prpc.WithErrorLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	e.es.setPanic("kaboom")
 	resp, body := e.post(t, assignPath, mustMarshal(t, sampleAssign(), prpc.EncodingBinary))

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler"
@@ -31,7 +32,7 @@ func heldPipeline(t *testing.T, opts Options, pools ...string) (*Pipeline, *faul
 	go func() {
 		first <- p.Notify(ctx, pools[0], NotifyInput{Items: []scheduler.Notification{waiting("first", 1)}})
 	}()
-	waitFor(t, "a commit to be held", func() bool { return fs.Held() == 1 })
+	testutil.WaitFor(t, "a commit to be held", func() bool { return fs.Held() == 1 })
 	return p, fs, first
 }
 
@@ -55,7 +56,7 @@ func TestBytesBound(t *testing.T) {
 
 	// A poll larger than the bound, into an empty queue: taken.
 	go func() { _, err := p.Assign(ctx, "p", poll("big", 5000)); errs <- err }()
-	waitFor(t, "the large poll to be queued", func() bool { _, n := pl.q.lens(); return n == 1 })
+	testutil.WaitFor(t, "the large poll to be queued", func() bool { _, n := pl.q.lens(); return n == 1 })
 	if _, err := p.Assign(ctx, "p", poll("small", 10)); !errors.Is(err, ErrOverloaded) {
 		t.Errorf("a poll behind one over the byte bound: %v, want ErrOverloaded", err)
 	}
@@ -64,9 +65,9 @@ func TestBytesBound(t *testing.T) {
 	// counting 0. 600 queued in p, 300 in q's batch (its commit is held
 	// too): 900. Another 200 in q is too much.
 	go func() { errs <- p.Notify(ctx, "p", note("n1", 600)) }()
-	waitFor(t, "a notification to be queued", func() bool { u, _ := pl.q.lens(); return u == 1 })
+	testutil.WaitFor(t, "a notification to be queued", func() bool { u, _ := pl.q.lens(); return u == 1 })
 	go func() { errs <- p.Notify(ctx, "q", note("n2", 300)) }()
-	waitFor(t, "q's batch to be held", func() bool { return fs.Held() == 2 })
+	testutil.WaitFor(t, "q's batch to be held", func() bool { return fs.Held() == 2 })
 	if held, _ := p.NotifyBytes(); held != 900 {
 		t.Errorf("the process holds %d bytes of notifications, want 900", held)
 	}
@@ -101,7 +102,7 @@ func TestBytesBound(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	waitFor(t, "the notification bytes to be released", func() bool { held, _ := p.NotifyBytes(); return held == 0 })
+	testutil.WaitFor(t, "the notification bytes to be released", func() bool { held, _ := p.NotifyBytes(); return held == 0 })
 	// Everything answered: the bounds are free again.
 	if err := p.Notify(ctx, "q", note("n4", 1000)); err != nil {
 		t.Errorf("a notification of the whole bound once nothing is held: %v", err)
@@ -133,7 +134,7 @@ func TestExpiredRequestsAreNotApplied(t *testing.T) {
 	go func() { kept <- p.Notify(ctx, "p", note("kept", 10)) }()
 	go func() { kept <- p.Notify(ctx, "p", note("kept-2", 10)) }()
 	go func() { _, err := p.Assign(ctx, "p", poll("bot", 10)); kept <- err }()
-	waitFor(t, "the live requests to be queued", func() bool { u, n := pl.q.lens(); return u == 2 && n == 1 })
+	testutil.WaitFor(t, "the live requests to be queued", func() bool { u, n := pl.q.lens(); return u == 2 && n == 1 })
 	if c := countersOf(t, p, "p"); c.ExpiredNotifications != 1 || c.ExpiredAdmin != 1 || c.ExpiredPolls != 1 {
 		t.Errorf("counted %+v, want one expired notification, admin change and poll", c)
 	}
@@ -270,19 +271,19 @@ func TestPoolsShareTheDoor(t *testing.T) {
 	for i := range 4 {
 		submit("heavy", fmt.Sprint("h", i))
 	}
-	waitFor(t, "heavy's polls to be queued", func() bool { _, n := hp.q.lens(); return n == 4 })
+	testutil.WaitFor(t, "heavy's polls to be queued", func() bool { _, n := hp.q.lens(); return n == 4 })
 	// light polls (the door still counts one pool polling: it counts again
 	// at most every pollerRecount).
 	submit("light", "l0")
 	lp, _ := p.pool("light")
-	waitFor(t, "light's poll to be held", func() bool { return lp.pollsHeld.Load() == 1 })
+	testutil.WaitFor(t, "light's poll to be held", func() bool { return lp.pollsHeld.Load() == 1 })
 	// Once the door counts again, the pools share the bound, two each.
 	p.polls.countedAt.Store(0)
 	if _, err := p.Assign(ctx, "heavy", poll("h-over", 10)); !errors.Is(err, ErrOverloaded) {
 		t.Errorf("heavy over its share: %v, want ErrOverloaded", err)
 	}
 	submit("light", "l1")
-	waitFor(t, "light's second poll to be held", func() bool { return lp.pollsHeld.Load() == 2 })
+	testutil.WaitFor(t, "light's second poll to be held", func() bool { return lp.pollsHeld.Load() == 2 })
 	if d := p.Door(); d.Pollers != 2 {
 		t.Errorf("door %+v, want 2 pools polling", d)
 	}

@@ -1,16 +1,15 @@
 package state
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
@@ -18,24 +17,6 @@ import (
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler"
 	"google.golang.org/protobuf/testing/protocmp"
 )
-
-// logBuffer collects a logger's output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // failing is a pool whose state holds the task "kept" (committed) and
 // whose next batch, holding a notification of "lost-task", a poll of
@@ -45,12 +26,12 @@ type failing struct {
 	fs  *faultstore.Store
 	mem *memory.Store
 	p   *Pipeline
-	log *logBuffer
+	log *testutil.Buffer
 }
 
 func newFailing(t *testing.T, opts Options) *failing {
 	t.Helper()
-	f := &failing{mem: memory.New(memory.Options{}), log: &logBuffer{}}
+	f := &failing{mem: memory.New(memory.Options{}), log: &testutil.Buffer{}}
 	f.fs = faultstore.New(f.mem)
 	opts.Logger = slog.New(slog.NewTextHandler(f.log, nil))
 	f.p = newPipeline(t, f.fs, nil, opts)
@@ -76,16 +57,16 @@ func (f *failing) runFailing(t *testing.T, extra func(s *scheduler.Scheduler) er
 	go func() {
 		blocker <- f.p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("blocker", 2)}})
 	}()
-	waitFor(t, "a commit to be held", func() bool { return f.fs.Held() == 1 })
+	testutil.WaitFor(t, "a commit to be held", func() bool { return f.fs.Held() == 1 })
 	pl, _ := f.p.pool("p")
 	notified, mutated := make(chan error, 1), make(chan error, 1)
 	go func() {
 		notified <- f.p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("lost-task", 3)}})
 	}()
-	waitFor(t, "the notification to be queued", func() bool { u, _ := pl.q.lens(); return u == 1 })
+	testutil.WaitFor(t, "the notification to be queued", func() bool { u, _ := pl.q.lens(); return u == 1 })
 	if extra != nil {
 		go func() { mutated <- f.p.Mutate(ctx, "p", extra) }()
-		waitFor(t, "the admin change to be queued", func() bool { u, _ := pl.q.lens(); return u == 2 })
+		testutil.WaitFor(t, "the admin change to be queued", func() bool { u, _ := pl.q.lens(); return u == 2 })
 	}
 	type result struct {
 		out []scheduler.TaskAssignment
@@ -96,7 +77,7 @@ func (f *failing) runFailing(t *testing.T, extra func(s *scheduler.Scheduler) er
 		out, err := f.p.Assign(ctx, "p", AssignInput{Time: t0.Add(4 * time.Second), Bots: []scheduler.IdleWorker{{ID: "lost-bot", Labels: []string{"pool:x"}}}})
 		assigned <- result{out, err}
 	}()
-	waitFor(t, "the poll to be queued", func() bool { _, polls := pl.q.lens(); return polls == 1 })
+	testutil.WaitFor(t, "the poll to be queued", func() bool { _, polls := pl.q.lens(); return polls == 1 })
 	f.fs.FailCommits(faults...)
 	f.fs.Release()
 	if err := <-blocker; err != nil {
@@ -333,7 +314,7 @@ func TestRestoreRetriesUntilTheStoreAnswers(t *testing.T) {
 	}
 	before := countersOf(t, f.p, "p").FailedRestores
 	f.fs.FailLoads(2)
-	waitFor(t, "pool p to be restored", func() bool { return len(f.p.Outages()) == 0 })
+	testutil.WaitFor(t, "pool p to be restored", func() bool { return len(f.p.Outages()) == 0 })
 	if got := countersOf(t, f.p, "p").FailedRestores - before; got != 2 {
 		t.Errorf("%d more failed restores, want 2", got)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
@@ -17,10 +18,10 @@ import (
 
 // healthPipeline is a pipeline over a faultstore with pools p and other,
 // logging to a buffer.
-func healthPipeline(t *testing.T, store func(*faultstore.Store) nodestore.Store, opts Options) (*Pipeline, *faultstore.Store, *logBuffer) {
+func healthPipeline(t *testing.T, store func(*faultstore.Store) nodestore.Store, opts Options) (*Pipeline, *faultstore.Store, *testutil.Buffer) {
 	t.Helper()
 	fs := faultstore.New(memory.New(memory.Options{}))
-	log := &logBuffer{}
+	log := &testutil.Buffer{}
 	opts.Logger = slog.New(slog.NewTextHandler(log, nil))
 	var s nodestore.Store = fs
 	if store != nil {
@@ -81,7 +82,7 @@ func TestStoreHealthFullDisk(t *testing.T) {
 	}
 	// No request from here on: the checks run by themselves.
 	checks := fs.WriteChecks()
-	waitFor(t, "three more write checks, failed", func() bool {
+	testutil.WaitFor(t, "three more write checks, failed", func() bool {
 		return fs.WriteChecks() >= checks+3 && p.StoreHealth().FailedChecks >= 3
 	})
 	h = p.StoreHealth()
@@ -96,7 +97,7 @@ func TestStoreHealthFullDisk(t *testing.T) {
 	}
 
 	fs.FailWrites(nil)
-	waitFor(t, "the store to recover without a request", func() bool { return p.StoreHealth().Healthy })
+	testutil.WaitFor(t, "the store to recover without a request", func() bool { return p.StoreHealth().Healthy })
 	h = p.StoreHealth()
 	if h.Err() != nil || h.Cause != nil || h.FailedChecks != 0 || h.Outages != 1 || h.TotalFailedChecks < 3 {
 		t.Errorf("health after recovery: %+v", h)
@@ -125,7 +126,7 @@ func TestStoreHealthCommitsDoNotRecover(t *testing.T) {
 	if err := p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("lost", 1)}}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Notify while writes fail: %v", err)
 	}
-	waitFor(t, "the first check to fail", func() bool { return p.StoreHealth().FailedChecks == 1 })
+	testutil.WaitFor(t, "the first check to fail", func() bool { return p.StoreHealth().FailedChecks == 1 })
 	fs.FailWrites(nil)
 	if err := p.Notify(ctx, "other", NotifyInput{Items: []scheduler.Notification{waiting("ok", 1)}}); err != nil {
 		t.Fatalf("Notify once writes succeed: %v", err)
@@ -146,7 +147,7 @@ func TestStoreHealthCheckBeforeAFailure(t *testing.T) {
 		t.Fatalf("Notify while writes fail: %v", err)
 	}
 	fs.FailWrites(nil)
-	waitFor(t, "a check to be held at the gate", func() bool { return fs.Held() == 1 })
+	testutil.WaitFor(t, "a check to be held at the gate", func() bool { return fs.Held() == 1 })
 	held := fs.WriteChecks()
 	fs.FailWrites(errors.New("disk full again"))
 	if err := p.Notify(ctx, "other", NotifyInput{Items: []scheduler.Notification{waiting("x", 1)}}); !errors.Is(err, ErrUnavailable) {
@@ -154,7 +155,7 @@ func TestStoreHealthCheckBeforeAFailure(t *testing.T) {
 	}
 	fs.FailWrites(nil)
 	fs.Release()
-	waitFor(t, "the store to recover", func() bool { return p.StoreHealth().Healthy })
+	testutil.WaitFor(t, "the store to recover", func() bool { return p.StoreHealth().Healthy })
 	if got := fs.WriteChecks(); got <= held {
 		t.Errorf("recovered after %d checks: by the check held across the failure, want a later one", got)
 	}
@@ -194,7 +195,7 @@ func TestStoreHealthWithoutWriteCheck(t *testing.T) {
 	if err := p.Notify(context.Background(), "p", NotifyInput{Items: []scheduler.Notification{waiting("t", 1)}}); !errors.Is(err, ErrUnavailable) {
 		t.Fatal(err)
 	}
-	waitFor(t, "the store to recover", func() bool { return p.StoreHealth().Healthy })
+	testutil.WaitFor(t, "the store to recover", func() bool { return p.StoreHealth().Healthy })
 	if fs.WriteChecks() != 0 {
 		t.Errorf("%d write checks through a store that hides them", fs.WriteChecks())
 	}
@@ -209,7 +210,7 @@ func TestCloseWhileUnhealthy(t *testing.T) {
 	if err := p.Notify(context.Background(), "p", NotifyInput{Items: []scheduler.Notification{waiting("t", 1)}}); !errors.Is(err, ErrUnavailable) {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first check to fail", func() bool { return p.StoreHealth().FailedChecks == 1 })
+	testutil.WaitFor(t, "the first check to fail", func() bool { return p.StoreHealth().FailedChecks == 1 })
 	done := make(chan struct{})
 	go func() {
 		p.Close()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/qscheduler-swarming/qscheduler-swarming/eventlog"
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
@@ -37,22 +37,6 @@ func newPipeline(t *testing.T, store nodestore.Store, sink EventSink, opts Optio
 	}
 	t.Cleanup(p.Close)
 	return p
-}
-
-// waitTimeout bounds every wait of waitFor.
-const waitTimeout = 30 * time.Second
-
-// waitFor yields the processor until cond holds, and fails the test, saying
-// what it waited for, if cond does not hold within waitTimeout.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %v waiting for %s", waitTimeout, what)
-		}
-		runtime.Gosched()
-	}
 }
 
 func numWaiting(t *testing.T, p *Pipeline, pool string) int {
@@ -81,7 +65,7 @@ func TestGroupCommit(t *testing.T) {
 	}
 	first := make(chan error, 1)
 	go func() { first <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("first", 1)}}) }()
-	waitFor(t, "the first batch's commit to be held", func() bool { return fs.Held() == 1 })
+	testutil.WaitFor(t, "the first batch's commit to be held", func() bool { return fs.Held() == 1 })
 	const n = 50
 	errs := make(chan error, n)
 	for i := range n {
@@ -90,7 +74,7 @@ func TestGroupCommit(t *testing.T) {
 		}()
 	}
 	pl, _ := p.pool("p")
-	waitFor(t, fmt.Sprintf("%d notifications to be queued", n), func() bool { u, _ := pl.q.lens(); return u == n })
+	testutil.WaitFor(t, fmt.Sprintf("%d notifications to be queued", n), func() bool { u, _ := pl.q.lens(); return u == n })
 	fs.Release() // let every commit through
 	if err := <-first; err != nil {
 		t.Fatal(err)
@@ -181,7 +165,7 @@ func TestBackpressure(t *testing.T) {
 	}
 	results := make(chan error, 6)
 	go func() { results <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("a", 1)}}) }()
-	waitFor(t, "a commit to be held", func() bool { return fs.Held() == 1 })
+	testutil.WaitFor(t, "a commit to be held", func() bool { return fs.Held() == 1 })
 	pl, _ := p.pool("p")
 	assigned := make(chan []scheduler.TaskAssignment, 2)
 	for _, bot := range []scheduler.WorkerID{"bot-1", "bot-2"} {
@@ -191,7 +175,7 @@ func TestBackpressure(t *testing.T) {
 			assigned <- out
 		}()
 	}
-	waitFor(t, "2 polls to be queued", func() bool { _, polls := pl.q.lens(); return polls == 2 })
+	testutil.WaitFor(t, "2 polls to be queued", func() bool { _, polls := pl.q.lens(); return polls == 2 })
 	_, err := p.Assign(ctx, "p", AssignInput{Time: t0.Add(3 * time.Second), Bots: []scheduler.IdleWorker{{ID: "bot-3", Labels: []string{"pool:x"}}}})
 	if !errors.Is(err, ErrOverloaded) {
 		t.Errorf("third poll: %v, want ErrOverloaded", err)
@@ -200,7 +184,7 @@ func TestBackpressure(t *testing.T) {
 	for _, id := range []string{"b", "c", "d"} {
 		go func() { results <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting(id, 2)}}) }()
 	}
-	waitFor(t, "3 notifications to be queued", func() bool { u, _ := pl.q.lens(); return u == 3 })
+	testutil.WaitFor(t, "3 notifications to be queued", func() bool { u, _ := pl.q.lens(); return u == 3 })
 	err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("e", 2)}})
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOverloaded) {
 		t.Errorf("fourth queued notification: %v, want ErrUnavailable", err)
@@ -246,7 +230,7 @@ func TestCallerGivingUpDoesNotHurtOthers(t *testing.T) {
 		gaveUp <- p.Notify(impatient, "p", NotifyInput{Items: []scheduler.Notification{waiting("a", 1)}})
 	}()
 	go func() { patient <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("b", 1)}}) }()
-	waitFor(t, "a commit to be held", func() bool { return fs.Held() == 1 })
+	testutil.WaitFor(t, "a commit to be held", func() bool { return fs.Held() == 1 })
 	cancel()
 	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
 		t.Errorf("impatient caller got %v, want context.Canceled", err)
@@ -414,7 +398,7 @@ func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
 	}
 	first := make(chan error, 1)
 	go func() { first <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("task", 1)}}) }()
-	waitFor(t, "a commit to be held", func() bool { return fs.Held() == 1 })
+	testutil.WaitFor(t, "a commit to be held", func() bool { return fs.Held() == 1 })
 	type result struct {
 		out []scheduler.TaskAssignment
 		err error
@@ -433,7 +417,7 @@ func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
 		badBot <- result{out, err}
 	}()
 	pl, _ := p.pool("p")
-	waitFor(t, "3 polls to be queued", func() bool { _, polls := pl.q.lens(); return polls == 3 })
+	testutil.WaitFor(t, "3 polls to be queued", func() bool { _, polls := pl.q.lens(); return polls == 3 })
 	fs.Release()
 	if err := <-first; err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	swarmingv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/swarming/v1"
 	"github.com/qscheduler-swarming/qscheduler-swarming/prpc"
 	"google.golang.org/grpc"
@@ -79,7 +80,7 @@ func TestMalformedRequestsOverGRPC(t *testing.T) {
 				return
 			}
 			want := "msg=rpc method=" + tc.method + " code=" + tc.code.String() + " transport=grpc"
-			waitFor(t, "the call's log line "+want, func() bool { return strings.Contains(ts.log.String(), want) })
+			testutil.WaitFor(t, "the call's log line "+want, func() bool { return strings.Contains(ts.log.String(), want) })
 		})
 	}
 	// The same bytes over pRPC.
@@ -94,7 +95,7 @@ func TestMalformedRequestsOverGRPC(t *testing.T) {
 		}
 	}
 	want := "msg=rpc method=/swarming.v1.ExternalScheduler/NotifyTasks code=InvalidArgument transport=prpc"
-	waitFor(t, "the pRPC calls' log lines", func() bool { return strings.Count(ts.log.String(), want) == 3 })
+	testutil.WaitFor(t, "the pRPC calls' log lines", func() bool { return strings.Count(ts.log.String(), want) == 3 })
 
 	// The health service decodes its requests the same way.
 	var out []byte

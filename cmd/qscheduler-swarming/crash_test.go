@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
 	swarmingv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/swarming/v1"
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler"
@@ -31,7 +32,7 @@ type process struct {
 	grpcAddr string
 	conn     *grpc.ClientConn
 	exited   chan struct{}
-	stderr   *syncBuffer // everything the server wrote to stderr
+	stderr   *testutil.Buffer // everything the server wrote to stderr
 }
 
 var servingLine = regexp.MustCompile(`msg=serving grpc=(\S+) http=(\S+)`)
@@ -60,7 +61,7 @@ func startProcess(t *testing.T, bin, dataDir string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, exited: make(chan struct{}), stderr: &syncBuffer{}}
+	p := &process{cmd: cmd, exited: make(chan struct{}), stderr: &testutil.Buffer{}}
 	t.Cleanup(func() { p.dumpIfFailed(t) })
 	addr := make(chan string, 1)
 	copied := make(chan struct{})

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
 	swarmingv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/swarming/v1"
 	"github.com/qscheduler-swarming/qscheduler-swarming/prpc"
@@ -50,7 +51,7 @@ func TestPollDoorRefusesBeforeReading(t *testing.T) {
 	if _, err := holder.Write([]byte(`{"schedulerId": "door", `)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the held poll to take the door's place", func() bool {
+	testutil.WaitFor(t, "the held poll to take the door's place", func() bool {
 		_, body := httpGet(t, ts, "/metrics")
 		return strings.Contains(body, "\nqscheduler_polls_in_flight 1\n")
 	})

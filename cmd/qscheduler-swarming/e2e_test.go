@@ -5,17 +5,16 @@ package main
 // Swarming's headers and binary bodies, and over native gRPC.
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"math"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
@@ -30,28 +29,10 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// syncBuffer collects the server's log for failure messages.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type testServer struct {
 	grpcAddr, httpAddr string
 	conn               *grpc.ClientConn
-	log                *syncBuffer
+	log                *testutil.Buffer
 	// stop shuts the server down as SIGTERM does and returns what run
 	// returned; the test's cleanup calls it if the test did not.
 	stop func() error
@@ -78,7 +59,7 @@ func startServer(t *testing.T, args ...string) *testServer {
 func startServerOn(t *testing.T, store nodestore.Store, args ...string) *testServer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{log: &syncBuffer{}}
+	ts := &testServer{log: &testutil.Buffer{}}
 	addrs := make(chan [2]string, 1)
 	done := make(chan error, 1)
 	all := append([]string{"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--store=memory", "--eventlog=none", "--log-level=debug"}, args...)
@@ -137,22 +118,6 @@ func startServerOn(t *testing.T, store nodestore.Store, args ...string) *testSer
 	ts.conn = conn
 	waitServing(t, conn)
 	return ts
-}
-
-// waitTimeout bounds every wait of waitFor.
-const waitTimeout = 30 * time.Second
-
-// waitFor yields the processor until cond holds, and fails the test, saying
-// what it waited for, if cond does not hold within waitTimeout.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %v waiting for %s", waitTimeout, what)
-		}
-		runtime.Gosched()
-	}
 }
 
 func waitServing(t *testing.T, conn *grpc.ClientConn) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler"
@@ -52,7 +53,7 @@ func TestReadyzReportsPoolsDown(t *testing.T) {
 		t.Errorf("/readyz = %d %q while lab is down, want 503 naming lab and the error", code, body)
 	}
 	fs.FailLoads(0)
-	waitFor(t, "pool lab to be restored", func() bool { return len(p.Outages()) == 0 })
+	testutil.WaitFor(t, "pool lab to be restored", func() bool { return len(p.Outages()) == 0 })
 	if code, body := get(); code != 200 {
 		t.Errorf("/readyz = %d %s after lab was restored", code, body)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
 	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
@@ -142,7 +143,7 @@ func metricValue(t *testing.T, ts *testServer, name string, labels ...string) (v
 // requests queue; nothing else says when).
 func waitMetric(t *testing.T, ts *testServer, v float64, name string, labels ...string) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%s%v to be %v", name, labels, v), func() bool {
+	testutil.WaitFor(t, fmt.Sprintf("%s%v to be %v", name, labels, v), func() bool {
 		got, ok := metricValue(t, ts, name, labels...)
 		return ok && got == v
 	})
@@ -166,7 +167,7 @@ func TestSwarmingNotifyIsNeverShed(t *testing.T) {
 	fs.Hold() // every commit waits: the first batch holds the pool
 	answers := make(chan answer, 4)
 	go func() { answers <- swarmingCall(t, srv, "swarming:NotifyTasks", notifyReq("task-0"), nil) }()
-	waitFor(t, "the first batch's commit to be held", func() bool { return fs.Held() == 1 })
+	testutil.WaitFor(t, "the first batch's commit to be held", func() bool { return fs.Held() == 1 })
 	polled := make(chan *swarmingv1.AssignTasksResponse, 1)
 	go func() {
 		resp := &swarmingv1.AssignTasksResponse{}
@@ -383,7 +384,7 @@ func TestSwarmingFindsOurReasons(t *testing.T) {
 		t.Errorf("the server log lacks %q", text)
 	}
 	// The event log is written in the background: wait for the row.
-	waitFor(t, fmt.Sprintf("a TASK_ERROR row of three-slices with %q in the event log", text), func() bool {
+	testutil.WaitFor(t, fmt.Sprintf("a TASK_ERROR row of three-slices with %q in the event log", text), func() bool {
 		b, _ := os.ReadFile(events)
 		return bytes.Contains(b, []byte(`"TYPE_TASK_ERROR"`)) && bytes.Contains(b, []byte(text)) && bytes.Contains(b, []byte(`"three-slices"`))
 	})
@@ -429,7 +430,7 @@ func TestStoreTakesNoWrites(t *testing.T) {
 	if a := swarmingCall(t, srv, "swarming:NotifyTasks", req, nil); a.http != 503 || a.code != codes.Unavailable {
 		t.Errorf("NotifyTasks on a full disk: HTTP %d %v %s, want 503 Unavailable", a.http, a.code, a.msg)
 	}
-	waitFor(t, "gRPC health NOT_SERVING", func() bool { return serving() == healthpb.HealthCheckResponse_NOT_SERVING })
+	testutil.WaitFor(t, "gRPC health NOT_SERVING", func() bool { return serving() == healthpb.HealthCheckResponse_NOT_SERVING })
 	if code, body := httpGet(t, srv, "/readyz"); code != 503 || !strings.Contains(body, "the store takes no writes") || !strings.Contains(body, "no space left on device") {
 		t.Errorf("/readyz on a full disk: %d %q", code, body)
 	}
@@ -437,7 +438,7 @@ func TestStoreTakesNoWrites(t *testing.T) {
 		t.Errorf("qscheduler_store_healthy = %v on a full disk, want 0", v)
 	}
 	fs.FailWrites(nil) // room again; no request arrives
-	waitFor(t, "gRPC health SERVING again", func() bool { return serving() == healthpb.HealthCheckResponse_SERVING })
+	testutil.WaitFor(t, "gRPC health SERVING again", func() bool { return serving() == healthpb.HealthCheckResponse_SERVING })
 	if code, body := httpGet(t, srv, "/readyz"); code != 200 {
 		t.Errorf("/readyz after the disk has room: %d %q", code, body)
 	}

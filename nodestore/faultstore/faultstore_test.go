@@ -3,10 +3,9 @@ package faultstore_test
 import (
 	"context"
 	"errors"
-	"runtime"
 	"testing"
-	"time"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
@@ -103,7 +102,7 @@ func TestFaults(t *testing.T) {
 		_, err := s.Commit(ctx, "p", 4, d)
 		done <- err
 	}()
-	waitFor(t, "the commit to be held", func() bool {
+	testutil.WaitFor(t, "the commit to be held", func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("held commit returned %v", err)
@@ -176,25 +175,9 @@ func TestFailWrites(t *testing.T) {
 	s.Hold()
 	done := make(chan error)
 	go func() { done <- s.CheckWrite(ctx) }()
-	waitFor(t, "the check to be held", func() bool { return s.Held() == 1 })
+	testutil.WaitFor(t, "the check to be held", func() bool { return s.Held() == 1 })
 	s.Release()
 	if err := <-done; err != nil {
 		t.Errorf("released check: %v", err)
-	}
-}
-
-// waitTimeout bounds every wait of waitFor.
-const waitTimeout = 30 * time.Second
-
-// waitFor yields the processor until cond holds, and fails the test, saying
-// what it waited for, if cond does not hold within waitTimeout.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %v waiting for %s", waitTimeout, what)
-		}
-		runtime.Gosched()
 	}
 }
