@@ -56,7 +56,7 @@ func TestBytesBound(t *testing.T) {
 
 	// A poll larger than the bound, into an empty queue: taken.
 	go func() { _, err := p.Assign(ctx, "p", poll("big", 5000)); errs <- err }()
-	testutil.WaitFor(t, "the large poll to be queued", func() bool { _, n := pl.q.lens(); return n == 1 })
+	testutil.WaitFor(t, "the large poll to be queued", func() bool { return pl.q.state().Polls == 1 })
 	if _, err := p.Assign(ctx, "p", poll("small", 10)); !errors.Is(err, ErrOverloaded) {
 		t.Errorf("a poll behind one over the byte bound: %v, want ErrOverloaded", err)
 	}
@@ -65,7 +65,7 @@ func TestBytesBound(t *testing.T) {
 	// counting 0. 600 queued in p, 300 in q's batch (its commit is held
 	// too): 900. Another 200 in q is too much.
 	go func() { errs <- p.Notify(ctx, "p", note("n1", 600)) }()
-	testutil.WaitFor(t, "a notification to be queued", func() bool { u, _ := pl.q.lens(); return u == 1 })
+	testutil.WaitFor(t, "a notification to be queued", func() bool { return pl.q.state().Urgent == 1 })
 	go func() { errs <- p.Notify(ctx, "q", note("n2", 300)) }()
 	testutil.WaitFor(t, "q's batch to be held", func() bool { return fs.Held() == 2 })
 	if held, _ := p.NotifyBytes(); held != 900 {
@@ -134,7 +134,7 @@ func TestExpiredRequestsAreNotApplied(t *testing.T) {
 	go func() { kept <- p.Notify(ctx, "p", note("kept", 10)) }()
 	go func() { kept <- p.Notify(ctx, "p", note("kept-2", 10)) }()
 	go func() { _, err := p.Assign(ctx, "p", poll("bot", 10)); kept <- err }()
-	testutil.WaitFor(t, "the live requests to be queued", func() bool { u, n := pl.q.lens(); return u == 2 && n == 1 })
+	testutil.WaitFor(t, "the live requests to be queued", func() bool { l := pl.q.state(); return l.Urgent == 2 && l.Polls == 1 })
 	if c := countersOf(t, p, "p"); c.ExpiredNotifications != 1 || c.ExpiredAdmin != 1 || c.ExpiredPolls != 1 {
 		t.Errorf("counted %+v, want one expired notification, admin change and poll", c)
 	}
@@ -271,7 +271,7 @@ func TestPoolsShareTheDoor(t *testing.T) {
 	for i := range 4 {
 		submit("heavy", fmt.Sprint("h", i))
 	}
-	testutil.WaitFor(t, "heavy's polls to be queued", func() bool { _, n := hp.q.lens(); return n == 4 })
+	testutil.WaitFor(t, "heavy's polls to be queued", func() bool { return hp.q.state().Polls == 4 })
 	// light polls (the door still counts one pool polling: it counts again
 	// at most every pollerRecount).
 	submit("light", "l0")

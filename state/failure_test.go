@@ -63,10 +63,10 @@ func (f *failing) runFailing(t *testing.T, extra func(s *scheduler.Scheduler) er
 	go func() {
 		notified <- f.p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("lost-task", 3)}})
 	}()
-	testutil.WaitFor(t, "the notification to be queued", func() bool { u, _ := pl.q.lens(); return u == 1 })
+	testutil.WaitFor(t, "the notification to be queued", func() bool { return pl.q.state().Urgent == 1 })
 	if extra != nil {
 		go func() { mutated <- f.p.Mutate(ctx, "p", extra) }()
-		testutil.WaitFor(t, "the admin change to be queued", func() bool { u, _ := pl.q.lens(); return u == 2 })
+		testutil.WaitFor(t, "the admin change to be queued", func() bool { return pl.q.state().Urgent == 2 })
 	}
 	type result struct {
 		out []scheduler.TaskAssignment
@@ -77,7 +77,7 @@ func (f *failing) runFailing(t *testing.T, extra func(s *scheduler.Scheduler) er
 		out, err := f.p.Assign(ctx, "p", AssignInput{Time: t0.Add(4 * time.Second), Bots: []scheduler.IdleWorker{{ID: "lost-bot", Labels: []string{"pool:x"}}}})
 		assigned <- result{out, err}
 	}()
-	testutil.WaitFor(t, "the poll to be queued", func() bool { _, polls := pl.q.lens(); return polls == 1 })
+	testutil.WaitFor(t, "the poll to be queued", func() bool { return pl.q.state().Polls == 1 })
 	f.fs.FailCommits(faults...)
 	f.fs.Release()
 	if err := <-blocker; err != nil {

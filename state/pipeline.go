@@ -35,8 +35,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -232,14 +234,8 @@ func (p *Pipeline) NotifyBytes() (held, max int64) {
 // Status describes every pool, by id.
 func (p *Pipeline) Status() []PoolStatus {
 	var out []PoolStatus
-	for _, id := range p.Pools() {
-		p.mu.Lock()
-		pl := p.pools[id]
-		p.mu.Unlock()
-		if pl == nil {
-			continue
-		}
-		st := PoolStatus{Pool: id, Counters: pl.counts.snapshot()}
+	for _, pl := range p.sortedPools() {
+		st := PoolStatus{Pool: pl.id, Counters: pl.counts.snapshot()}
 		l := pl.q.state()
 		st.QueuedNotifications, st.QueuedPolls = l.Urgent, l.Polls
 		st.QueuedNotificationBytes, st.QueuedPollBytes = l.UrgentBytes, l.PollBytes
@@ -481,16 +477,10 @@ type PoolOutage struct {
 // Outages lists the pools that are down, by id.
 func (p *Pipeline) Outages() []PoolOutage {
 	var out []PoolOutage
-	for _, id := range p.Pools() {
-		p.mu.Lock()
-		pl := p.pools[id]
-		p.mu.Unlock()
-		if pl == nil {
-			continue
-		}
+	for _, pl := range p.sortedPools() {
 		pl.omu.Lock()
 		if o := pl.outage; o != nil {
-			out = append(out, PoolOutage{Pool: id, Since: o.since, Cause: o.cause, Attempts: o.attempts, Last: o.last})
+			out = append(out, PoolOutage{Pool: pl.id, Since: o.since, Cause: o.cause, Attempts: o.attempts, Last: o.last})
 		}
 		pl.omu.Unlock()
 	}
@@ -549,6 +539,13 @@ func (p *Pipeline) Pools() []string {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// sortedPools returns the pools, by id.
+func (p *Pipeline) sortedPools() []*pool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.SortedFunc(maps.Values(p.pools), func(a, b *pool) int { return strings.Compare(a.id, b.id) })
 }
 
 // ValidatePoolID checks a pool id by the rule stores apply

@@ -74,7 +74,7 @@ func TestGroupCommit(t *testing.T) {
 		}()
 	}
 	pl, _ := p.pool("p")
-	testutil.WaitFor(t, fmt.Sprintf("%d notifications to be queued", n), func() bool { u, _ := pl.q.lens(); return u == n })
+	testutil.WaitFor(t, fmt.Sprintf("%d notifications to be queued", n), func() bool { return pl.q.state().Urgent == n })
 	fs.Release() // let every commit through
 	if err := <-first; err != nil {
 		t.Fatal(err)
@@ -175,7 +175,7 @@ func TestBackpressure(t *testing.T) {
 			assigned <- out
 		}()
 	}
-	testutil.WaitFor(t, "2 polls to be queued", func() bool { _, polls := pl.q.lens(); return polls == 2 })
+	testutil.WaitFor(t, "2 polls to be queued", func() bool { return pl.q.state().Polls == 2 })
 	_, err := p.Assign(ctx, "p", AssignInput{Time: t0.Add(3 * time.Second), Bots: []scheduler.IdleWorker{{ID: "bot-3", Labels: []string{"pool:x"}}}})
 	if !errors.Is(err, ErrOverloaded) {
 		t.Errorf("third poll: %v, want ErrOverloaded", err)
@@ -184,7 +184,7 @@ func TestBackpressure(t *testing.T) {
 	for _, id := range []string{"b", "c", "d"} {
 		go func() { results <- p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting(id, 2)}}) }()
 	}
-	testutil.WaitFor(t, "3 notifications to be queued", func() bool { u, _ := pl.q.lens(); return u == 3 })
+	testutil.WaitFor(t, "3 notifications to be queued", func() bool { return pl.q.state().Urgent == 3 })
 	err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{waiting("e", 2)}})
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOverloaded) {
 		t.Errorf("fourth queued notification: %v, want ErrUnavailable", err)
@@ -417,7 +417,7 @@ func TestBadAssignDoesNotFailItsBatch(t *testing.T) {
 		badBot <- result{out, err}
 	}()
 	pl, _ := p.pool("p")
-	testutil.WaitFor(t, "3 polls to be queued", func() bool { _, polls := pl.q.lens(); return polls == 3 })
+	testutil.WaitFor(t, "3 polls to be queued", func() bool { return pl.q.state().Polls == 3 })
 	fs.Release()
 	if err := <-first; err != nil {
 		t.Fatal(err)

@@ -134,12 +134,6 @@ func (q *queue) state() queueLens {
 	return queueLens{q.nUrgent, q.nPolls, q.urgentBytes, q.pollBytes}
 }
 
-// lens returns how many requests each list holds.
-func (q *queue) lens() (urgent, polls int) {
-	l := q.state()
-	return l.Urgent, l.Polls
-}
-
 // unqueue removes a live request from the counts. A notification's bytes
 // stay taken from the budget while it is in a batch: done releases them.
 // q.mu is held.
