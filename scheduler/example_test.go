@@ -113,5 +113,8 @@ func printBatch(s *scheduler.Scheduler) {
 		}
 		fmt.Println(line)
 	}
+	// The callers are answered; then the batch's changes are filed in the
+	// orders View and Callbacks read, before the next batch or any reader.
+	s.SettleOrders()
 	s.ReuseEvents(events)
 }

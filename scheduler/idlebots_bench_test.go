@@ -124,7 +124,9 @@ const idleLaterPasses = 15
 // the slowest of those AssignTasks calls, alloc-MB/pass what each
 // allocates on average. Half a second after each, one bot polls alone:
 // pass1-ms is the median of those calls, a pass over every idle bot
-// without the cost of marking them all idle. Run:
+// without the cost of marking them all idle. settle-ms is the median time
+// SettleOrders takes after a pass where every bot polled (each bot moves in
+// the idle order). Run:
 //
 //	go test ./scheduler -run '^$' -bench IdleBots -benchtime 1x -count 3
 func BenchmarkIdleBots(b *testing.B) {
@@ -137,7 +139,7 @@ func benchIdleBots(b *testing.B, n int) {
 	bots := idleFleet(n)
 	t0 := time.Date(2026, time.January, 1, 0, 0, 0, 0, time.UTC)
 	var heapMB, firstMS, allocMB float64
-	var lat, lat1 []time.Duration
+	var lat, lat1, settle []time.Duration
 	b.ResetTimer()
 	b.StopTimer()
 	for range b.N {
@@ -176,6 +178,9 @@ func benchIdleBots(b *testing.B, n int) {
 			}
 			s.DiscardEvents()
 			lat = append(lat, d)
+			start = time.Now()
+			s.SettleOrders()
+			settle = append(settle, time.Since(start))
 			alloc += mb.TotalAlloc - ma.TotalAlloc
 			// Half a second later, one bot polls: the pass still serves
 			// every idle bot.
@@ -194,10 +199,12 @@ func benchIdleBots(b *testing.B, n int) {
 	}
 	slices.Sort(lat)
 	slices.Sort(lat1)
+	slices.Sort(settle)
 	b.ReportMetric(heapMB, "heap-MB")
 	b.ReportMetric(firstMS, "first-ms")
 	b.ReportMetric(ms(percentile(lat, 50)), "pass-ms")
 	b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
 	b.ReportMetric(allocMB, "alloc-MB/pass")
 	b.ReportMetric(ms(percentile(lat1, 50)), "pass1-ms")
+	b.ReportMetric(ms(percentile(settle, 50)), "settle-ms")
 }

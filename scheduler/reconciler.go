@@ -366,8 +366,10 @@ func (s *Scheduler) Cancellations() []Cancellation {
 // Callbacks returns the tasks Swarming should re-confirm: the
 // max(1, ceil(1% of n)) waiting and max(1, ceil(5% of m)) running tasks
 // confirmed longest ago (ties by id), waiting ones first. It reads them off
-// the orders by confirmed time: O(log n + k) for k tasks.
+// the orders by confirmed time, settled first (SettleOrders): O(log n + k)
+// for k tasks once settled.
 func (s *Scheduler) Callbacks() []RequestID {
+	s.SettleOrders()
 	nw := callbackCount(s.byConf.waiting.Len(), 0.01)
 	nr := callbackCount(s.byConf.running.Len(), 0.05)
 	if nw+nr == 0 {

@@ -31,6 +31,11 @@ type request struct {
 	w   *worker // while running
 
 	hash uint64 // of id, under which Scheduler.requests holds it
+
+	// Its place in the waiting order by confirmed time (confirmedOrder):
+	// filed at (ordT, id) when ordIn; marked for settling when ordPending.
+	ordT              int64
+	ordIn, ordPending bool
 }
 
 // cmpFIFO is the FIFO order: (enqueue time, id).
@@ -104,7 +109,7 @@ func (s *Scheduler) enqueue(r *request) {
 	}
 	r.acct.waiting++
 	s.nWaiting++
-	s.byConf.waiting.Insert(waitingKey(r), r)
+	s.byConf.markRequest(r)
 	s.dirty.request(r.id)
 }
 
@@ -122,6 +127,6 @@ func (s *Scheduler) dequeue(r *request) {
 	}
 	r.acct.waiting--
 	s.nWaiting--
-	s.byConf.waiting.Delete(waitingKey(r))
+	s.byConf.markRequest(r)
 	s.dirty.request(r.id)
 }

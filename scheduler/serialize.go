@@ -230,6 +230,7 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 		a.balanceSeen = false
 	}
 	s.gc()
+	s.SettleOrders()
 	return s, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/benchdata"
 )
@@ -33,6 +34,7 @@ func BenchmarkStormPass(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("pass%d", pass), func(b *testing.B) {
 			var events int
+			var settle time.Duration
 			for range b.N {
 				b.StopTimer()
 				s, err := FromProto(c.st)
@@ -45,10 +47,14 @@ func BenchmarkStormPass(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StopTimer()
+				t0 := time.Now()
+				s.SettleOrders()
+				settle += time.Since(t0)
 				events = len(s.TakeEvents())
 				b.StartTimer()
 			}
 			b.ReportMetric(float64(events), "events")
+			b.ReportMetric(ms(settle/time.Duration(b.N)), "settle-ms")
 		})
 	}
 	// The victim sort of the heaviest storm alone: every task running below

@@ -50,9 +50,8 @@ func (s *Scheduler) addRequest(task Task, enq, t int64, fromCallback bool) {
 		s.unbury(task.ID)
 	case r.cls != nil: // waiting: confirm only
 		if t > r.confirmed {
-			s.byConf.waiting.Delete(waitingKey(r))
 			r.confirmed = t
-			s.byConf.waiting.Insert(waitingKey(r), r)
+			s.byConf.markRequest(r)
 			s.dirty.request(r.id)
 		}
 		return
@@ -103,9 +102,8 @@ func (s *Scheduler) markIdle(id WorkerID, labels []string, t int64, fromCallback
 	}
 	s.setWorkerLabels(w, labels)
 	if t != w.confirmed {
-		s.byConf.idle.Delete(idleKey(w))
 		w.confirmed = t // its idle key catches up at expiry (expireIdle)
-		s.byConf.idle.Insert(idleKey(w), w)
+		s.byConf.markWorker(w)
 	}
 	s.dirty.worker(w.id)
 }
@@ -177,13 +175,9 @@ func (s *Scheduler) confirm(r *request, w *worker, t int64) {
 	if t <= r.confirmed && t <= w.confirmed {
 		return
 	}
-	old := runningKey(w)
 	r.confirmed = max(r.confirmed, t)
 	w.confirmed = max(w.confirmed, t)
-	if k := runningKey(w); k != old { // the task moves in the running order
-		s.byConf.running.Delete(old)
-		s.byConf.running.Insert(k, w)
-	}
+	s.byConf.markWorker(w) // the task may move in the running order
 	s.dirty.worker(w.id)
 }
 

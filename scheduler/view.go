@@ -111,11 +111,12 @@ func (s *Scheduler) View(maxItems int) PoolView {
 // later in its list, and one already listed is listed again if that takes
 // it past the list's position.
 //
-// The counts come from counters and the lists from the orders kept by
-// confirmed time (confirmedOrder): a page costs O(accounts + log n +
-// maxItems), plus the fanout groups and limited labels of accounts with
+// The counts come from counters and the lists from the orders by confirmed
+// time (confirmedOrder), settled first (SettleOrders): a settled page costs
+// O(accounts + log n + maxItems), plus the fanout groups and limited labels of accounts with
 // limits for the excesses, never a pass over the tasks or workers.
 func (s *Scheduler) ViewPage(from ViewCursor, maxItems int) PoolView {
+	s.SettleOrders()
 	v := PoolView{HasClock: s.hasClock, Balances: map[AccountID]Vector{}, Next: from}
 	if s.hasClock {
 		v.Now = Time(s.now)
@@ -171,18 +172,135 @@ func (s *Scheduler) ViewPage(from ViewCursor, maxItems int) PoolView {
 // workers each in a B-tree by (confirmed time, id), the order of View and
 // Callbacks: a waiting request by its confirmed time and id, a running task
 // by its worker's latestConfirmed and the request's id, an idle worker by
-// its confirmed time and id. The functions that change an entry's list or
-// confirmed time keep them exact: enqueue and dequeue, attach and detach,
-// pushIdle and removeIdle, and the confirmations of addRequest, markIdle
-// and confirm (an entry moves by a deletion and an insertion, O(log n)
-// each). An entry costs its key and pointer (32 bytes) and about half of
-// that in unused node space. Reading the k oldest entries after any
-// position costs O(log n + k), so a page of View and Callbacks never scan.
+// its confirmed time and id. An entry costs its key and pointer (32 bytes)
+// and about half of that in unused node space. Reading the k oldest
+// entries after any position costs O(log n + k), so a page of View and
+// Callbacks never scan.
+//
+// The orders are settled, not kept: the functions that change an entry's
+// list or confirmed time (enqueue and dequeue, attach and detach, pushIdle
+// and removeIdle, and the confirmations of addRequest, markIdle and
+// confirm) only mark the entry, once, and settle files each marked entry
+// where it now belongs (a deletion and an insertion, O(log n) each, for an
+// entry that moved; nothing for one that came back to its place). A pass
+// that starts and preempts thousands of tasks therefore costs the orders
+// nothing while its callers wait; the moves are paid once per entry when
+// the orders are next settled (Scheduler.SettleOrders).
 type confirmedOrder struct {
 	waiting btree.Set[viewKey, *request]
 	running btree.Set[viewKey, *worker]
 	idle    btree.Set[viewKey, *worker]
+
+	// The entries marked since the last settle.
+	markedRequests []*request
+	markedWorkers  []*worker
 }
+
+// orderList names the list of a confirmedOrder that holds a worker.
+type orderList uint8
+
+const (
+	inNoList orderList = iota
+	inRunning
+	inIdle
+)
+
+// markRequest marks r for the next settle.
+func (o *confirmedOrder) markRequest(r *request) {
+	if !r.ordPending {
+		r.ordPending = true
+		o.markedRequests = append(o.markedRequests, r)
+	}
+}
+
+// markWorker marks w for the next settle.
+func (o *confirmedOrder) markWorker(w *worker) {
+	if !w.ordPending {
+		w.ordPending = true
+		o.markedWorkers = append(o.markedWorkers, w)
+	}
+}
+
+// settled reports whether no entry is marked.
+func (o *confirmedOrder) settled() bool {
+	return len(o.markedRequests) == 0 && len(o.markedWorkers) == 0
+}
+
+// settle files every marked entry where it belongs now: a request in the
+// waiting list while it waits (it has a class); a worker in the running
+// list while it runs a task, in the idle list while it is in the idle
+// heap; an entry that is neither (dropped, forgotten, or between lists) in
+// no list. It takes every moved entry out before it files any: a key is
+// unique among the entries present, but an entry that left may have held
+// the key an entry that arrived takes (a task that moved to another bot
+// with the same confirmed time, a request re-created under its id).
+func (o *confirmedOrder) settle() {
+	if o.settled() {
+		return // and writes nothing: readers may share a settled order
+	}
+	for _, r := range o.markedRequests {
+		if r.ordIn && (r.cls == nil || r.ordT != r.confirmed) {
+			o.waiting.Delete(newViewKey(r.ordT, string(r.id)))
+			r.ordIn = false
+		}
+	}
+	for _, w := range o.markedWorkers {
+		if want, k := w.place(); w.ordIn != inNoList && (w.ordIn != want || w.ordKey != k) {
+			o.list(w.ordIn).Delete(w.ordKey)
+			w.ordIn, w.ordKey = inNoList, viewKey{}
+		}
+	}
+	for i, r := range o.markedRequests {
+		if r.cls != nil && !r.ordIn {
+			o.waiting.Insert(waitingKey(r), r)
+			r.ordIn, r.ordT = true, r.confirmed
+		}
+		r.ordPending = false
+		o.markedRequests[i] = nil
+	}
+	o.markedRequests = o.markedRequests[:0]
+	for i, w := range o.markedWorkers {
+		if want, k := w.place(); want != inNoList && w.ordIn == inNoList {
+			o.list(want).Insert(k, w)
+			w.ordIn, w.ordKey = want, k
+		}
+		w.ordPending = false
+		o.markedWorkers[i] = nil
+	}
+	o.markedWorkers = o.markedWorkers[:0]
+}
+
+// place is the list and key w belongs at in a settled confirmedOrder.
+func (w *worker) place() (orderList, viewKey) {
+	switch {
+	case w.req != nil:
+		return inRunning, runningKey(w)
+	case w.idleIdx >= 0:
+		return inIdle, idleKey(w)
+	}
+	return inNoList, viewKey{}
+}
+
+func (o *confirmedOrder) list(l orderList) *btree.Set[viewKey, *worker] {
+	if l == inRunning {
+		return &o.running
+	}
+	return &o.idle
+}
+
+// SettleOrders files the entries changed since the last call in the
+// orders by confirmed time that View and Callbacks read (confirmedOrder):
+// O(log n) for each entry that moved, however often it changed. View,
+// ViewPage and Callbacks settle first, so a caller that owns s need not
+// call it; one whose readers share s under a read lock must settle under
+// its exclusive lock before letting them in (OrdersSettled says whether it
+// needs to), since settling writes. The service's pipeline settles after
+// answering each batch, so that a batch's callers do not wait for it.
+func (s *Scheduler) SettleOrders() { s.byConf.settle() }
+
+// OrdersSettled reports whether no change waits to be filed in the orders
+// by confirmed time: whether View and Callbacks would only read s.
+func (s *Scheduler) OrdersSettled() bool { return s.byConf.settled() }
 
 func (o *confirmedOrder) init() {
 	o.waiting.Cmp, o.running.Cmp, o.idle.Cmp = cmpViewKey, cmpViewKey, cmpViewKey

@@ -18,8 +18,7 @@ import (
 
 // byScan is what View and Callbacks read, recomputed from the entities
 // alone: every waiting request, running task and idle worker with its key,
-// each list sorted by (confirmed time, id), the way View and Callbacks
-// selected before the orders were kept.
+// each list sorted by (confirmed time, id).
 type byScan struct {
 	waiting, running, idle []scanEntry
 }
@@ -50,11 +49,15 @@ func (s *Scheduler) scan() byScan {
 	return b
 }
 
-// checkViews: the orders by confirmed time hold exactly the entities, at
+// checkViews: once settled, the orders by confirmed time hold exactly the entities, at
 // their keys; View's counts equal counts over the entities; View's pages,
 // whatever their size, list each order once through; Callbacks lists the
 // oldest entries as a full sort selects them.
 func (s *Scheduler) checkViews() error {
+	s.SettleOrders()
+	if !s.OrdersSettled() {
+		return fmt.Errorf("entries stay marked after SettleOrders")
+	}
 	b := s.scan()
 	type ordered struct {
 		name string
@@ -500,5 +503,37 @@ func TestViewKeyOrder(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestSettleTakesOutBeforeFilingIn: a task reported running on a second bot
+// at the time it was last confirmed on the first takes the key the first
+// bot's entry held. Settling must take the first entry out before filing
+// the second, whichever of the two bots was marked first; the other way
+// round the running order would lose the task.
+func TestSettleTakesOutBeforeFilingIn(t *testing.T) {
+	s, err := New(nil)
+	must(t, err)
+	t0, t1 := time.Unix(1000, 0), time.Unix(1001, 0)
+	must(t, s.AddRequest(Task{ID: "X", EnqueueTime: t0}, t0, false))
+	must(t, s.MarkIdle("w1", nil, t0, false))
+	must(t, s.MarkIdle("w2", nil, t0, false))
+	as, err := s.AssignTasks(t0, []IdleWorker{{ID: "w1"}})
+	must(t, err)
+	if len(as) != 1 || as[0].Worker != "w1" {
+		t.Fatalf("assignments %v, want X on w1", as)
+	}
+	must(t, s.Notify(Notification{Kind: NotifyRunning, Time: t1, Task: Task{ID: "X"}, Worker: "w1"}, false))
+	s.SettleOrders() // X at (t1, X) in the running order, on w1
+
+	must(t, s.MarkIdle("w2", nil, t1, false)) // marks w2 first
+	must(t, s.Notify(Notification{Kind: NotifyRunning, Time: t1, Task: Task{ID: "X"}, Worker: "w2"}, false))
+	if s.OrdersSettled() {
+		t.Fatal("nothing marked: the test no longer sets up the collision")
+	}
+	must(t, s.checkIndexes())
+	v := s.View(10)
+	if len(v.Running) != 1 || v.Running[0].Worker != "w2" || v.NumRunning != 1 {
+		t.Fatalf("running %+v (%d), want X on w2", v.Running, v.NumRunning)
 	}
 }

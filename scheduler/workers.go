@@ -51,6 +51,12 @@ type worker struct {
 
 	elig    []*baseIndex // base sets this worker's labels contain, as of eligGen
 	eligGen uint64       // the trie generation elig was computed at (0: never)
+
+	// Its place in the orders by confirmed time (confirmedOrder): filed
+	// at ordKey in the list ordIn; marked for settling when ordPending.
+	ordKey     viewKey
+	ordIn      orderList
+	ordPending bool
 }
 
 // idleNow reports whether w runs nothing.
@@ -94,13 +100,13 @@ func (s *Scheduler) newWorker(id WorkerID, labels []string, t int64) *worker {
 func (s *Scheduler) pushIdle(w *worker) {
 	w.idleKey = w.confirmed
 	s.idle.Push(w)
-	s.byConf.idle.Insert(idleKey(w), w)
+	s.byConf.markWorker(w)
 }
 
 // removeIdle takes the idle worker w out of the idle heap and order.
 func (s *Scheduler) removeIdle(w *worker) {
 	s.idle.Remove(w.idleIdx)
-	s.byConf.idle.Delete(idleKey(w))
+	s.byConf.markWorker(w)
 }
 
 // expireIdle forgets the idle workers not confirmed within bot_expiration,
@@ -222,7 +228,7 @@ func (s *Scheduler) stopTask(w *worker) *request {
 func (s *Scheduler) attach(w *worker, r *request, level Priority, cost Vector) {
 	w.req, r.w = r, w
 	w.level, w.cost, w.since = level, cost, s.now
-	s.byConf.running.Insert(runningKey(w), w)
+	s.byConf.markWorker(w)
 	a := r.acct
 	w.levelIdx = len(a.running[level])
 	a.running[level] = append(a.running[level], w)
@@ -238,7 +244,7 @@ func (s *Scheduler) attach(w *worker, r *request, level Priority, cost Vector) {
 func (s *Scheduler) detach(w *worker) *request {
 	r := w.req
 	a := r.acct
-	s.byConf.running.Delete(runningKey(w))
+	s.byConf.markWorker(w)
 	s.removeFromLevel(w)
 	s.countLabels(a, w, -1)
 	if w.level < FreeBucket && a.maxFanout > 0 {

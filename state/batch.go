@@ -234,6 +234,15 @@ func (p *Pipeline) runBatch(pl *pool, batch []*op) {
 		p.finished(pl, o)
 	}
 	pl.q.done(batch)
+	// Its callers have their answers: file the batch's changes in the
+	// orders that reads use (scheduler.SettleOrders), before the next batch.
+	pl.mu.Lock()
+	if pl.s != nil {
+		t0 := time.Now()
+		pl.s.SettleOrders()
+		stats.Settle = time.Since(t0)
+	}
+	pl.mu.Unlock()
 	if stats.Err == nil && len(events) > 0 {
 		p.logCancellations(pl.id, events)
 		if p.sink != nil {

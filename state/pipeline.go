@@ -134,6 +134,7 @@ type BatchStats struct {
 	Passes     int
 	Apply      time.Duration // applying the requests and the pass
 	Commit     time.Duration
+	Settle     time.Duration // filing the batch's changes in the orders reads use, after answering
 	LogBytes   int
 	Events     int
 	Err        error
@@ -632,6 +633,17 @@ func (p *Pipeline) Read(ctx context.Context, id string, f func(s *scheduler.Sche
 		return err
 	}
 	pl.mu.RLock()
+	for pl.s != nil && !pl.s.OrdersSettled() {
+		// A reader that comes between a batch's answers and its settling
+		// settles for the batcher, under the exclusive lock: settling writes.
+		pl.mu.RUnlock()
+		pl.mu.Lock()
+		if pl.s != nil {
+			pl.s.SettleOrders()
+		}
+		pl.mu.Unlock()
+		pl.mu.RLock()
+	}
 	defer pl.mu.RUnlock()
 	switch {
 	case pl.deleted:

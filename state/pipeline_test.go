@@ -473,3 +473,78 @@ func TestEventsOfSuccessiveBatches(t *testing.T) {
 		t.Errorf("emitted tasks %v, want %v", got, want)
 	}
 }
+
+// TestReadersSeeSettledOrders: the orders by confirmed time that InspectPool
+// and GetCallbacks read are settled after a batch's callers are answered.
+// Readers running beside a stream of batches (two at a time, under the read
+// lock) must each find every list complete, and never write: under -race, a
+// reader that settled under the read lock would be reported.
+func TestReadersSeeSettledOrders(t *testing.T) {
+	p := newPipeline(t, memory.New(memory.Options{}), nil, Options{})
+	ctx := context.Background()
+	if err := p.CreatePool(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 200
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range rounds {
+			at := t0.Add(time.Duration(i) * time.Second)
+			items := []scheduler.Notification{waiting(fmt.Sprintf("r%d", i), i)}
+			if i >= 10 {
+				items = append(items, scheduler.Notification{Kind: scheduler.NotifyAbsent, Time: at, Task: scheduler.Task{ID: scheduler.RequestID(fmt.Sprintf("r%d", i-10))}})
+			}
+			if err := p.Notify(ctx, "p", NotifyInput{Items: items}); err != nil {
+				t.Error(err)
+				return
+			}
+			bot := scheduler.WorkerID(fmt.Sprintf("w%d", i%7))
+			if _, err := p.Assign(ctx, "p", AssignInput{Time: at, Bots: []scheduler.IdleWorker{{ID: bot, Labels: []string{"pool:x"}}}}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	done := make(chan struct{})
+	var readers sync.WaitGroup
+	for range 2 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				err := p.Read(ctx, "p", func(s *scheduler.Scheduler) error {
+					if !s.OrdersSettled() {
+						return errors.New("a reader found the orders unsettled")
+					}
+					var cur scheduler.ViewCursor
+					var nw, nr, ni int
+					for {
+						v := s.ViewPage(cur, 3)
+						nw, nr, ni = nw+len(v.Waiting), nr+len(v.Running), ni+len(v.Idle)
+						if !v.More {
+							if nw != v.NumWaiting || nr != v.NumRunning || ni != v.NumIdle {
+								return fmt.Errorf("pages list %d waiting, %d running, %d idle; counts say %d, %d, %d", nw, nr, ni, v.NumWaiting, v.NumRunning, v.NumIdle)
+							}
+							return nil
+						}
+						cur = v.Next
+					}
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(done)
+	readers.Wait()
+}
