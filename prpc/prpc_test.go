@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"slices"
 	"strconv"
 	"strings"
@@ -1290,5 +1291,64 @@ func TestSameInterceptorsOnGRPCAndPRPC(t *testing.T) {
 	// The handler saw the same FullMethod on both transports.
 	if h := impl.calls(); len(h) != 2 || h[0].grpcMethod != h[1].grpcMethod {
 		t.Errorf("handler calls %+v", h)
+	}
+}
+
+// TestRefusedCallKeepsItsConnection: a call refused at admission with a
+// small declared body keeps its connection for the caller's next call
+// (reconnecting for every refusal makes overload cost more), while one whose
+// body has no declared length, or a large one, closes it unread.
+func TestRefusedCallKeepsItsConnection(t *testing.T) {
+	e := newEnv(t, prpc.WithAdmission(func(ctx context.Context, fullMethod string) (func(), error) {
+		return nil, status.Error(codes.ResourceExhausted, "busy")
+	}))
+	body, err := proto.Marshal(&swarmingv1.AssignTasksRequest{SchedulerId: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	for i := range 3 {
+		req, err := http.NewRequest("POST", e.ts.URL+assignPath, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/prpc; encoding=binary")
+		resp, err := e.ts.Client().Do(req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { conns = append(conns, info.Conn) },
+		})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Close {
+			t.Fatalf("call %d: HTTP %d, close %v; want 429 on a connection kept open", i, resp.StatusCode, resp.Close)
+		}
+	}
+	if len(conns) != 3 || conns[1] != conns[0] || conns[2] != conns[0] {
+		t.Errorf("the three refused calls used %d distinct connections, want one", len(slices.Compact(conns)))
+	}
+
+	for _, tc := range []struct {
+		name string
+		body io.Reader
+	}{
+		{"no declared length", io.MultiReader(bytes.NewReader(body))},
+		{"over 64 KiB", bytes.NewReader(make([]byte, 64<<10+1))},
+	} {
+		req, err := http.NewRequest("POST", e.ts.URL+assignPath, tc.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/prpc; encoding=binary")
+		resp, err := e.ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests || !resp.Close {
+			t.Errorf("%s: HTTP %d, close %v; want 429 and the connection closed", tc.name, resp.StatusCode, resp.Close)
+		}
 	}
 }

@@ -116,11 +116,18 @@ func WithRejectionHook(f func(ctx context.Context, fullMethod string, err error)
 // answered. It runs for every call to a known method whose protocol headers
 // are valid, and must not block: it lets a server shed load before paying
 // for reading and decoding requests it would refuse anyway. A refused
-// call's body is never read, and its connection is closed after the
-// answer.
+// call's body is never decoded. A body of at most 64 KiB declared by
+// Content-Length (a poll is a few hundred bytes) is discarded by net/http
+// and the connection kept, since reconnecting after every refusal would
+// make overload cost more; any other body is never read, and the
+// connection closes after the answer.
 func WithAdmission(f func(ctx context.Context, fullMethod string) (release func(), err error)) Option {
 	return func(s *Server) { s.admit = f }
 }
+
+// maxRefusedBodyKept is the largest declared body of a call refused at
+// admission whose connection is kept.
+const maxRefusedBodyKept = 64 << 10
 
 // NewServer returns a Server with no services.
 func NewServer(opts ...Option) *Server {
@@ -270,11 +277,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.admit != nil {
 		release, err := s.admit(ctx, m.fullMethod)
 		if err != nil {
-			// The body stays unread, and the connection closes after the
-			// answer: otherwise net/http would read what remains of the
-			// body, for as long as the client takes to send it, before
-			// answering.
-			w.Header().Set("Connection", "close")
+			// A small declared body is discarded by net/http, which keeps
+			// the connection. Any other stays unread and the connection
+			// closes after the answer: otherwise net/http would read up to
+			// 256 KiB of it, for as long as the client takes to send it,
+			// before answering.
+			if r.ContentLength < 0 || r.ContentLength > maxRefusedBodyKept {
+				w.Header().Set("Connection", "close")
+			}
 			reject(err)
 			return
 		}
