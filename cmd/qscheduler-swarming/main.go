@@ -35,7 +35,7 @@ import (
 	"github.com/qscheduler-swarming/qscheduler-swarming/metrics"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/embedded"
-	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/storespec"
 	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
 	swarmingv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/swarming/v1"
 	"github.com/qscheduler-swarming/qscheduler-swarming/prpc"
@@ -131,7 +131,7 @@ func parseFlags(args []string, getenv func(string) string, stdout, stderr io.Wri
 	fs.Usage = func() {} // --help prints usage below; an error says to use --help
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "127.0.0.1:9090", "native gRPC listen address")
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (pRPC, /healthz, /readyz)")
-	fs.StringVar(&c.store, "store", "embedded:qscheduler-data", "state store: embedded:<dir> | memory")
+	fs.StringVar(&c.store, "store", "embedded:qscheduler-data", "state store: "+storespec.Kinds)
 	fs.StringVar(&c.eventLog, "eventlog", "", "event log: jsonl:<path> | none (default jsonl:<dir>/events.jsonl with --store embedded:<dir>, none with --store memory)")
 	d := frontend.DefaultLimits
 	positive := map[string]*int{}
@@ -219,7 +219,7 @@ func parseFlags(args []string, getenv func(string) string, stdout, stderr io.Wri
 	}
 	if c.eventLog == "" {
 		c.eventLog = "none"
-		if dir, ok := strings.CutPrefix(c.store, "embedded:"); ok && dir != "" {
+		if dir, ok := storespec.EmbeddedDir(c.store); ok {
 			c.eventLog = "jsonl:" + filepath.Join(dir, "events.jsonl")
 		}
 	}
@@ -271,17 +271,11 @@ func newLogger(c *config, w io.Writer) (*slog.Logger, error) {
 }
 
 func openStore(spec string, log *slog.Logger) (nodestore.Store, error) {
-	kind, arg, _ := strings.Cut(spec, ":")
-	switch kind {
-	case "embedded":
-		if arg == "" {
-			return nil, fmt.Errorf("--store: embedded needs a folder (embedded:<dir>)")
-		}
-		return embedded.Open(arg, embedded.Options{CodeVersion: version, Logger: log})
-	case "memory":
-		return memory.New(memory.Options{}), nil
+	s, err := storespec.Open(context.Background(), spec, storespec.Options{CodeVersion: version, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("--store: %w", err)
 	}
-	return nil, fmt.Errorf("--store: %q is not embedded:<dir> or memory (datastore comes later)", spec)
+	return s, nil
 }
 
 // sink is an event sink that can be flushed and closed.
@@ -337,7 +331,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	started := time.Now()
 	// Before the store is opened: opening creates pools.db.
-	if dir, ok := strings.CutPrefix(c.store, "embedded:"); ok && dir != "" {
+	if dir, ok := storespec.EmbeddedDir(c.store); ok {
 		if path, ok := strings.CutPrefix(c.eventLog, "jsonl:"); ok && path != "" {
 			if msg, err := embedded.NewStoreWarning(dir, path); err != nil {
 				log.Warn("could not compare the store with the event log", "err", err)

@@ -1,0 +1,55 @@
+// Package storespec opens the nodestore.Store a spec names, the value of
+// the server's --store flag and of qsstore's -from and -to:
+//
+//	embedded:<dir>   the embedded store in <dir> (created if absent)
+//	memory           a store in memory, empty at start
+package storespec
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/embedded"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
+)
+
+// Options are what every store takes from its opener.
+type Options struct {
+	// CodeVersion is recorded with what the store writes.
+	CodeVersion string
+	Logger      *slog.Logger
+}
+
+// Kinds lists the specs Open understands, for flag help and errors.
+const Kinds = "embedded:<dir> | memory"
+
+// Open opens the store spec names.
+func Open(ctx context.Context, spec string, o Options) (nodestore.Store, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	kind, arg, _ := strings.Cut(spec, ":")
+	switch kind {
+	case "embedded":
+		if arg == "" {
+			return nil, fmt.Errorf("embedded needs a folder (specs: %s)", Kinds)
+		}
+		return embedded.Open(arg, embedded.Options{CodeVersion: o.CodeVersion, Logger: o.Logger})
+	case "memory":
+		if arg != "" {
+			return nil, fmt.Errorf("memory takes no argument (got %q; specs: %s)", spec, Kinds)
+		}
+		return memory.New(memory.Options{}), nil
+	}
+	return nil, fmt.Errorf("%q is not one of %s", spec, Kinds)
+}
+
+// EmbeddedDir returns the folder of an embedded spec, and whether spec is
+// one.
+func EmbeddedDir(spec string) (string, bool) {
+	dir, ok := strings.CutPrefix(spec, "embedded:")
+	return dir, ok && dir != ""
+}
