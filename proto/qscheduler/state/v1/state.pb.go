@@ -1022,6 +1022,89 @@ func (x *PoolDelta) GetWipe() bool {
 	return false
 }
 
+// PoolExport is one pool as `qsstore export` writes it (gzip-compressed in
+// its file) and `qsstore import` reads it: the pool's latest committed state
+// and where it came from.
+type PoolExport struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	PoolId string                 `protobuf:"bytes,1,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	// The pool's generation in the store it was exported from.
+	Generation int64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	// The version of the program that exported it.
+	CodeVersion string `protobuf:"bytes,3,opt,name=code_version,json=codeVersion,proto3" json:"code_version,omitempty"`
+	// When it was exported, by the exporting machine's clock (Unix
+	// nanoseconds).
+	ExportedUnixNanos int64      `protobuf:"varint,4,opt,name=exported_unix_nanos,json=exportedUnixNanos,proto3" json:"exported_unix_nanos,omitempty"`
+	State             *PoolState `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *PoolExport) Reset() {
+	*x = PoolExport{}
+	mi := &file_qscheduler_state_v1_state_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolExport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolExport) ProtoMessage() {}
+
+func (x *PoolExport) ProtoReflect() protoreflect.Message {
+	mi := &file_qscheduler_state_v1_state_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolExport.ProtoReflect.Descriptor instead.
+func (*PoolExport) Descriptor() ([]byte, []int) {
+	return file_qscheduler_state_v1_state_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PoolExport) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+func (x *PoolExport) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *PoolExport) GetCodeVersion() string {
+	if x != nil {
+		return x.CodeVersion
+	}
+	return ""
+}
+
+func (x *PoolExport) GetExportedUnixNanos() int64 {
+	if x != nil {
+		return x.ExportedUnixNanos
+	}
+	return 0
+}
+
+func (x *PoolExport) GetState() *PoolState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
 var File_qscheduler_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_qscheduler_state_v1_state_proto_rawDesc = "" +
@@ -1130,7 +1213,16 @@ const file_qscheduler_state_v1_state_proto_rawDesc = "" +
 	"taskErrors\x12.\n" +
 	"\x13deleted_task_errors\x18\x0e \x03(\tR\x11deletedTaskErrors\x12\x12\n" +
 	"\x04wipe\x18\x0f \x01(\bR\x04wipeB\x19\n" +
-	"\x17_last_update_unix_nanosBVZTgithub.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1;statev1b\x06proto3"
+	"\x17_last_update_unix_nanos\"\xce\x01\n" +
+	"\n" +
+	"PoolExport\x12\x17\n" +
+	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x03R\n" +
+	"generation\x12!\n" +
+	"\fcode_version\x18\x03 \x01(\tR\vcodeVersion\x12.\n" +
+	"\x13exported_unix_nanos\x18\x04 \x01(\x03R\x11exportedUnixNanos\x124\n" +
+	"\x05state\x18\x05 \x01(\v2\x1e.qscheduler.state.v1.PoolStateR\x05stateBVZTgithub.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1;statev1b\x06proto3"
 
 var (
 	file_qscheduler_state_v1_state_proto_rawDescOnce sync.Once
@@ -1144,7 +1236,7 @@ func file_qscheduler_state_v1_state_proto_rawDescGZIP() []byte {
 	return file_qscheduler_state_v1_state_proto_rawDescData
 }
 
-var file_qscheduler_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_qscheduler_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_qscheduler_state_v1_state_proto_goTypes = []any{
 	(*AccountConfig)(nil),     // 0: qscheduler.state.v1.AccountConfig
 	(*Balance)(nil),           // 1: qscheduler.state.v1.Balance
@@ -1158,12 +1250,13 @@ var file_qscheduler_state_v1_state_proto_goTypes = []any{
 	(*TaskError)(nil),         // 9: qscheduler.state.v1.TaskError
 	(*PoolState)(nil),         // 10: qscheduler.state.v1.PoolState
 	(*PoolDelta)(nil),         // 11: qscheduler.state.v1.PoolDelta
-	nil,                       // 12: qscheduler.state.v1.AccountConfig.PerLabelTaskLimitsEntry
-	nil,                       // 13: qscheduler.state.v1.PoolConfig.AccountConfigsEntry
+	(*PoolExport)(nil),        // 12: qscheduler.state.v1.PoolExport
+	nil,                       // 13: qscheduler.state.v1.AccountConfig.PerLabelTaskLimitsEntry
+	nil,                       // 14: qscheduler.state.v1.PoolConfig.AccountConfigsEntry
 }
 var file_qscheduler_state_v1_state_proto_depIdxs = []int32{
-	12, // 0: qscheduler.state.v1.AccountConfig.per_label_task_limits:type_name -> qscheduler.state.v1.AccountConfig.PerLabelTaskLimitsEntry
-	13, // 1: qscheduler.state.v1.PoolConfig.account_configs:type_name -> qscheduler.state.v1.PoolConfig.AccountConfigsEntry
+	13, // 0: qscheduler.state.v1.AccountConfig.per_label_task_limits:type_name -> qscheduler.state.v1.AccountConfig.PerLabelTaskLimitsEntry
+	14, // 1: qscheduler.state.v1.PoolConfig.account_configs:type_name -> qscheduler.state.v1.PoolConfig.AccountConfigsEntry
 	4,  // 2: qscheduler.state.v1.RunningTask.request:type_name -> qscheduler.state.v1.Request
 	5,  // 3: qscheduler.state.v1.Worker.running:type_name -> qscheduler.state.v1.RunningTask
 	2,  // 4: qscheduler.state.v1.PoolState.config:type_name -> qscheduler.state.v1.PoolConfig
@@ -1180,12 +1273,13 @@ var file_qscheduler_state_v1_state_proto_depIdxs = []int32{
 	7,  // 15: qscheduler.state.v1.PoolDelta.tombstones:type_name -> qscheduler.state.v1.Tombstone
 	8,  // 16: qscheduler.state.v1.PoolDelta.pending:type_name -> qscheduler.state.v1.PendingAssignment
 	9,  // 17: qscheduler.state.v1.PoolDelta.task_errors:type_name -> qscheduler.state.v1.TaskError
-	0,  // 18: qscheduler.state.v1.PoolConfig.AccountConfigsEntry.value:type_name -> qscheduler.state.v1.AccountConfig
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	10, // 18: qscheduler.state.v1.PoolExport.state:type_name -> qscheduler.state.v1.PoolState
+	0,  // 19: qscheduler.state.v1.PoolConfig.AccountConfigsEntry.value:type_name -> qscheduler.state.v1.AccountConfig
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_qscheduler_state_v1_state_proto_init() }
@@ -1202,7 +1296,7 @@ func file_qscheduler_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qscheduler_state_v1_state_proto_rawDesc), len(file_qscheduler_state_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
