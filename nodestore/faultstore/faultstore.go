@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
@@ -72,6 +73,7 @@ type Store struct {
 	loadFails int     // Loads still to fail; negative: until FailLoads(0)
 	writeErr  error   // set: every write fails (FailWrites)
 	gate      chan struct{}
+	delay     time.Duration // added to every commit (DelayCommits)
 
 	held    atomic.Int32
 	written atomic.Int64
@@ -90,6 +92,17 @@ func (s *Store) FailCommits(faults ...Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.commits = append(s.commits, faults...)
+}
+
+// DelayCommits makes every commit from now on wait d before it reaches the
+// wrapped store, as a remote store's round trips do (Cloud Datastore
+// commits take tens of milliseconds); 0 stops delaying. A commit whose
+// context ends while it waits returns the context's error and writes
+// nothing.
+func (s *Store) DelayCommits(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay = d
 }
 
 // FailWrites makes every write fail, from now until FailWrites(nil), as a
@@ -212,9 +225,18 @@ func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev
 	if len(s.commits) > 0 {
 		f, s.commits = s.commits[0], s.commits[1:]
 	}
-	gate := s.gate
+	gate, delay := s.gate, s.delay
 	s.mu.Unlock()
 	s.wait(gate)
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nodestore.CommitStats{}, ctx.Err()
+		}
+	}
 	switch f {
 	case Error:
 		return nodestore.CommitStats{}, fmt.Errorf("%w: commit of pool %q", ErrInjected, pool)

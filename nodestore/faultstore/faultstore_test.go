@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
@@ -179,5 +180,38 @@ func TestFailWrites(t *testing.T) {
 	s.Release()
 	if err := <-done; err != nil {
 		t.Errorf("released check: %v", err)
+	}
+}
+
+// TestDelayCommits: a delayed store is still the store it wraps (the
+// conformance suite passes with every commit delayed), and a commit whose
+// caller leaves while it waits writes nothing.
+func TestDelayCommits(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) nodestore.Store {
+		clock := storetest.NewClock()
+		s := faultstore.New(memory.New(memory.Options{Now: clock.Now}))
+		s.DelayCommits(time.Millisecond)
+		return storetest.WithClock(s, clock, memory.DefaultGCLag)
+	})
+
+	inner := memory.New(memory.Options{})
+	s := faultstore.New(inner)
+	ctx := context.Background()
+	if err := s.CreatePool(ctx, "p", &statev1.PoolState{}); err != nil {
+		t.Fatal(err)
+	}
+	s.DelayCommits(time.Hour)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	d := &statev1.PoolDelta{TaskErrors: []*statev1.TaskError{{TaskId: "t", Error: "x"}}}
+	if _, err := s.Commit(cctx, "p", 1, d); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a commit whose context ended while delayed: %v, want context.Canceled", err)
+	}
+	if _, gen, err := inner.Load(ctx, "p"); err != nil || gen != 1 {
+		t.Errorf("after the abandoned commit the pool is at generation %d (%v), want 1", gen, err)
+	}
+	s.DelayCommits(0)
+	if cs, err := s.Commit(ctx, "p", 1, d); err != nil || cs.Generation != 2 {
+		t.Errorf("a commit without delay: %+v, %v; want generation 2", cs, err)
 	}
 }
