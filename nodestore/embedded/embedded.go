@@ -36,9 +36,11 @@ import (
 	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/internal/blob"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+	"google.golang.org/protobuf/proto"
 )
 
 // FileName is the database file's name inside the directory given to Open.
@@ -151,8 +153,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.ShardBytes < MinShardBytes {
 		return nil, fmt.Errorf("embedded: ShardBytes %d is less than %d", opts.ShardBytes, MinShardBytes)
 	}
-	if len(opts.CodeVersion) > maxCodeVersion {
-		return nil, fmt.Errorf("embedded: CodeVersion of %d bytes, more than %d", len(opts.CodeVersion), maxCodeVersion)
+	if len(opts.CodeVersion) > blob.MaxCodeVersion {
+		return nil, fmt.Errorf("embedded: CodeVersion of %d bytes, more than %d", len(opts.CodeVersion), blob.MaxCodeVersion)
 	}
 	if opts.GCLag <= 0 {
 		opts.GCLag = DefaultGCLag
@@ -283,7 +285,7 @@ func (s *Store) CreatePool(ctx context.Context, pool string, st *statev1.PoolSta
 	if err != nil {
 		return err
 	}
-	hdr, shards := bl.snapshotShards(s.opts.ShardBytes)
+	hdr, shards := bl.SnapshotShards(s.opts.ShardBytes)
 	now := s.opts.Now().UnixNano()
 	return s.db.Update(func(tx *bolt.Tx) error {
 		pools := tx.Bucket(bucketPools)
@@ -442,10 +444,10 @@ func readSnapshot(pb *bolt.Bucket, h head) (snapRec, [][]byte, error) {
 	if err != nil {
 		return snapRec{}, nil, err
 	}
-	if rec.blob.gen != h.snapGen || rec.blob.parts != h.shards {
-		return snapRec{}, nil, fmt.Errorf("%w: snapshot %d holds generation %d in %d shards, head says %d in %d", nodestore.ErrCorrupt, h.snapID, rec.blob.gen, rec.blob.parts, h.snapGen, h.shards)
+	if rec.blob.Gen != h.snapGen || rec.blob.Parts != h.shards {
+		return snapRec{}, nil, fmt.Errorf("%w: snapshot %d holds generation %d in %d shards, head says %d in %d", nodestore.ErrCorrupt, h.snapID, rec.blob.Gen, rec.blob.Parts, h.snapGen, h.shards)
 	}
-	shards := make([][]byte, rec.blob.parts)
+	shards := make([][]byte, rec.blob.Parts)
 	sb := pb.Bucket(bucketShards)
 	for i := range shards {
 		v := sb.Get(shardKey(h.snapID, i))
@@ -490,7 +492,7 @@ func readEntries(pb *bolt.Bucket, after, to int64) ([]storedEntry, error) {
 func decodeEntries(entries []storedEntry) ([]*statev1.PoolDelta, error) {
 	out := make([]*statev1.PoolDelta, len(entries))
 	for i, e := range entries {
-		d, err := decodeEntry(e.gen, e.parts)
+		d, err := blob.DecodeEntry(e.gen, e.parts)
 		if err != nil {
 			return nil, err
 		}
@@ -520,7 +522,7 @@ func (s *Store) readState(pool string) (stored, error) {
 
 // build decodes what readState copied into the state at r.head.gen.
 func (r *stored) build(pool string) (*statev1.PoolState, error) {
-	st, err := decodeSnapshot(&r.snap, r.shards)
+	st, err := blob.DecodeSnapshot(&r.snap.blob, r.snap.hdr, r.shards)
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: %w", pool, err)
 	}
@@ -608,8 +610,8 @@ func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev
 	if err != nil {
 		return nodestore.CommitStats{}, err
 	}
-	parts := bl.entryParts(s.opts.ShardBytes)
-	n := size(parts)
+	parts := bl.EntryParts(s.opts.ShardBytes)
+	n := blob.Size(parts)
 	var before, after head
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		pb, ph, err := poolHead(tx, pool)
@@ -667,4 +669,13 @@ func (s *Store) Stats() nodestore.Stats {
 		CollectedLogs:   s.stats.collectedLogs.Load(),
 		CollectedShards: s.stats.collectedShards.Load(),
 	}
+}
+
+// newBlob encodes m as the blob of generation gen.
+func (s *Store) newBlob(m proto.Message, gen int64) (blob.Blob, error) {
+	b, err := blob.New(m, gen, s.opts.Now(), s.opts.CodeVersion)
+	if err != nil {
+		return blob.Blob{}, fmt.Errorf("embedded: %w", err)
+	}
+	return b, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/internal/blob"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/storetest"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	bolt "go.etcd.io/bbolt"
@@ -223,7 +224,7 @@ func TestCorruption(t *testing.T) {
 		readLog bool
 	}{
 		{"log payload", bucketLog, func(*Store) []byte { return logKey(3, 0) }, func(v []byte) int { return len(v) - 1 }, true},
-		{"log header code version", bucketLog, func(*Store) []byte { return logKey(3, 0) }, func(v []byte) int { return blobFixedLen }, true},
+		{"log header code version", bucketLog, func(*Store) []byte { return logKey(3, 0) }, func(v []byte) int { return blob.FixedLen }, true},
 		{"log header generation", bucketLog, func(*Store) []byte { return logKey(2, 0) }, func(v []byte) int { return 13 }, true},
 		{"log second part", bucketLog, func(*Store) []byte { return logKey(4, 1) }, func(v []byte) int { return len(v) / 2 }, true},
 		{"snapshot shard", bucketShards, func(s *Store) []byte { return shardKey(headOf(t, s, "p").snapID, 0) }, func(v []byte) int { return len(v) / 3 }, false},

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/internal/blob"
 )
 
 // The file holds two top-level buckets:
@@ -37,17 +37,6 @@ var (
 
 // layoutVersion is the version of the bucket layout, in meta/format.
 const layoutVersion = 1
-
-// blobVersion is the format version of blob headers.
-const blobVersion = 1
-
-// Compression codecs of a blob's payload.
-const (
-	codecNone  = 0
-	codecFlate = 1
-)
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
@@ -119,84 +108,6 @@ func firstByte(b []byte) int {
 	return int(b[0])
 }
 
-// blobHeader describes a compressed, checksummed, possibly split payload: a
-// log entry (the header starts its part 0) or a snapshot (the header is in
-// its snapshot record).
-type blobHeader struct {
-	version     byte
-	codec       byte
-	crc         uint32 // CRC32C of the encoded header after this field, then the payload
-	gen         int64  // the log entry's or snapshot's generation
-	written     int64  // unix nanos
-	length      uint64 // payload bytes (compressed), over all parts
-	rawLength   uint64 // marshaled message bytes
-	parts       uint32
-	codeVersion string
-}
-
-const blobFixedLen = 1 + 1 + 4 + 8 + 8 + 8 + 8 + 4 + 2
-
-// maxCodeVersion bounds Options.CodeVersion.
-const maxCodeVersion = 256
-
-func (h *blobHeader) encodedLen() int { return blobFixedLen + len(h.codeVersion) }
-
-// encode returns the header with its checksum computed over payload.
-func (h *blobHeader) encode(payload []byte) []byte {
-	b := make([]byte, 0, h.encodedLen())
-	b = append(b, h.version, h.codec, 0, 0, 0, 0)
-	b = binary.BigEndian.AppendUint64(b, uint64(h.gen))
-	b = binary.BigEndian.AppendUint64(b, uint64(h.written))
-	b = binary.BigEndian.AppendUint64(b, h.length)
-	b = binary.BigEndian.AppendUint64(b, h.rawLength)
-	b = binary.BigEndian.AppendUint32(b, h.parts)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(h.codeVersion)))
-	b = append(b, h.codeVersion...)
-	h.crc = crc32.Update(crc32.Checksum(b[6:], castagnoli), castagnoli, payload)
-	binary.BigEndian.PutUint32(b[2:], h.crc)
-	return b
-}
-
-// decodeBlobHeader parses the header at the start of b and returns it and
-// its encoded length. The checksum is verified later, with the payload.
-func decodeBlobHeader(b []byte) (blobHeader, int, error) {
-	if len(b) < blobFixedLen {
-		return blobHeader{}, 0, fmt.Errorf("%w: blob header of %d bytes", nodestore.ErrCorrupt, len(b))
-	}
-	be := binary.BigEndian
-	h := blobHeader{
-		version:   b[0],
-		codec:     b[1],
-		crc:       be.Uint32(b[2:]),
-		gen:       int64(be.Uint64(b[6:])),
-		written:   int64(be.Uint64(b[14:])),
-		length:    be.Uint64(b[22:]),
-		rawLength: be.Uint64(b[30:]),
-		parts:     be.Uint32(b[38:]),
-	}
-	if h.version != blobVersion {
-		return blobHeader{}, 0, fmt.Errorf("%w: blob format version %d, this code reads %d", nodestore.ErrCorrupt, h.version, blobVersion)
-	}
-	n := int(be.Uint16(b[42:]))
-	if len(b) < blobFixedLen+n {
-		return blobHeader{}, 0, fmt.Errorf("%w: blob header truncated", nodestore.ErrCorrupt)
-	}
-	h.codeVersion = string(b[blobFixedLen : blobFixedLen+n])
-	return h, blobFixedLen + n, nil
-}
-
-// verify checks the header's checksum against the encoded header hdr and
-// the whole payload.
-func (h *blobHeader) verify(hdr, payload []byte) error {
-	if uint64(len(payload)) != h.length {
-		return fmt.Errorf("%w: payload of %d bytes, header says %d", nodestore.ErrCorrupt, len(payload), h.length)
-	}
-	if got := crc32.Update(crc32.Checksum(hdr[6:], castagnoli), castagnoli, payload); got != h.crc {
-		return fmt.Errorf("%w: checksum %08x, header says %08x (written by %q)", nodestore.ErrCorrupt, got, h.crc, h.codeVersion)
-	}
-	return nil
-}
-
 // Snapshot record states.
 const (
 	snapPending   = 1 // shards being written; not referenced by the head
@@ -211,7 +122,7 @@ type snapRec struct {
 	installed int64 // unix nanos
 	retired   int64 // unix nanos
 	hdr       []byte
-	blob      blobHeader
+	blob      blob.Header
 }
 
 func (r *snapRec) encode() []byte {
@@ -233,7 +144,7 @@ func decodeSnapRec(b []byte) (snapRec, error) {
 	}
 	var err error
 	var n int
-	if r.blob, n, err = decodeBlobHeader(b[17:]); err != nil {
+	if r.blob, n, err = blob.DecodeHeader(b[17:]); err != nil {
 		return snapRec{}, err
 	}
 	r.hdr = bytes.Clone(b[17 : 17+n])

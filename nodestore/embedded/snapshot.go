@@ -183,7 +183,7 @@ func (s *Store) snapshotLocked(ctx context.Context, pool string, force bool) (ge
 	if err != nil {
 		return 0, -1, err
 	}
-	hdr, shards := bl.snapshotShards(s.opts.ShardBytes)
+	hdr, shards := bl.SnapshotShards(s.opts.ShardBytes)
 
 	// 3. Write the shards, one transaction each, so that commits interleave.
 	// The record is written first as pending: if this is abandoned, the next
@@ -248,7 +248,7 @@ func (s *Store) snapshotLocked(ctx context.Context, pool string, force bool) (ge
 	if err != nil {
 		return 0, -1, err
 	}
-	return h.gen, len(bl.payload), nil
+	return h.gen, len(bl.Payload), nil
 }
 
 func setSnapState(snaps *bolt.Bucket, id uint64, state byte, now int64) error {
@@ -298,12 +298,12 @@ func (s *Store) collectPool(ctx context.Context, pool string) error {
 			id := decodeU64(k)
 			switch {
 			case rec.state == snapPending: // abandoned: snapMu is held
-				dead[id] = rec.blob.parts
+				dead[id] = rec.blob.Parts
 			case rec.state == snapRetired && rec.retired <= cutoff:
-				dead[id] = rec.blob.parts
+				dead[id] = rec.blob.Parts
 			}
 			if rec.state != snapPending && rec.installed <= cutoff {
-				logCut = max(logCut, rec.blob.gen)
+				logCut = max(logCut, rec.blob.Gen)
 			}
 			return nil
 		})
