@@ -8,6 +8,8 @@
 //
 //   - transport pRPC binary, as Swarming speaks (-transport=prpc|grpc), to
 //     -http=127.0.0.1:8080 (pRPC) or -grpc=127.0.0.1:9090 (native gRPC);
+//     a comma-separated list of addresses (replicas serving the same
+//     pools) takes the calls in turn;
 //   - pool -pool=qsload; with -create=true (default) the pool and the 20
 //     accounts of the workload (their charge rates, max_charge_seconds 600)
 //     are created through QSchedulerAdmin when absent (existing accounts are
@@ -232,8 +234,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs := flag.NewFlagSet("qsload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Transport, "transport", c.Transport, "prpc (binary, Swarming's) | grpc")
-	fs.StringVar(&c.HTTPAddr, "http", c.HTTPAddr, "server HTTP address (pRPC, /readyz)")
-	fs.StringVar(&c.GRPCAddr, "grpc", c.GRPCAddr, "server native gRPC address")
+	fs.StringVar(&c.HTTPAddr, "http", c.HTTPAddr, "server HTTP address (pRPC, /readyz); several, comma-separated, take calls in turn")
+	fs.StringVar(&c.GRPCAddr, "grpc", c.GRPCAddr, "server native gRPC address; several, comma-separated, take calls in turn")
 	fs.StringVar(&c.Pool, "pool", c.Pool, "pool (scheduler_id)")
 	fs.BoolVar(&c.Create, "create", c.Create, "create the pool and the workload's accounts if absent")
 	fs.Uint64Var(&c.Seed, "seed", c.Seed, "benchdata seed")

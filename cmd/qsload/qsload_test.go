@@ -4,15 +4,19 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	swarmingv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/swarming/v1"
+	"github.com/qscheduler-swarming/qscheduler-swarming/prpc"
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/benchdata"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -268,5 +272,62 @@ func TestCancellations(t *testing.T) {
 	}
 	if s.aborted.Load() != 1 || s.conf.Load() != 2 || s.handedOut.Load() != 3 {
 		t.Errorf("aborted %d confirmed %d handed out %d, want 1 2 3", s.aborted.Load(), s.conf.Load(), s.handedOut.Load())
+	}
+}
+
+// countingScheduler counts the AssignTasks calls it answers.
+type countingScheduler struct {
+	swarmingv1.UnimplementedExternalSchedulerServer
+	calls atomic.Int32
+}
+
+func (c *countingScheduler) AssignTasks(context.Context, *swarmingv1.AssignTasksRequest) (*swarmingv1.AssignTasksResponse, error) {
+	c.calls.Add(1)
+	return &swarmingv1.AssignTasksResponse{}, nil
+}
+
+// TestAddressList: with several servers listed, calls go to each in turn,
+// over both transports.
+func TestAddressList(t *testing.T) {
+	var http1, http2, grpc1, grpc2 countingScheduler
+	startPRPC := func(es *countingScheduler) string {
+		s := prpc.NewServer()
+		swarmingv1.RegisterExternalSchedulerServer(s, es)
+		ts := httptest.NewServer(s)
+		t.Cleanup(ts.Close)
+		return strings.TrimPrefix(ts.URL, "http://")
+	}
+	startGRPC := func(es *countingScheduler) string {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := grpc.NewServer()
+		swarmingv1.RegisterExternalSchedulerServer(s, es)
+		go s.Serve(lis)
+		t.Cleanup(s.Stop)
+		return lis.Addr().String()
+	}
+	cfg := defaultConfig()
+	cfg.HTTPAddr = startPRPC(&http1) + "," + startPRPC(&http2)
+	cfg.GRPCAddr = startGRPC(&grpc1) + "," + startGRPC(&grpc2)
+	for _, tc := range []struct {
+		transport string
+		a, b      *countingScheduler
+	}{{"prpc", &http1, &http2}, {"grpc", &grpc1, &grpc2}} {
+		cfg.Transport = tc.transport
+		c, err := dial(cfg, cfg.HTTPAddr, cfg.GRPCAddr, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 6 {
+			if _, err := c.sw.AssignTasks(context.Background(), &swarmingv1.AssignTasksRequest{SchedulerId: "p"}); err != nil {
+				t.Fatalf("%s: %v", tc.transport, err)
+			}
+		}
+		c.close()
+		if a, b := tc.a.calls.Load(), tc.b.calls.Load(); a != 3 || b != 3 {
+			t.Errorf("%s: the two servers took %d and %d of 6 calls, want 3 each", tc.transport, a, b)
+		}
 	}
 }

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	qschedulerv1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/v1"
@@ -29,11 +32,63 @@ func (c *Config) target() string {
 	return "http://" + c.HTTPAddr
 }
 
-// dial returns clients of the configured transport. For gRPC, fastRetry
-// shortens the reconnection backoff (startup measurements).
+// dial returns clients of the configured transport. httpAddr and grpcAddr
+// may each list several servers separated by commas (replicas serving the
+// same pools): calls then go to them in turn. For gRPC, fastRetry shortens
+// the reconnection backoff (startup measurements).
 func dial(c *Config, httpAddr, grpcAddr string, fastRetry bool) (*clients, error) {
-	var cc grpc.ClientConnInterface
-	var closeFn func()
+	addrs := strings.Split(httpAddr, ",")
+	if c.Transport == "grpc" {
+		addrs = strings.Split(grpcAddr, ",")
+	}
+	var rr roundRobin
+	for _, a := range addrs {
+		cc, closeFn, err := dialOne(c, a, fastRetry)
+		if err != nil {
+			rr.close()
+			return nil, err
+		}
+		rr.conns, rr.closers = append(rr.conns, cc), append(rr.closers, closeFn)
+	}
+	var cc grpc.ClientConnInterface = &rr
+	if len(rr.conns) == 1 {
+		cc = rr.conns[0]
+	}
+	return &clients{
+		sw:    swarmingv1.NewExternalSchedulerClient(cc),
+		admin: qschedulerv1.NewQSchedulerAdminClient(cc),
+		view:  qschedulerv1.NewQSchedulerViewClient(cc),
+		close: rr.close,
+	}, nil
+}
+
+// roundRobin sends each call to the next of its connections.
+type roundRobin struct {
+	conns   []grpc.ClientConnInterface
+	closers []func()
+	next    atomic.Uint64
+}
+
+func (r *roundRobin) pick() grpc.ClientConnInterface {
+	return r.conns[(r.next.Add(1)-1)%uint64(len(r.conns))]
+}
+
+func (r *roundRobin) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return r.pick().Invoke(ctx, method, args, reply, opts...)
+}
+
+func (r *roundRobin) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return r.pick().NewStream(ctx, desc, method, opts...)
+}
+
+func (r *roundRobin) close() {
+	for _, f := range r.closers {
+		f()
+	}
+}
+
+// dialOne returns a connection of the configured transport to one server.
+func dialOne(c *Config, addr string, fastRetry bool) (grpc.ClientConnInterface, func(), error) {
 	switch c.Transport {
 	case "grpc":
 		opts := []grpc.DialOption{
@@ -46,27 +101,19 @@ func dial(c *Config, httpAddr, grpcAddr string, fastRetry bool) (*clients, error
 				MinConnectTimeout: time.Second,
 			}))
 		}
-		conn, err := grpc.NewClient(grpcAddr, opts...)
+		conn, err := grpc.NewClient(addr, opts...)
 		if err != nil {
-			return nil, fmt.Errorf("grpc client for %s: %w", grpcAddr, err)
+			return nil, nil, fmt.Errorf("grpc client for %s: %w", addr, err)
 		}
-		cc, closeFn = conn, func() { conn.Close() }
-	default:
-		idle := 2*c.Concurrency + 2*c.BacklogConcurrency + 32
-		tr := &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        idle,
-			MaxIdleConnsPerHost: idle,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true,
-		}
-		cc = prpc.NewClient("http://"+httpAddr, &http.Client{Transport: tr})
-		closeFn = tr.CloseIdleConnections
+		return conn, func() { conn.Close() }, nil
 	}
-	return &clients{
-		sw:    swarmingv1.NewExternalSchedulerClient(cc),
-		admin: qschedulerv1.NewQSchedulerAdminClient(cc),
-		view:  qschedulerv1.NewQSchedulerViewClient(cc),
-		close: closeFn,
-	}, nil
+	idle := 2*c.Concurrency + 2*c.BacklogConcurrency + 32
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        idle,
+		MaxIdleConnsPerHost: idle,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return prpc.NewClient("http://"+addr, &http.Client{Transport: tr}), tr.CloseIdleConnections, nil
 }
