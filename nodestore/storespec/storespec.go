@@ -1,8 +1,12 @@
 // Package storespec opens the nodestore.Store a spec names, the value of
 // the server's --store flag and of qsstore's -from and -to:
 //
-//	embedded:<dir>   the embedded store in <dir> (created if absent)
-//	memory           a store in memory, empty at start
+//	embedded:<dir>            the embedded store in <dir> (created if absent)
+//	memory                    a store in memory, empty at start
+//	delay:<duration>:<spec>   the store <spec> names, every commit made
+//	                          <duration> slower (nodestore/faultstore): a
+//	                          load-testing aid that gives a local store a
+//	                          remote store's commit latency
 package storespec
 
 import (
@@ -10,9 +14,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/embedded"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
 )
 
@@ -24,7 +30,7 @@ type Options struct {
 }
 
 // Kinds lists the specs Open understands, for flag help and errors.
-const Kinds = "embedded:<dir> | memory"
+const Kinds = "embedded:<dir> | memory | delay:<duration>:<spec>"
 
 // Open opens the store spec names.
 func Open(ctx context.Context, spec string, o Options) (nodestore.Store, error) {
@@ -38,6 +44,19 @@ func Open(ctx context.Context, spec string, o Options) (nodestore.Store, error) 
 			return nil, fmt.Errorf("embedded needs a folder (specs: %s)", Kinds)
 		}
 		return embedded.Open(arg, embedded.Options{CodeVersion: o.CodeVersion, Logger: o.Logger})
+	case "delay":
+		ds, inner, ok := strings.Cut(arg, ":")
+		d, err := time.ParseDuration(ds)
+		if !ok || err != nil || d <= 0 {
+			return nil, fmt.Errorf("%q: delay needs a positive duration and a store (delay:100ms:memory; specs: %s)", spec, Kinds)
+		}
+		s, err := Open(ctx, inner, o)
+		if err != nil {
+			return nil, err
+		}
+		fs := faultstore.New(s)
+		fs.DelayCommits(d)
+		return fs, nil
 	case "memory":
 		if arg != "" {
 			return nil, fmt.Errorf("memory takes no argument (got %q; specs: %s)", spec, Kinds)

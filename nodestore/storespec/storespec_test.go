@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 )
 
@@ -24,10 +25,10 @@ func TestOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer again.Close()
 	if pools, err := again.ListPools(ctx); err != nil || len(pools) != 1 || pools[0] != "p" {
 		t.Errorf("reopened embedded store lists %v, %v; want [p]", pools, err)
 	}
+	again.Close()
 
 	m, err := Open(ctx, "memory", Options{})
 	if err != nil {
@@ -35,7 +36,19 @@ func TestOpen(t *testing.T) {
 	}
 	m.Close()
 
-	for _, spec := range []string{"", "embedded", "embedded:", "memory:x", "bolt:/tmp/x"} {
+	d, err := Open(ctx, "delay:1ms:embedded:"+dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := d.(*faultstore.Store); !ok {
+		t.Errorf("delay: opened a %T, want the faultstore wrapper", d)
+	}
+	if pools, err := d.ListPools(ctx); err != nil || len(pools) != 1 {
+		t.Errorf("the delayed store wraps another store: it lists %v, %v", pools, err)
+	}
+	d.Close()
+
+	for _, spec := range []string{"", "embedded", "embedded:", "memory:x", "bolt:/tmp/x", "delay:memory", "delay:0s:memory", "delay:1x:memory", "delay:1ms:", "delay:1ms:bolt"} {
 		if _, err := Open(ctx, spec, Options{}); err == nil {
 			t.Errorf("Open(%q) succeeded", spec)
 		} else if !strings.Contains(err.Error(), "embedded") {
