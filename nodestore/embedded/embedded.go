@@ -37,6 +37,7 @@ import (
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/internal/blob"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/internal/upkeep"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -48,11 +49,11 @@ const FileName = "pools.db"
 
 // Defaults of Options.
 const (
-	DefaultSnapshotEvery = 20000
-	DefaultSnapshotBytes = 8 << 20
+	DefaultSnapshotEvery = upkeep.DefaultSnapshotEvery
+	DefaultSnapshotBytes = upkeep.DefaultSnapshotBytes
 	DefaultShardBytes    = 900_000
-	DefaultGCLag         = 10 * time.Minute
-	DefaultMaintainEvery = time.Minute
+	DefaultGCLag         = upkeep.DefaultGCLag
+	DefaultMaintainEvery = upkeep.DefaultMaintainEvery
 	DefaultLockTimeout   = time.Second
 	DefaultCheckWrite    = 1 << 20
 )
@@ -114,11 +115,8 @@ type Store struct {
 	// record seen by a collection is then known to be abandoned.
 	snapMu sync.Mutex
 
-	bgCancel context.CancelFunc
-	bgDone   chan struct{}
-	wake     chan struct{}
-	trigMu   sync.Mutex
-	due      map[string]struct{} // pools whose log crossed a threshold
+	policy upkeep.Policy
+	bg     *upkeep.Worker
 
 	stats struct {
 		commits, logBytes, snapshots, snapshotBytes, collectedLogs, collectedShards atomic.Int64
@@ -214,18 +212,21 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("embedded: initializing %s: %w", path, err)
 	}
-	s := &Store{db: db, opts: opts, bgDone: make(chan struct{}), wake: make(chan struct{}, 1), due: map[string]struct{}{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.bgCancel = cancel
-	go s.background(ctx)
+	s := &Store{db: db, opts: opts, policy: upkeep.Policy{SnapshotEvery: opts.SnapshotEvery, SnapshotBytes: opts.SnapshotBytes}}
+	s.bg = upkeep.Start(opts.MaintainEvery, upkeep.Work{
+		Name:      "embedded",
+		ListPools: s.ListPools,
+		Snapshot:  func(ctx context.Context, pool string) error { _, err := s.snapshot(ctx, pool, false); return err },
+		Collect:   s.collectPool,
+		Logger:    opts.Logger,
+	})
 	return s, nil
 }
 
 // Close implements nodestore.Store: it stops the background work, waits for
 // it and closes the file. Closing twice is allowed.
 func (s *Store) Close() error {
-	s.bgCancel()
-	<-s.bgDone
+	s.bg.Stop()
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.closed {
@@ -638,24 +639,10 @@ func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev
 	}
 	s.stats.commits.Add(1)
 	s.stats.logBytes.Add(int64(n))
-	if s.crossed(before, after) {
-		s.markDue(pool)
+	if s.policy.Crossed(after.gen-after.snapGen, before.logBytes, after.logBytes) {
+		s.bg.MarkDue(pool)
 	}
 	return nodestore.CommitStats{Generation: after.gen, LogBytes: n}, nil
-}
-
-// due reports whether h's log since its snapshot passed a threshold.
-func (s *Store) isDue(h head) bool {
-	return h.gen-h.snapGen >= int64(s.opts.SnapshotEvery) || h.logBytes >= s.opts.SnapshotBytes
-}
-
-// crossed reports whether a commit took the log across a threshold, or a
-// multiple of one: a snapshot that failed is retried every threshold's worth
-// of commits (and by the periodic check), not after every commit.
-func (s *Store) crossed(before, after head) bool {
-	n := after.gen - after.snapGen
-	return n >= int64(s.opts.SnapshotEvery) && n%int64(s.opts.SnapshotEvery) == 0 ||
-		after.logBytes/s.opts.SnapshotBytes > before.logBytes/s.opts.SnapshotBytes
 }
 
 // Stats implements nodestore.StatsReporter. The state a pool is created

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	bolt "go.etcd.io/bbolt"
@@ -14,83 +12,6 @@ import (
 // collectBatch bounds the keys one collection transaction deletes, so that
 // collecting a long log never holds the writer lock for long.
 const collectBatch = 1000
-
-// markDue queues pool for a background snapshot.
-func (s *Store) markDue(pool string) {
-	s.trigMu.Lock()
-	s.due[pool] = struct{}{}
-	s.trigMu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (s *Store) takeDue() []string {
-	s.trigMu.Lock()
-	defer s.trigMu.Unlock()
-	var out []string
-	for p := range s.due {
-		out = append(out, p)
-	}
-	clear(s.due)
-	return out
-}
-
-// background snapshots the pools marked due and, every MaintainEvery (and
-// once at start), checks every pool and collects garbage.
-func (s *Store) background(ctx context.Context) {
-	defer close(s.bgDone)
-	var tick <-chan time.Time
-	if s.opts.MaintainEvery > 0 {
-		t := time.NewTicker(s.opts.MaintainEvery)
-		defer t.Stop()
-		tick = t.C
-	}
-	s.maintain(ctx)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.wake:
-			for _, pool := range s.takeDue() {
-				if _, err := s.snapshot(ctx, pool, false); err != nil {
-					s.logError(ctx, "snapshot", pool, err)
-					continue
-				}
-				if err := s.collectPool(ctx, pool); err != nil {
-					s.logError(ctx, "collect", pool, err)
-				}
-			}
-		case <-tick:
-			s.maintain(ctx)
-		}
-	}
-}
-
-func (s *Store) logError(ctx context.Context, what, pool string, err error) {
-	if ctx.Err() != nil || errors.Is(err, nodestore.ErrNotFound) || errors.Is(err, nodestore.ErrClosed) {
-		return // stopping, or the pool was deleted meanwhile
-	}
-	s.opts.Logger.Warn("nodestore/embedded: background "+what+" failed", slog.String("pool", pool), slog.Any("error", err))
-}
-
-// maintain snapshots every pool that is due and collects every pool.
-func (s *Store) maintain(ctx context.Context) {
-	pools, err := s.ListPools(ctx)
-	if err != nil {
-		s.logError(ctx, "listing", "", err)
-		return
-	}
-	for _, pool := range pools {
-		if _, err := s.snapshot(ctx, pool, false); err != nil {
-			s.logError(ctx, "snapshot", pool, err)
-		}
-		if err := s.collectPool(ctx, pool); err != nil {
-			s.logError(ctx, "collect", pool, err)
-		}
-	}
-}
 
 // SnapshotNow snapshots the pool now, unless nothing was committed since its
 // last snapshot. It returns when the snapshot is installed.
@@ -164,7 +85,7 @@ func (s *Store) snapshotLocked(ctx context.Context, pool string, force bool) (ge
 		return 0, -1, err
 	}
 	h := r.head
-	if h.gen == h.snapGen || !force && !s.isDue(h) {
+	if h.gen == h.snapGen || !force && !s.policy.Due(h.gen-h.snapGen, h.logBytes) {
 		return 0, -1, nil
 	}
 
