@@ -150,11 +150,11 @@ func (s *Scheduler) AddAccount(id AccountID, cfg *statev1.AccountConfig, balance
 	if err != nil {
 		return err
 	}
+	s.touchBalance(id)
+	s.touchConfig()
 	a := s.account(id)
 	s.setAccountConfig(a, proto.CloneOf(cfg))
 	a.balance, a.hasBalance = bal, true
-	s.dirty.balance(id)
-	s.dirty.config = true
 	return nil
 }
 
@@ -196,8 +196,8 @@ func (s *Scheduler) UpdateAccount(id AccountID, cfg *statev1.AccountConfig) erro
 	if err := ValidateAccountConfig("config", cfg); err != nil {
 		return err
 	}
+	s.touchConfig()
 	s.setAccountConfig(a, proto.CloneOf(cfg))
-	s.dirty.config = true
 	return nil
 }
 
@@ -209,16 +209,21 @@ func (s *Scheduler) DeleteAccount(id AccountID) error {
 	if a == nil || a.cfg == nil {
 		return fmt.Errorf("%w: account %q", ErrNotFound, id)
 	}
+	s.touchBalance(id)
+	s.touchConfig()
+	s.unconfigure(a)
+	a.balance, a.hasBalance = Vector{}, false
+	s.maybeDropAccount(a)
+	return nil
+}
+
+// unconfigure removes a's config, keeping its balance.
+func (s *Scheduler) unconfigure(a *account) {
 	hadLimits := a.limited()
 	a.cfg, a.rate, a.cap, a.maxFanout, a.disableFree, a.limits = nil, Vector{}, Vector{}, 0, false, nil
-	a.balance, a.hasBalance = Vector{}, false
 	if hadLimits {
 		s.recount(a)
 	}
-	s.dirty.balance(id)
-	s.dirty.config = true
-	s.maybeDropAccount(a)
-	return nil
 }
 
 // AccountConfig returns a copy of an account's config, or nil.

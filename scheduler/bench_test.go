@@ -112,24 +112,110 @@ type benchRun struct {
 	start int64
 }
 
+// steadyLoad plays the steady state of benchSteady on one scheduler: the
+// cold pass with every bot polling, then one simulated second per step.
+type steadyLoad struct {
+	w       *benchdata.Workload
+	s       *Scheduler
+	now     time.Time
+	labels  map[WorkerID][]string
+	running map[WorkerID]benchRun
+	bots    []IdleWorker // the bots polling in this step
+	notes   []Notification
+	all     []steadyKV
+
+	preemptions, reprios int
+}
+
+type steadyKV struct {
+	w WorkerID
+	r benchRun
+}
+
+// newSteadyLoad rebuilds st (a loadWorkload state of w) and runs the cold
+// pass, every assignment confirmed RUNNING.
+func newSteadyLoad(tb testing.TB, w *benchdata.Workload, st *statev1.PoolState) *steadyLoad {
+	s, err := FromProto(st)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l := &steadyLoad{w: w, s: s, now: w.FirstPass, labels: map[WorkerID][]string{}, running: map[WorkerID]benchRun{}}
+	for _, bot := range w.Bots {
+		l.labels[WorkerID(bot.ID)] = bot.Labels
+		l.bots = append(l.bots, IdleWorker{ID: WorkerID(bot.ID), Labels: bot.Labels})
+	}
+	_, err = s.AssignTasks(l.now, l.bots)
+	must(tb, err)
+	l.apply(tb, s.TakeEvents())
+	l.preemptions, l.reprios = 0, 0 // the cold pass does not count
+	return l
+}
+
+// apply plays out a pass's decisions; like the service's pipeline, it
+// hands the events' memory back before the next changes. Preemptions are
+// played out as Swarming would: the victim is reported absent and the
+// preemptor running on the bot.
+func (l *steadyLoad) apply(tb testing.TB, events []Event) {
+	l.notes = l.notes[:0]
+	for _, e := range events {
+		switch e.Type {
+		case EventAssigned:
+			l.running[e.Worker] = benchRun{e.Task, e.Time}
+			if e.Preempting {
+				l.preemptions++
+				l.notes = append(l.notes, Notification{Kind: NotifyAbsent, Time: l.now, Task: Task{ID: e.PreemptedTask}})
+			}
+			l.notes = append(l.notes, Notification{Kind: NotifyRunning, Time: l.now, Task: Task{ID: e.Task}, Worker: e.Worker})
+		case EventReprioritized:
+			l.reprios++
+		}
+	}
+	l.s.ReuseEvents(events)
+	for _, n := range l.notes {
+		must(tb, l.s.Notify(n, false))
+	}
+}
+
+// prepare starts the next step: the clock advances 1 s, the 100
+// longest-running tasks complete (their bots poll, l.bots) and 100 new
+// requests arrive. (It reuses its buffers so that its own garbage does
+// not add GC cycles to what is measured.)
+func (l *steadyLoad) prepare(tb testing.TB) {
+	l.now = l.now.Add(time.Second)
+	l.all = l.all[:0]
+	for wid, r := range l.running {
+		l.all = append(l.all, steadyKV{wid, r})
+	}
+	sort.Slice(l.all, func(i, j int) bool {
+		if l.all[i].r.start != l.all[j].r.start {
+			return l.all[i].r.start < l.all[j].r.start
+		}
+		return l.all[i].w < l.all[j].w
+	})
+	l.bots = l.bots[:0]
+	for _, x := range l.all[:min(100, len(l.all))] {
+		must(tb, l.s.Notify(Notification{Kind: NotifyAbsent, Time: l.now, Task: Task{ID: x.r.task}}, false))
+		delete(l.running, x.w)
+		l.bots = append(l.bots, IdleWorker{ID: x.w, Labels: l.labels[x.w]})
+	}
+	slices.SortFunc(l.bots, func(a, b IdleWorker) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	for _, t := range l.w.NewTasks(100, l.now) {
+		must(tb, l.s.AddRequest(benchTask(t), l.now, false))
+	}
+	l.s.DiscardEvents()
+}
+
 // benchSteady: after the cold pass (all assignments confirmed RUNNING), each
 // pass advances the clock 1 s, completes the 100 longest-running tasks
 // (their bots poll idle), adds 100 new requests, and times the reconciler's
-// AssignTasks for those 100 bots. Preemptions are played out as Swarming
-// would: the victim is reported absent and the preemptor running on the
-// bot. Reports p50/p99 per pass and preemptions and reprioritizations per
-// pass.
+// AssignTasks for those 100 bots (steadyLoad). Reports p50/p99 per pass
+// and preemptions and reprioritizations per pass.
 func benchSteady(b *testing.B, w *benchdata.Workload, unmatchable int) {
 	var extra []benchdata.Task
 	if unmatchable > 0 {
 		extra = w.UnmatchableTasks(unmatchable)
 	}
-	base := loadWorkload(b, w, extra)
-	st := base.ToProto()
-	labels := map[WorkerID][]string{}
-	for _, bot := range w.Bots {
-		labels[WorkerID(bot.ID)] = bot.Labels
-	}
+	st := loadWorkload(b, w, extra).ToProto()
 	var lat, settle []time.Duration
 	var preemptions, reprios, passes int
 	ctx := context.Background()
@@ -140,84 +226,19 @@ func benchSteady(b *testing.B, w *benchdata.Workload, unmatchable int) {
 		n = 1
 	}
 	for range n {
-		s, err := FromProto(st)
-		if err != nil {
-			b.Fatal(err)
-		}
-		now := w.FirstPass
-		var bots []IdleWorker
-		for _, bot := range w.Bots {
-			bots = append(bots, IdleWorker{ID: WorkerID(bot.ID), Labels: bot.Labels})
-		}
-		running := map[WorkerID]benchRun{}
-		// apply plays out a pass's decisions; like the service's pipeline,
-		// it hands the events' memory back before the next changes.
-		var notes []Notification
-		apply := func(events []Event) {
-			notes = notes[:0]
-			for _, e := range events {
-				switch e.Type {
-				case EventAssigned:
-					running[e.Worker] = benchRun{e.Task, e.Time}
-					if e.Preempting {
-						preemptions++
-						notes = append(notes, Notification{Kind: NotifyAbsent, Time: now, Task: Task{ID: e.PreemptedTask}})
-					}
-					notes = append(notes, Notification{Kind: NotifyRunning, Time: now, Task: Task{ID: e.Task}, Worker: e.Worker})
-				case EventReprioritized:
-					reprios++
-				}
-			}
-			s.ReuseEvents(events)
-			for _, n := range notes {
-				must(b, s.Notify(n, false))
-			}
-		}
-		_, err = s.AssignTasks(now, bots)
-		must(b, err)
-		p0, r0 := preemptions, reprios
-		apply(s.TakeEvents())
-		preemptions, reprios = p0, r0 // the cold pass does not count
-		type kv struct {
-			w WorkerID
-			r benchRun
-		}
-		all := make([]kv, 0, len(running))
+		l := newSteadyLoad(b, w, st)
+		s := l.s
 		for range steadyPasses {
-			now = now.Add(time.Second)
-			// The 100 longest-running tasks complete; their bots poll. (The
-			// harness reuses its buffers so that its own garbage does not
-			// add GC cycles to what is measured.)
-			all = all[:0]
-			for wid, r := range running {
-				all = append(all, kv{wid, r})
-			}
-			sort.Slice(all, func(i, j int) bool {
-				if all[i].r.start != all[j].r.start {
-					return all[i].r.start < all[j].r.start
-				}
-				return all[i].w < all[j].w
-			})
-			bots = bots[:0]
-			for _, x := range all[:min(100, len(all))] {
-				must(b, s.Notify(Notification{Kind: NotifyAbsent, Time: now, Task: Task{ID: x.r.task}}, false))
-				delete(running, x.w)
-				bots = append(bots, IdleWorker{ID: x.w, Labels: labels[x.w]})
-			}
-			slices.SortFunc(bots, func(a, b IdleWorker) int { return strings.Compare(string(a.ID), string(b.ID)) })
-			for _, t := range w.NewTasks(100, now) {
-				must(b, s.AddRequest(benchTask(t), now, false))
-			}
-			s.DiscardEvents()
+			l.prepare(b)
 			if c, ok := benchCapture[passes]; ok {
-				*c = capturedPass{s.ToProto(), now, slices.Clone(bots)}
+				*c = capturedPass{s.ToProto(), l.now, slices.Clone(l.bots)}
 			}
 			// Under -cpuprofile, the timed pass's samples carry its number,
 			// so that -tagfocus can single out the heavy passes.
 			pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("pass", strconv.Itoa(passes))))
 			b.StartTimer()
 			t0 := time.Now()
-			_, err := s.AssignTasks(now, bots)
+			_, err := s.AssignTasks(l.now, l.bots)
 			d := time.Since(t0)
 			b.StopTimer()
 			pprof.SetGoroutineLabels(ctx)
@@ -235,9 +256,11 @@ func benchSteady(b *testing.B, w *benchdata.Workload, unmatchable int) {
 				}
 				fmt.Fprintf(os.Stderr, "pass %d: %v %v\n", passes, d, counts)
 			}
-			apply(evs)
+			l.apply(b, evs)
 			passes++
 		}
+		preemptions += l.preemptions
+		reprios += l.reprios
 	}
 	slices.Sort(lat)
 	b.ReportMetric(ms(percentile(lat, 50)), "p50-ms")

@@ -9,8 +9,8 @@ import (
 // (algorithm.md §1.6).
 func (s *Scheduler) setClock(t int64) {
 	if !s.hasClock {
+		s.touchClock()
 		s.hasClock, s.now = true, t
-		s.dirty.clock = true
 	}
 }
 
@@ -40,8 +40,8 @@ func (s *Scheduler) updateTime(t int64) {
 	for _, a := range s.accounts {
 		if a.cfg == nil {
 			if a.hasBalance {
+				s.touchBalance(a.id)
 				a.balance, a.hasBalance = Vector{}, false
-				s.dirty.balance(a.id)
 				s.gcAccts = append(s.gcAccts, a)
 			}
 			continue
@@ -49,6 +49,7 @@ func (s *Scheduler) updateTime(t int64) {
 		if e == 0 {
 			continue
 		}
+		s.touchBalance(a.id)
 		for p := range NumPaidLevels {
 			v := float64(a.balance[p] - float64(e*float64(len(a.running[p]))))
 			if c := a.cap[p]; v < c {
@@ -57,10 +58,9 @@ func (s *Scheduler) updateTime(t int64) {
 			a.balance[p] = v
 		}
 		a.hasBalance = true
-		s.dirty.balance(a.id)
 	}
+	s.touchClock()
 	s.now = t
-	s.dirty.clock = true
 	s.expireIdle()
 	s.expireTombstones()
 	s.enforceMaxTombstones()

@@ -217,9 +217,9 @@ func (s *Scheduler) SetTunables(c *statev1.PoolConfig) error {
 	if err := ValidatePoolConfig(c); err != nil {
 		return err
 	}
+	s.touchConfig()
 	s.tunablesProto = c
 	s.cfg = tunablesOf(c)
 	s.enforceMaxTombstones()
-	s.dirty.config = true
 	return nil
 }

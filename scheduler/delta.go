@@ -8,20 +8,27 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// TrackChanges starts recording which entities change, for TakeDelta. A
-// commit then writes in proportion to what a batch changed.
+// TrackChanges starts recording which entities change, and what they were
+// before, for TakeDelta and UndoDelta. A commit then writes in proportion
+// to what a batch changed.
 func (s *Scheduler) TrackChanges() {
 	s.dirty = dirtySet{on: true}
+	s.taken = nil
 }
 
 // TakeDelta returns the changes since TrackChanges or the last TakeDelta as
 // a delta that, applied to the state before them (nodestore.Shadow.Apply),
-// gives the current state; it forgets them. Costs are derived from (cost,
-// level, since), so advancing the clock changes no task record.
+// gives the current state; it forgets them, keeping what they replaced
+// until the next TakeDelta so that UndoDelta can take them back. Costs are
+// derived from (cost, level, since), so advancing the clock changes no
+// task record.
 func (s *Scheduler) TakeDelta() *statev1.PoolDelta {
 	d := &statev1.PoolDelta{}
 	dirty := s.dirty
 	s.dirty = dirtySet{on: dirty.on}
+	if dirty.on {
+		s.taken = &dirty
+	}
 	if dirty.reset {
 		st := s.ToProto()
 		d.Wipe = true
@@ -99,6 +106,18 @@ func (s *Scheduler) Wipe() {
 	if err != nil {
 		panic("scheduler: wiping a valid config failed: " + err.Error())
 	}
-	*s = *fresh
+	s.become(fresh)
 	s.dirty = dirtySet{on: on, reset: true}
+}
+
+// become makes s the state fresh holds; fresh is not used afterwards.
+func (s *Scheduler) become(fresh *Scheduler) {
+	*s = *fresh
+	// The trie's root is held by value: what points to it is moved along.
+	for _, k := range s.trie.kids {
+		k.parent = &s.trie
+	}
+	if bi := s.trie.bi; bi != nil {
+		bi.node = &s.trie
+	}
 }

@@ -38,6 +38,12 @@ func (s *Scheduler) checkIndexesSettling(settle bool) error {
 	if err := s.checkLabelUse(); err != nil {
 		return err
 	}
+	if err := s.checkRefs(); err != nil {
+		return err
+	}
+	if err := s.checkTombstonesAndEntries(); err != nil {
+		return err
+	}
 	type gk struct {
 		a   AccountID
 		fan string
@@ -137,7 +143,26 @@ func (s *Scheduler) checkIndexesSettling(settle bool) error {
 	if waiting != s.nWaiting {
 		return fmt.Errorf("%d waiting requests, counter says %d", waiting, s.nWaiting)
 	}
+	for _, c := range s.gcClasses[s.gcHead:] {
+		if !c.onGCList || s.classes[classKey{c.acct, c.base, c.prov}] != c {
+			return fmt.Errorf("class of %s %v %v queued for gc is not a class of the state", c.acct.id, c.base.names, c.prov.names)
+		}
+	}
 	for key, c := range s.classes {
+		if s.accounts[c.acct.id] != c.acct {
+			return fmt.Errorf("class %v: its account is not the state's", key)
+		}
+		if bi := c.acctBase.bi; bi != c.base.base || bi.node == nil || bi.node.bi != bi || c.variant.bi != bi {
+			return fmt.Errorf("class %v: its base index is not its base set's, in the trie", key)
+		}
+		for n := c.acctBase.bi.node; n.parent != nil; n = n.parent {
+			if !slices.Contains(n.parent.kids, n) {
+				return fmt.Errorf("class %v: its base index's trie node is cut off", key)
+			}
+		}
+		if c.acctBase.bi.accts[c.acctBase.idx] != c.acctBase || c.variant.bi.provs[c.variant.idx] != c.variant || c.variant.classes[c.variantIdx] != c {
+			return fmt.Errorf("class %v: not at its place in its base index", key)
+		}
 		if c.len() == 0 && !c.onGCList {
 			return fmt.Errorf("empty class %v is not queued for gc", key)
 		}
@@ -234,6 +259,120 @@ func (s *Scheduler) checkLabelUse() error {
 			return fmt.Errorf("label %q counted in %d base sets and %d provisionable sets, is in %d and %d",
 				s.labels.names[l], s.labels.inTrie[l], s.labels.inProv[l], inTrie[l], inProv[l])
 		}
+	}
+	return nil
+}
+
+// checkRefs: every interned label set is counted once per holder
+// (requests, classes, base indexes, provisionable variants, fanout
+// groups) and is in the set table, and every label once per worker and
+// set holding it.
+func (s *Scheduler) checkRefs() error {
+	sets := map[*labelSet]int{}
+	s.requests.All(func(r *request) {
+		sets[r.base]++
+		sets[r.prov]++
+		sets[r.fan]++
+	})
+	for _, c := range s.classes {
+		sets[c.base]++
+		sets[c.prov]++
+		sets[c.fan]++
+	}
+	var walk func(n *trieNode)
+	walk = func(n *trieNode) {
+		if bi := n.bi; bi != nil {
+			sets[bi.set]++
+			for _, pv := range bi.provs {
+				sets[pv.prov]++
+			}
+		}
+		for _, k := range n.kids {
+			walk(k)
+		}
+	}
+	walk(&s.trie)
+	for _, a := range s.accounts {
+		for fan := range a.fanout {
+			sets[fan]++
+		}
+	}
+	labels := make([]int32, len(s.labels.names))
+	for _, w := range s.workers {
+		for _, l := range w.labelIDs {
+			labels[l]++
+		}
+	}
+	for set, n := range sets {
+		if set == s.sets.empty {
+			continue
+		}
+		if set.refs != n {
+			return fmt.Errorf("label set %v has %d references, holders %d", set.names, set.refs, n)
+		}
+		if s.sets.sets[set.key] != set {
+			return fmt.Errorf("label set %v is not in the set table", set.names)
+		}
+	}
+	for _, set := range s.sets.sets {
+		if _, held := sets[set]; !held && set != s.sets.empty {
+			return fmt.Errorf("label set %v is held by nothing", set.names)
+		}
+		for _, l := range set.ids {
+			labels[l]++
+		}
+	}
+	for l, n := range labels {
+		if s.labels.refs[l] != n {
+			return fmt.Errorf("label %q has %d references, holders %d", s.labels.names[l], s.labels.refs[l], n)
+		}
+	}
+	return nil
+}
+
+// checkTombstonesAndEntries: the tombstones' heap and the reconciler's
+// indexes (by time, by aborted task) hold exactly the tombstones and
+// entries, each at its place; no tombstone names a request in the state.
+func (s *Scheduler) checkTombstonesAndEntries() error {
+	t := &s.tombstones
+	if len(t.byID) != t.byFinish.Len() {
+		return fmt.Errorf("%d tombstones, %d in their heap", len(t.byID), t.byFinish.Len())
+	}
+	for i, x := range t.byFinish.Items {
+		if x.idx != i || t.byID[x.id] != x {
+			return fmt.Errorf("tombstone %s misfiled", x.id)
+		}
+		if i > 0 && t.byFinish.Less(x, t.byFinish.Items[(i-1)/2]) {
+			return fmt.Errorf("tombstone %s precedes its parent", x.id)
+		}
+		if s.requests.Get(x.id) != nil {
+			return fmt.Errorf("tombstone of %s, which is in the state", x.id)
+		}
+	}
+	rc := &s.reconciler
+	if len(rc.entries) != rc.byTime.Len() {
+		return fmt.Errorf("%d entries, %d in their heap", len(rc.entries), rc.byTime.Len())
+	}
+	aborting := map[RequestID][]WorkerID{}
+	for i, e := range rc.byTime.Items {
+		if e.idx != i || rc.entries[e.worker] != e {
+			return fmt.Errorf("entry of %s misfiled", e.worker)
+		}
+		if i > 0 && rc.byTime.Less(e, rc.byTime.Items[(i-1)/2]) {
+			return fmt.Errorf("entry of %s precedes its parent", e.worker)
+		}
+		if e.abort != "" {
+			aborting[e.abort] = append(aborting[e.abort], e.worker)
+		}
+	}
+	for id, ws := range aborting {
+		slices.Sort(ws)
+		if got := s.aborting(id); !slices.Equal(got, ws) {
+			return fmt.Errorf("entries aborting %s: indexed %v, are %v", id, got, ws)
+		}
+	}
+	if len(rc.byAbort) != len(aborting) {
+		return fmt.Errorf("%d tasks indexed as aborted, %d are", len(rc.byAbort), len(aborting))
 	}
 	return nil
 }
@@ -427,12 +566,7 @@ func (ls *limitState) replay(events []Event) error {
 // variable QSCHEDULER_SOAK=1 (as CI sets it), runs 3,000 (see TestMain).
 func TestInvariantsUnderRandomOperations(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		s, err := New(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.TrackChanges()
-		s.elig.mode = drawRowMode(t, "rows")
+		s := newTracked(t)
 		clock := 0.0
 		for step := range rapid.IntRange(1, 40).Draw(t, "steps") {
 			op := drawOp(t, &clock)

@@ -402,12 +402,12 @@ func (p *pass) preemptOne(v *worker, r *request, l Priority, cost Vector) {
 	victim := v.req
 	a, b := r.acct, victim.acct
 	if b.cfg != nil {
+		s.touchBalance(b.id)
 		b.balance = b.balance.Add(cost)
-		s.dirty.balance(b.id)
 	}
+	s.touchBalance(a.id)
 	a.balance = a.balance.Sub(cost)
 	a.hasBalance = true
-	s.dirty.balance(a.id)
 	s.dequeue(r)
 	pe := s.event(EventPreempted, s.now, victim, v, false)
 	pe.Level, pe.PreemptorTask = l, r.id

@@ -61,6 +61,7 @@ func (r *reconciler) init() {
 // setEntry records e, replacing its worker's entry.
 func (s *Scheduler) setEntry(e *pendingEntry) {
 	r := &s.reconciler
+	s.touchPending(e.worker)
 	if old := r.entries[e.worker]; old != nil {
 		s.dropEntry(old)
 	}
@@ -69,7 +70,6 @@ func (s *Scheduler) setEntry(e *pendingEntry) {
 	if e.abort != "" {
 		s.indexAbort(e)
 	}
-	s.dirty.pending(e.worker)
 }
 
 // indexAbort records that e aborts e.abort.
@@ -120,12 +120,12 @@ func (s *Scheduler) dropEntry(e *pendingEntry) {
 	if r.entries[e.worker] != e {
 		return
 	}
+	s.touchPending(e.worker)
 	delete(r.entries, e.worker)
 	r.byTime.Remove(e.idx)
 	if e.abort != "" {
 		s.unindexAbort(e)
 	}
-	s.dirty.pending(e.worker)
 }
 
 // entryLive reports whether e's task still runs on e's worker.
@@ -291,13 +291,13 @@ func (s *Scheduler) Notify(n Notification, fromCallback bool) error {
 		s.notifyAbsent(n.Task.ID, ns, fromCallback)
 		for _, wid := range s.aborting(n.Task.ID) {
 			e := s.reconciler.entries[wid]
+			s.touchPending(wid)
 			s.unindexAbort(e)
 			e.abort = ""
-			s.dirty.pending(wid)
 		}
 		if _, ok := s.reconciler.errors[n.Task.ID]; ok {
+			s.touchTaskError(n.Task.ID)
 			delete(s.reconciler.errors, n.Task.ID)
-			s.dirty.taskError(n.Task.ID)
 		}
 	}
 	s.gc()
@@ -314,8 +314,8 @@ func (s *Scheduler) SetTaskError(id RequestID, msg string) error {
 		return err
 	}
 	if s.reconciler.errors[id] != msg {
+		s.touchTaskError(id)
 		s.reconciler.errors[id] = msg
-		s.dirty.taskError(id)
 		var t int64
 		if s.hasClock {
 			t = s.now

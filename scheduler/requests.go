@@ -89,17 +89,18 @@ func (s *Scheduler) newRequest(id RequestID, acct AccountID, enqueue, confirmed 
 
 // dropRequest removes a request that is neither waiting nor running.
 func (s *Scheduler) dropRequest(r *request) {
+	s.touchRequest(r.id)
 	s.requests.Delete(r, r.hash)
 	s.sets.unref(r.base)
 	s.sets.unref(r.prov)
 	s.sets.unref(r.fan)
 	r.acct.refs--
 	s.maybeDropAccount(r.acct)
-	s.dirty.request(r.id)
 }
 
 // enqueue makes r waiting.
 func (s *Scheduler) enqueue(r *request) {
+	s.touchRequest(r.id)
 	c := s.classFor(r.acct, r.base, r.prov)
 	wasEmpty := c.len() == 0
 	oldHead := c.head()
@@ -110,11 +111,11 @@ func (s *Scheduler) enqueue(r *request) {
 	r.acct.waiting++
 	s.nWaiting++
 	s.byConf.markRequest(r)
-	s.dirty.request(r.id)
 }
 
 // dequeue makes a waiting r neither waiting nor running.
 func (s *Scheduler) dequeue(r *request) {
+	s.touchRequest(r.id)
 	c := r.cls
 	wasHead := c.head() == r
 	c.remove(r)
@@ -128,5 +129,4 @@ func (s *Scheduler) dequeue(r *request) {
 	r.acct.waiting--
 	s.nWaiting--
 	s.byConf.markRequest(r)
-	s.dirty.request(r.id)
 }

@@ -80,7 +80,8 @@ type Scheduler struct {
 	gcAccts     []*account // accounts that may have become unneeded
 	gcGroups    []groupRef // fanout groups whose paid count reached zero
 
-	dirty dirtySet // what changed since the last TakeDelta
+	dirty dirtySet  // what changed since the last TakeDelta
+	taken *dirtySet // what the last TakeDelta returned, for UndoDelta
 }
 
 // New returns an empty pool with the given configuration (nil: defaults, no

@@ -138,13 +138,7 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	}
 	for i, b := range st.Balances {
 		field := fmt.Sprintf("balances[%d]", i)
-		if b == nil {
-			return nil, invalidf("%s: missing", field)
-		}
-		if err := ValidateID(field+".account_id", b.AccountId); err != nil {
-			return nil, err
-		}
-		v, err := vectorFromFloat64(field+".value", b.Value, true)
+		v, err := checkBalance(func() string { return field }, b)
 		if err != nil {
 			return nil, err
 		}
@@ -162,63 +156,40 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	}
 	for i, r := range st.Waiting {
 		field := fmt.Sprintf("waiting[%d]", i)
-		req, err := s.loadRequest(field, r)
-		if err != nil {
+		if err := checkRequest(func() string { return field }, r); err != nil {
 			return nil, err
 		}
-		s.enqueue(req)
+		if s.requests.Get(RequestID(r.Id)) != nil {
+			return nil, invalidf("%s: request %q appears twice", field, r.Id)
+		}
+		s.enqueue(s.newRequestOf(r))
 	}
 	for i, t := range st.Tombstones {
 		field := fmt.Sprintf("tombstones[%d]", i)
-		if t == nil {
-			return nil, invalidf("%s: missing", field)
+		if err := checkTombstone(func() string { return field }, t); err != nil {
+			return nil, err
 		}
 		if s.requests.Get(RequestID(t.RequestId)) != nil {
 			return nil, invalidf("%s: request %q is still known", field, t.RequestId)
 		}
-		if err := ValidateID(field+".request_id", t.RequestId); err != nil {
-			return nil, err
-		}
-		if err := checkTime(field+".finish_time", t.FinishTimeUnixNanos); err != nil {
-			return nil, err
-		}
 		if s.tombstones.byID[RequestID(t.RequestId)] != nil {
 			return nil, invalidf("%s: duplicate request %q", field, t.RequestId)
 		}
-		x := &tombstone{id: RequestID(t.RequestId), finish: t.FinishTimeUnixNanos}
-		s.tombstones.byID[x.id] = x
-		s.tombstones.byFinish.Push(x)
+		s.putTombstone(RequestID(t.RequestId), t.FinishTimeUnixNanos)
 	}
 	for i, e := range st.Pending {
 		field := fmt.Sprintf("pending[%d]", i)
-		if e == nil {
-			return nil, invalidf("%s: missing", field)
-		}
-		if err := ValidateID(field+".worker_id", e.WorkerId); err != nil {
-			return nil, err
-		}
-		if err := ValidateID(field+".task_to_assign", e.TaskToAssign); err != nil {
-			return nil, err
-		}
-		if e.TaskToAbort != "" {
-			if err := ValidateID(field+".task_to_abort", e.TaskToAbort); err != nil {
-				return nil, err
-			}
-		}
-		if err := checkTime(field+".time", e.TimeUnixNanos); err != nil {
+		if err := checkPending(func() string { return field }, e); err != nil {
 			return nil, err
 		}
 		if s.reconciler.entries[WorkerID(e.WorkerId)] != nil {
 			return nil, invalidf("%s: duplicate worker %q", field, e.WorkerId)
 		}
-		s.setEntry(&pendingEntry{worker: WorkerID(e.WorkerId), time: e.TimeUnixNanos, assign: RequestID(e.TaskToAssign), abort: RequestID(e.TaskToAbort)})
+		s.setEntry(entryOf(e))
 	}
 	for i, e := range st.TaskErrors {
 		field := fmt.Sprintf("task_errors[%d]", i)
-		if e == nil {
-			return nil, invalidf("%s: missing", field)
-		}
-		if err := ValidateID(field+".task_id", e.TaskId); err != nil {
+		if err := checkTaskError(func() string { return field }, e); err != nil {
 			return nil, err
 		}
 		if _, dup := s.reconciler.errors[RequestID(e.TaskId)]; dup {
@@ -234,73 +205,163 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	return s, nil
 }
 
-func (s *Scheduler) loadRequest(field string, r *statev1.Request) (*request, error) {
-	if r == nil {
-		return nil, invalidf("%s: missing", field)
+// The checks of records name the record in errors by field, built only
+// when an error is reported, so that checking a valid delta allocates
+// nothing.
+
+// checkRequest checks a request record.
+func checkRequest(field func() string, r *statev1.Request) error {
+	switch {
+	case r == nil:
+		return invalidf("%s: missing", field())
+	case ValidateID("", r.Id) != nil:
+		return ValidateID(field()+".id", r.Id)
+	case r.AccountId != "" && ValidateID("", r.AccountId) != nil:
+		return ValidateID(field()+".account_id", r.AccountId)
+	case checkTime("", r.EnqueueTimeUnixNanos) != nil:
+		return checkTime(field()+".enqueue_time", r.EnqueueTimeUnixNanos)
+	case checkTime("", r.ConfirmedTimeUnixNanos) != nil:
+		return checkTime(field()+".confirmed_time", r.ConfirmedTimeUnixNanos)
 	}
-	if err := ValidateID(field+".id", r.Id); err != nil {
-		return nil, err
+	return nil
+}
+
+// newRequestOf creates the request of a checked record (not yet waiting or
+// running).
+func (s *Scheduler) newRequestOf(r *statev1.Request) *request {
+	return s.newRequest(RequestID(r.Id), AccountID(r.AccountId), r.EnqueueTimeUnixNanos, r.ConfirmedTimeUnixNanos, r.BaseLabels, r.ProvisionableLabels)
+}
+
+// checkWorker checks a worker record against a state whose clock is now
+// (none unless hasClock), and returns its running task's cost.
+func checkWorker(field func() string, pw *statev1.Worker, hasClock bool, now int64) (Vector, error) {
+	switch {
+	case pw == nil:
+		return Vector{}, invalidf("%s: missing", field())
+	case ValidateID("", pw.Id) != nil:
+		return Vector{}, ValidateID(field()+".id", pw.Id)
+	case checkTime("", pw.ConfirmedTimeUnixNanos) != nil:
+		return Vector{}, checkTime(field()+".confirmed_time", pw.ConfirmedTimeUnixNanos)
 	}
-	if r.AccountId != "" {
-		if err := ValidateID(field+".account_id", r.AccountId); err != nil {
-			return nil, err
-		}
+	rt := pw.Running
+	if rt == nil {
+		return Vector{}, nil
 	}
-	if s.requests.Get(RequestID(r.Id)) != nil {
-		return nil, invalidf("%s: request %q appears twice", field, r.Id)
+	switch {
+	case rt.Priority < 0 || rt.Priority > int32(FreeBucket):
+		return Vector{}, invalidf("%s.running.priority: %d not in 0..5", field(), rt.Priority)
+	case !hasClock:
+		return Vector{}, invalidf("%s.running: a running task needs the clock to be set", field())
+	case checkTime("", rt.LevelSinceUnixNanos) != nil:
+		return Vector{}, checkTime(field()+".running.level_since", rt.LevelSinceUnixNanos)
+	case rt.LevelSinceUnixNanos > now:
+		return Vector{}, invalidf("%s.running.level_since: after the clock", field())
 	}
-	if err := checkTime(field+".enqueue_time", r.EnqueueTimeUnixNanos); err != nil {
-		return nil, err
+	cost, err := vectorFromFloat64("", rt.Cost, false)
+	if err != nil {
+		_, err = vectorFromFloat64(field()+".running.cost", rt.Cost, false)
+		return Vector{}, err
 	}
-	if err := checkTime(field+".confirmed_time", r.ConfirmedTimeUnixNanos); err != nil {
-		return nil, err
-	}
-	return s.newRequest(RequestID(r.Id), AccountID(r.AccountId), r.EnqueueTimeUnixNanos, r.ConfirmedTimeUnixNanos, r.BaseLabels, r.ProvisionableLabels), nil
+	return cost, checkRequest(func() string { return field() + ".running.request" }, rt.Request)
 }
 
 func (s *Scheduler) loadWorker(field string, pw *statev1.Worker) error {
-	if pw == nil {
-		return invalidf("%s: missing", field)
-	}
-	if err := ValidateID(field+".id", pw.Id); err != nil {
+	cost, err := checkWorker(func() string { return field }, pw, s.hasClock, s.now)
+	if err != nil {
 		return err
 	}
 	if s.workers[WorkerID(pw.Id)] != nil {
 		return invalidf("%s: worker %q appears twice", field, pw.Id)
 	}
-	if err := checkTime(field+".confirmed_time", pw.ConfirmedTimeUnixNanos); err != nil {
-		return err
+	if rt := pw.Running; rt != nil && s.requests.Get(RequestID(rt.Request.Id)) != nil {
+		return invalidf("%s.running.request: request %q appears twice", field, rt.Request.Id)
 	}
-	rt := pw.Running
-	if rt != nil {
-		if rt.Priority < 0 || rt.Priority > int32(FreeBucket) {
-			return invalidf("%s.running.priority: %d not in 0..5", field, rt.Priority)
-		}
-		if !s.hasClock {
-			return invalidf("%s.running: a running task needs the clock to be set", field)
-		}
-		if err := checkTime(field+".running.level_since", rt.LevelSinceUnixNanos); err != nil {
-			return err
-		}
-		if rt.LevelSinceUnixNanos > s.now {
-			return invalidf("%s.running.level_since: after the clock", field)
-		}
-	}
-	var cost Vector
-	if rt != nil {
-		var err error
-		if cost, err = vectorFromFloat64(field+".running.cost", rt.Cost, false); err != nil {
-			return err
-		}
-	}
-	w := s.newWorker(WorkerID(pw.Id), pw.Labels, pw.ConfirmedTimeUnixNanos)
-	if rt != nil {
-		r, err := s.loadRequest(field+".running.request", rt.Request)
-		if err != nil {
-			return err
-		}
-		s.startTask(w, r, Priority(rt.Priority), cost)
+	s.putWorker(pw, cost)
+	return nil
+}
+
+// putWorker makes the worker of a checked record. A worker of its id that
+// runs a task runs the record's (sameTask; ApplyDelta keeps it): it takes
+// the record's level, cost and confirmed times in place. Otherwise the
+// worker is a new one, or the idle worker of its id given the record's
+// labels and confirmed time, and the record's running task, a new request,
+// starts on it.
+func (s *Scheduler) putWorker(pw *statev1.Worker, cost Vector) {
+	w := s.workers[WorkerID(pw.Id)]
+	switch {
+	case w == nil:
+		w = s.newWorker(WorkerID(pw.Id), pw.Labels, pw.ConfirmedTimeUnixNanos)
+	case w.req != nil:
+		rt := pw.Running
+		r := s.detach(w)
+		r.confirmed, w.confirmed = rt.Request.ConfirmedTimeUnixNanos, pw.ConfirmedTimeUnixNanos
+		s.attach(w, r, Priority(rt.Priority), cost)
 		w.since = rt.LevelSinceUnixNanos
+		return
+	default:
+		s.setWorkerLabels(w, pw.Labels)
+		s.setIdleConfirmed(w, pw.ConfirmedTimeUnixNanos)
+	}
+	if rt := pw.Running; rt != nil {
+		s.startTask(w, s.newRequestOf(rt.Request), Priority(rt.Priority), cost)
+		w.since = rt.LevelSinceUnixNanos
+	}
+}
+
+// checkBalance checks a balance record and returns its value.
+func checkBalance(field func() string, b *statev1.AccountBalance) (Vector, error) {
+	switch {
+	case b == nil:
+		return Vector{}, invalidf("%s: missing", field())
+	case ValidateID("", b.AccountId) != nil:
+		return Vector{}, ValidateID(field()+".account_id", b.AccountId)
+	}
+	v, err := vectorFromFloat64("", b.Value, true)
+	if err != nil {
+		_, err = vectorFromFloat64(field()+".value", b.Value, true)
+	}
+	return v, err
+}
+
+func checkTombstone(field func() string, t *statev1.Tombstone) error {
+	switch {
+	case t == nil:
+		return invalidf("%s: missing", field())
+	case ValidateID("", t.RequestId) != nil:
+		return ValidateID(field()+".request_id", t.RequestId)
+	case checkTime("", t.FinishTimeUnixNanos) != nil:
+		return checkTime(field()+".finish_time", t.FinishTimeUnixNanos)
+	}
+	return nil
+}
+
+func checkPending(field func() string, e *statev1.PendingAssignment) error {
+	switch {
+	case e == nil:
+		return invalidf("%s: missing", field())
+	case ValidateID("", e.WorkerId) != nil:
+		return ValidateID(field()+".worker_id", e.WorkerId)
+	case ValidateID("", e.TaskToAssign) != nil:
+		return ValidateID(field()+".task_to_assign", e.TaskToAssign)
+	case e.TaskToAbort != "" && ValidateID("", e.TaskToAbort) != nil:
+		return ValidateID(field()+".task_to_abort", e.TaskToAbort)
+	case checkTime("", e.TimeUnixNanos) != nil:
+		return checkTime(field()+".time", e.TimeUnixNanos)
+	}
+	return nil
+}
+
+// entryOf is the pending entry of a checked record.
+func entryOf(e *statev1.PendingAssignment) *pendingEntry {
+	return &pendingEntry{worker: WorkerID(e.WorkerId), time: e.TimeUnixNanos, assign: RequestID(e.TaskToAssign), abort: RequestID(e.TaskToAbort)}
+}
+
+func checkTaskError(field func() string, e *statev1.TaskError) error {
+	switch {
+	case e == nil:
+		return invalidf("%s: missing", field())
+	case ValidateID("", e.TaskId) != nil:
+		return ValidateID(field()+".task_id", e.TaskId)
 	}
 	return nil
 }

@@ -45,29 +45,38 @@ func (t *tombstones) live(id RequestID, at int64) bool {
 
 // bury records (or moves forward) id's tombstone.
 func (s *Scheduler) bury(id RequestID, finish int64) {
+	x := s.tombstones.byID[id]
+	if x != nil && finish <= x.finish {
+		return
+	}
+	s.touchTombstone(id)
+	s.putTombstone(id, finish)
+	if x == nil {
+		s.enforceMaxTombstones()
+	}
+}
+
+// putTombstone sets id's tombstone to finish, whatever it was, and leaves
+// the cap to the next UpdateTime, SetTunables or new tombstone.
+func (s *Scheduler) putTombstone(id RequestID, finish int64) {
 	t := &s.tombstones
 	if x := t.byID[id]; x != nil {
-		if finish > x.finish {
-			x.finish = finish
-			t.byFinish.Fix(x.idx)
-			s.dirty.tombstone(id)
-		}
+		x.finish = finish
+		t.byFinish.Fix(x.idx)
 		return
 	}
 	x := &tombstone{id: id, finish: finish}
 	t.byID[id] = x
 	t.byFinish.Push(x)
-	s.dirty.tombstone(id)
-	s.enforceMaxTombstones()
 }
 
 // unbury forgets id's tombstone, if any.
 func (s *Scheduler) unbury(id RequestID) {
 	t := &s.tombstones
 	if x := t.byID[id]; x != nil {
+		s.touchTombstone(id)
 		t.byFinish.Remove(x.idx)
 		delete(t.byID, id)
-		s.dirty.tombstone(id)
 	}
 }
 

@@ -50,9 +50,9 @@ func (s *Scheduler) addRequest(task Task, enq, t int64, fromCallback bool) {
 		s.unbury(task.ID)
 	case r.cls != nil: // waiting: confirm only
 		if t > r.confirmed {
+			s.touchRequest(r.id)
 			r.confirmed = t
 			s.byConf.markRequest(r)
-			s.dirty.request(r.id)
 		}
 		return
 	default: // running on r.w
@@ -94,6 +94,7 @@ func (s *Scheduler) markIdle(id WorkerID, labels []string, t int64, fromCallback
 	if t < w.latestConfirmed() {
 		return
 	}
+	s.touchWorker(w.id)
 	if r := w.req; r != nil {
 		s.event(EventCompleted, t, r, w, fromCallback).Reason = ReasonBotIdle
 		s.stopTask(w)
@@ -105,7 +106,6 @@ func (s *Scheduler) markIdle(id WorkerID, labels []string, t int64, fromCallback
 		w.confirmed = t // its idle key catches up at expiry (expireIdle)
 		s.byConf.markWorker(w)
 	}
-	s.dirty.worker(w.id)
 }
 
 // notifyRunning applies a report that request rid was running on worker
@@ -175,10 +175,10 @@ func (s *Scheduler) confirm(r *request, w *worker, t int64) {
 	if t <= r.confirmed && t <= w.confirmed {
 		return
 	}
+	s.touchWorker(w.id)
 	r.confirmed = max(r.confirmed, t)
 	w.confirmed = max(w.confirmed, t)
 	s.byConf.markWorker(w) // the task may move in the running order
-	s.dirty.worker(w.id)
 }
 
 // notifyAbsent applies a report that request rid was no longer waiting or
@@ -214,8 +214,8 @@ func (s *Scheduler) notifyAbsent(rid RequestID, t int64, fromCallback bool) {
 func (s *Scheduler) unassign(r *request, w *worker) {
 	cost := w.costAt(s.now)
 	if a := r.acct; a.cfg != nil {
+		s.touchBalance(a.id)
 		a.balance = a.balance.Add(cost)
-		s.dirty.balance(a.id)
 	}
 	s.event(EventUnassigned, s.now, r, w, false)
 	s.stopTask(w)

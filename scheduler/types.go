@@ -72,6 +72,8 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrNotFound marks an unknown account, request or worker.
 	ErrNotFound = errors.New("not found")
+	// ErrCannotUndo: UndoDelta has no delta it can take back.
+	ErrCannotUndo = errors.New("cannot undo")
 )
 
 // NotFoundf returns an ErrNotFound error with a message.

@@ -82,6 +82,7 @@ func (w *worker) costAt(t int64) Vector {
 
 // newWorker creates an idle worker.
 func (s *Scheduler) newWorker(id WorkerID, labels []string, t int64) *worker {
+	s.touchWorker(id)
 	w := &worker{id: id, confirmed: t, idleIdx: -1}
 	s.setWorkerLabels(w, labels)
 	s.workers[id] = w
@@ -91,7 +92,6 @@ func (s *Scheduler) newWorker(id WorkerID, labels []string, t int64) *worker {
 		s.rankStale = true
 	}
 	s.pushIdle(w)
-	s.dirty.worker(id)
 	return w
 }
 
@@ -106,6 +106,21 @@ func (s *Scheduler) pushIdle(w *worker) {
 // removeIdle takes the idle worker w out of the idle heap and order.
 func (s *Scheduler) removeIdle(w *worker) {
 	s.idle.Remove(w.idleIdx)
+	s.byConf.markWorker(w)
+}
+
+// setIdleConfirmed sets the confirmed time of the idle worker w, which
+// may move back (ApplyDelta): a key above it comes down to it.
+func (s *Scheduler) setIdleConfirmed(w *worker, t int64) {
+	if t == w.confirmed {
+		return
+	}
+	s.touchWorker(w.id)
+	w.confirmed = t
+	if t < w.idleKey {
+		w.idleKey = t
+		s.idle.Fix(w.idleIdx)
+	}
 	s.byConf.markWorker(w)
 }
 
@@ -155,6 +170,7 @@ func (s *Scheduler) setWorkerLabels(w *worker, labels []string) {
 	if slices.Equal(names, w.names) {
 		return
 	}
+	s.touchWorker(w.id)
 	for _, l := range w.labelIDs {
 		s.labels.unref(l)
 	}
@@ -166,11 +182,11 @@ func (s *Scheduler) setWorkerLabels(w *worker, labels []string) {
 	slices.Sort(ids)
 	w.labelIDs, w.names = ids, names
 	w.elig, w.eligGen = nil, 0
-	s.dirty.worker(w.id)
 }
 
 // forgetWorker removes w and any task running on it from the state.
 func (s *Scheduler) forgetWorker(w *worker) {
+	s.touchWorker(w.id)
 	if r := w.req; r != nil {
 		s.stopTask(w)
 		s.dropRequest(r)
@@ -180,7 +196,6 @@ func (s *Scheduler) forgetWorker(w *worker) {
 		s.labels.unref(l)
 	}
 	delete(s.workers, w.id)
-	s.dirty.worker(w.id)
 }
 
 // rankWorkers gives every worker its position in id order, so that sorts
@@ -226,6 +241,8 @@ func (s *Scheduler) stopTask(w *worker) *request {
 
 // attach links r to the worker w (which runs nothing) and counts it.
 func (s *Scheduler) attach(w *worker, r *request, level Priority, cost Vector) {
+	s.touchWorker(w.id)
+	s.touchRequest(r.id)
 	w.req, r.w = r, w
 	w.level, w.cost, w.since = level, cost, s.now
 	s.byConf.markWorker(w)
@@ -236,13 +253,13 @@ func (s *Scheduler) attach(w *worker, r *request, level Priority, cost Vector) {
 	if level < FreeBucket && a.maxFanout > 0 {
 		s.groupOf(r).paid++
 	}
-	s.dirty.worker(w.id)
-	s.dirty.request(r.id)
 }
 
 // detach unlinks w's request and uncounts it.
 func (s *Scheduler) detach(w *worker) *request {
 	r := w.req
+	s.touchWorker(w.id)
+	s.touchRequest(r.id)
 	a := r.acct
 	s.byConf.markWorker(w)
 	s.removeFromLevel(w)
@@ -252,8 +269,6 @@ func (s *Scheduler) detach(w *worker) *request {
 	}
 	w.req, r.w = nil, nil
 	w.cost, w.since, w.level = Vector{}, 0, 0
-	s.dirty.worker(w.id)
-	s.dirty.request(r.id)
 	return r
 }
 
@@ -272,6 +287,7 @@ func (s *Scheduler) setLevel(w *worker, level Priority) {
 	if level == w.level {
 		return
 	}
+	s.touchWorker(w.id)
 	a := w.req.acct
 	w.cost = w.costAt(s.now)
 	w.since = s.now
@@ -287,5 +303,4 @@ func (s *Scheduler) setLevel(w *worker, level Priority) {
 			s.ungroup(w.req)
 		}
 	}
-	s.dirty.worker(w.id)
 }
