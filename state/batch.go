@@ -297,16 +297,16 @@ func (p *Pipeline) commitBatch(pl *pool, batch []*op, stats *BatchStats) (events
 			return events, nil
 		}
 		if errors.Is(err, nodestore.ErrConflict) && attempt < p.opts.CommitRetries {
-			// Another process committed: replay the batch on the state the
-			// store holds now, loaded under a context of its own.
+			// Another process committed: take the batch back, catch up with
+			// what the store holds now, under a context of its own, and
+			// replay the batch on it.
 			rctx, rcancel := context.WithTimeout(p.ctx, p.opts.BatchTimeout)
-			s, gen, rerr := p.loadState(rctx, pl.id)
+			rerr := p.resolveConflict(rctx, pl)
 			rcancel()
 			if rerr == nil {
-				pl.s, pl.gen = s, gen
 				continue
 			}
-			err = fmt.Errorf("%v; then reloading: %v", err, rerr)
+			err = fmt.Errorf("%v; then catching up: %v", err, rerr)
 		}
 		pl.counts.failedCommits.Add(1)
 		p.opts.Logger.Error("batch not committed; the pool goes back to its committed state", "pool", pl.id, "requests", len(batch), "err", err)

@@ -46,7 +46,6 @@ import (
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler"
-	"google.golang.org/protobuf/proto"
 )
 
 // Errors of the pipeline; the frontend maps them to gRPC codes.
@@ -196,6 +195,13 @@ type PoolCounters struct {
 	FailedCommits, BatchPanics int64
 	// Attempts to restore the committed state that failed.
 	FailedRestores int64
+	// Batches whose commit found another process's commits first
+	// (nodestore.ErrConflict); each is undone, caught up and replayed.
+	Conflicts int64
+	// Times the pool's state was rebuilt from the store rather than
+	// caught up delta by delta: the log was truncated, or a delta could
+	// not be applied or a batch not undone.
+	Reloads int64
 }
 
 // poolCounters is PoolCounters, updated concurrently.
@@ -204,6 +210,7 @@ type poolCounters struct {
 	expiredPolls, expiredNotifications, expiredAdmin atomic.Int64
 	failedCommits, batchPanics                       atomic.Int64
 	failedRestores                                   atomic.Int64
+	conflicts, reloads                               atomic.Int64
 }
 
 func (c *poolCounters) snapshot() PoolCounters {
@@ -211,6 +218,7 @@ func (c *poolCounters) snapshot() PoolCounters {
 		ShedPolls: c.shedPolls.Load(), ShedNotifications: c.shedNotifications.Load(), ShedAdmin: c.shedAdmin.Load(),
 		ExpiredPolls: c.expiredPolls.Load(), ExpiredNotifications: c.expiredNotifications.Load(), ExpiredAdmin: c.expiredAdmin.Load(),
 		FailedCommits: c.failedCommits.Load(), BatchPanics: c.batchPanics.Load(), FailedRestores: c.failedRestores.Load(),
+		Conflicts: c.conflicts.Load(), Reloads: c.reloads.Load(),
 	}
 }
 
@@ -681,31 +689,62 @@ func (p *Pipeline) catchUp(ctx context.Context, pl *pool) error {
 	if pl.gen != gen || pl.s == nil { // the batcher moved on meanwhile
 		return nil
 	}
-	if err != nil { // truncated: reload everything
-		s, gen, err := p.loadState(ctx, pl.id)
-		if err != nil {
-			if cerr := ctx.Err(); cerr != nil {
-				return cerr
-			}
-			return fmt.Errorf("%w: reloading pool: %v", ErrUnavailable, err)
-		}
-		pl.s, pl.gen = s, gen
+	if err == nil && p.applyDeltas(pl, deltas, last) == nil {
 		return nil
 	}
-	return p.applyDeltas(pl, deltas, last)
+	// The log was truncated, or a delta could not be applied: reload.
+	if err := p.reload(ctx, pl); err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		return fmt.Errorf("%w: reloading pool: %v", ErrUnavailable, err)
+	}
+	return nil
 }
 
-// applyDeltas brings pl's scheduler up to generation last. pl.mu is held.
+// applyDeltas brings pl's scheduler from pl.gen up to generation last by
+// applying, in order, the deltas committed since, in proportion to their
+// size (scheduler.ApplyDelta). pl.mu is held. On an error pl is at the
+// generation of the last delta applied, and the caller reloads.
 func (p *Pipeline) applyDeltas(pl *pool, deltas []*statev1.PoolDelta, last int64) error {
-	st := pl.s.ToProto()
+	if pl.gen+int64(len(deltas)) != last {
+		return fmt.Errorf("%d deltas from generation %d do not end at %d", len(deltas), pl.gen, last)
+	}
 	for _, d := range deltas {
-		st = nodestore.ApplyDelta(st, d)
+		if err := pl.s.ApplyDelta(d); err != nil {
+			p.opts.Logger.Error("a committed delta does not apply to the live state; reloading the pool", "pool", pl.id,
+				"generation", pl.gen+1, "err", err)
+			return err
+		}
+		pl.gen++
 	}
-	s, err := scheduler.FromProto(proto.CloneOf(st))
-	if err != nil {
-		return fmt.Errorf("%w: applying committed deltas: %v", ErrUnavailable, err)
-	}
-	s.TrackChanges()
-	pl.s, pl.gen = s, last
 	return nil
+}
+
+// reload replaces pl's state with the committed one from the store. pl.mu
+// is held; on an error pl keeps its state, a committed one.
+func (p *Pipeline) reload(ctx context.Context, pl *pool) error {
+	s, gen, err := p.loadState(ctx, pl.id)
+	if err != nil {
+		return err
+	}
+	pl.counts.reloads.Add(1)
+	pl.s, pl.gen = s, gen
+	return nil
+}
+
+// resolveConflict makes pl's state the committed one after its batch's
+// commit found other processes' commits: the batch is undone
+// (scheduler.UndoDelta) and the other commits applied, each in proportion
+// to its size; when either cannot be done, the committed state is
+// reloaded. pl.mu is held.
+func (p *Pipeline) resolveConflict(ctx context.Context, pl *pool) error {
+	pl.counts.conflicts.Add(1)
+	if err := pl.s.UndoDelta(); err == nil {
+		deltas, last, err := p.store.ReadLog(ctx, pl.id, pl.gen)
+		if err == nil && p.applyDeltas(pl, deltas, last) == nil {
+			return nil
+		}
+	}
+	return p.reload(ctx, pl)
 }

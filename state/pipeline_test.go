@@ -288,45 +288,112 @@ func TestRebuiltStateEqualsLive(t *testing.T) {
 		}
 		sec := 0
 		for step := range rapid.IntRange(1, 30).Draw(rt, "steps") {
-			sec += rapid.IntRange(0, 3).Draw(rt, "dt")
-			at := t0.Add(time.Duration(sec) * time.Second)
-			id := scheduler.RequestID(fmt.Sprintf("r%d", rapid.IntRange(0, 9).Draw(rt, "r")))
-			bot := scheduler.WorkerID(fmt.Sprintf("w%d", rapid.IntRange(0, 3).Draw(rt, "w")))
-			var err error
-			switch rapid.IntRange(0, 5).Draw(rt, "op") {
-			case 0:
-				err = p.Mutate(ctx, "p", func(s *scheduler.Scheduler) error {
-					return s.AddAccount("a", &statev1.AccountConfig{ChargeRate: []float32{1}, MaxChargeSeconds: 10}, nil)
-				})
-			case 1:
-				err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{{Kind: scheduler.NotifyWaiting, Time: at,
-					Task: scheduler.Task{ID: id, Account: "a", EnqueueTime: t0, BaseLabels: []string{"pool:x"}}}}})
-			case 2:
-				err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{{Kind: scheduler.NotifyRunning, Time: at, Task: scheduler.Task{ID: id}, Worker: bot}}})
-			case 3:
-				err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{{Kind: scheduler.NotifyAbsent, Time: at, Task: scheduler.Task{ID: id}}},
-					TaskErrors: []TaskError{{Task: "bad", Msg: "no"}}})
-			case 4:
-				_, err = p.Assign(ctx, "p", AssignInput{Time: at, Bots: []scheduler.IdleWorker{{ID: bot, Labels: []string{"pool:x"}}}})
-			case 5:
-				err = p.Mutate(ctx, "p", func(s *scheduler.Scheduler) error { s.Wipe(); return nil })
-			}
-			if err != nil {
+			if err := randomCall(rt, p, &sec, true); err != nil {
 				rt.Fatalf("step %d: %v", step, err)
 			}
-			var live *statev1.PoolState
-			if err := p.Read(ctx, "p", func(s *scheduler.Scheduler) error { live = s.ToProto(); return nil }); err != nil {
-				rt.Fatal(err)
-			}
-			stored, _, err := store.Load(ctx, "p")
-			if err != nil {
-				rt.Fatal(err)
-			}
-			if diff := cmp.Diff(live, stored, protocmp.Transform()); diff != "" {
-				rt.Fatalf("step %d: stored state differs from the live one (-live +stored):\n%s", step, diff)
-			}
+			checkStored(rt, p, store, fmt.Sprintf("step %d", step))
 		}
 	})
+}
+
+// randomCall makes a random call to pool "p" of p: an account, a
+// notification (waiting, running or absent, with a task error), a poll, or
+// (when wipe) a Wipe, at *sec seconds, which it advances.
+func randomCall(rt *rapid.T, p *Pipeline, sec *int, wipe bool) error {
+	ctx := context.Background()
+	*sec += rapid.IntRange(0, 3).Draw(rt, "dt")
+	at := t0.Add(time.Duration(*sec) * time.Second)
+	id := scheduler.RequestID(fmt.Sprintf("r%d", rapid.IntRange(0, 9).Draw(rt, "r")))
+	bot := scheduler.WorkerID(fmt.Sprintf("w%d", rapid.IntRange(0, 3).Draw(rt, "w")))
+	ops := 5
+	if wipe {
+		ops = 6
+	}
+	var err error
+	switch rapid.IntRange(0, ops-1).Draw(rt, "op") {
+	case 0:
+		err = p.Mutate(ctx, "p", func(s *scheduler.Scheduler) error {
+			return s.AddAccount("a", &statev1.AccountConfig{ChargeRate: []float32{1}, MaxChargeSeconds: 10}, nil)
+		})
+	case 1:
+		err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{{Kind: scheduler.NotifyWaiting, Time: at,
+			Task: scheduler.Task{ID: id, Account: "a", EnqueueTime: t0, BaseLabels: []string{"pool:x"}}}}})
+	case 2:
+		err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{{Kind: scheduler.NotifyRunning, Time: at, Task: scheduler.Task{ID: id}, Worker: bot}}})
+	case 3:
+		err = p.Notify(ctx, "p", NotifyInput{Items: []scheduler.Notification{{Kind: scheduler.NotifyAbsent, Time: at, Task: scheduler.Task{ID: id}}},
+			TaskErrors: []TaskError{{Task: "bad", Msg: "no"}}})
+	case 4:
+		_, err = p.Assign(ctx, "p", AssignInput{Time: at, Bots: []scheduler.IdleWorker{{ID: bot, Labels: []string{"pool:x"}}}})
+	case 5:
+		err = p.Mutate(ctx, "p", func(s *scheduler.Scheduler) error { s.Wipe(); return nil })
+	}
+	return err
+}
+
+// checkStored fails unless p's state of pool "p", caught up by the read,
+// equals the state the store rebuilds.
+func checkStored(rt *rapid.T, p *Pipeline, store nodestore.Store, what string) {
+	ctx := context.Background()
+	var live *statev1.PoolState
+	if err := p.Read(ctx, "p", func(s *scheduler.Scheduler) error { live = s.ToProto(); return nil }); err != nil {
+		rt.Fatal(err)
+	}
+	stored, _, err := store.Load(ctx, "p")
+	if err != nil {
+		rt.Fatal(err)
+	}
+	if diff := cmp.Diff(live, stored, protocmp.Transform()); diff != "" {
+		rt.Fatalf("%s: stored state differs from the live one (-live +stored):\n%s", what, diff)
+	}
+}
+
+// TestTwoReplicasCatchUpWithoutReload: two pipelines serve one pool and
+// take turns at random, each writing without reading the other's commits
+// first, so that its commits conflict. Each conflict is resolved by
+// undoing the batch, applying the other's deltas and replaying, and each
+// read catches up delta by delta: no pool is ever reloaded, and the state
+// each one holds equals what the store rebuilds.
+func TestTwoReplicasCatchUpWithoutReload(t *testing.T) {
+	var conflicts int64
+	rapid.Check(t, func(rt *rapid.T) {
+		store := memory.New(memory.Options{})
+		ctx := context.Background()
+		var reps [2]*Pipeline
+		for i := range reps {
+			reps[i] = New(store, nil, Options{})
+			defer reps[i].Close()
+			if err := reps[i].Load(ctx); err != nil {
+				rt.Fatal(err)
+			}
+			if i == 0 { // the second replica loads the pool the first creates
+				if err := reps[0].CreatePool(ctx, "p"); err != nil {
+					rt.Fatal(err)
+				}
+			}
+		}
+		sec := 0
+		for step := range rapid.IntRange(1, 30).Draw(rt, "steps") {
+			w := rapid.IntRange(0, 1).Draw(rt, "replica")
+			if err := randomCall(rt, reps[w], &sec, false); err != nil {
+				rt.Fatalf("step %d on replica %d: %v", step, w, err)
+			}
+			if rapid.IntRange(0, 3).Draw(rt, "read") == 0 {
+				checkStored(rt, reps[w], store, fmt.Sprintf("step %d, replica %d", step, w))
+			}
+		}
+		for i, p := range reps {
+			checkStored(rt, p, store, fmt.Sprintf("replica %d at the end", i))
+			c := p.Status()[0].Counters
+			if c.Reloads != 0 {
+				rt.Fatalf("replica %d reloaded the pool %d times (%d conflicts)", i, c.Reloads, c.Conflicts)
+			}
+			conflicts += c.Conflicts
+		}
+	})
+	if conflicts == 0 {
+		t.Error("no commit conflicted: the test did not exercise conflicts")
+	}
 }
 
 // TestLoadingIsUnavailable: before Load finishes, a pool that may exist is
