@@ -32,7 +32,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
@@ -107,9 +106,7 @@ type Store struct {
 	db   *bolt.DB
 	opts Options
 
-	// closeMu is held shared by every operation and exclusively by Close.
-	closeMu sync.RWMutex
-	closed  bool
+	gate upkeep.Gate
 
 	// snapMu serializes snapshots and collections: a pending snapshot
 	// record seen by a collection is then known to be abandoned.
@@ -118,9 +115,7 @@ type Store struct {
 	policy upkeep.Policy
 	bg     *upkeep.Worker
 
-	stats struct {
-		commits, logBytes, snapshots, snapshotBytes, collectedLogs, collectedShards atomic.Int64
-	}
+	stats upkeep.Counters
 
 	// testHookBeforeInstall, if set, runs after a snapshot's shards are
 	// written and before it is installed.
@@ -227,29 +222,8 @@ func Open(dir string, opts Options) (*Store, error) {
 // it and closes the file. Closing twice is allowed.
 func (s *Store) Close() error {
 	s.bg.Stop()
-	s.closeMu.Lock()
-	defer s.closeMu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	return s.db.Close()
+	return s.gate.Close(s.db.Close)
 }
-
-// begin starts an operation; end must follow.
-func (s *Store) begin(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	s.closeMu.RLock()
-	if s.closed {
-		s.closeMu.RUnlock()
-		return nodestore.ErrClosed
-	}
-	return nil
-}
-
-func (s *Store) end() { s.closeMu.RUnlock() }
 
 func poolBucket(tx *bolt.Tx, pool string) (*bolt.Bucket, error) {
 	b := tx.Bucket(bucketPools).Bucket([]byte(pool))
@@ -278,10 +252,10 @@ func (s *Store) CreatePool(ctx context.Context, pool string, st *statev1.PoolSta
 	if err := nodestore.CheckPoolID(pool); err != nil {
 		return err
 	}
-	if err := s.begin(ctx); err != nil {
+	if err := s.gate.Begin(ctx); err != nil {
 		return err
 	}
-	defer s.end()
+	defer s.gate.End()
 	bl, err := s.newBlob(nodestore.NewShadow(st).State(), 1)
 	if err != nil {
 		return err
@@ -339,10 +313,10 @@ func (s *Store) CreatePool(ctx context.Context, pool string, st *statev1.PoolSta
 //
 // Pools are untouched.
 func (s *Store) CheckWrite(ctx context.Context) error {
-	if err := s.begin(ctx); err != nil {
+	if err := s.gate.Begin(ctx); err != nil {
 		return err
 	}
-	defer s.end()
+	defer s.gate.End()
 	if err := s.checkRoom(); err != nil {
 		return fmt.Errorf("embedded: write check beside %s: %w", s.db.Path(), err)
 	}
@@ -391,10 +365,10 @@ func (s *Store) checkRoom() (err error) {
 
 // DeletePool implements nodestore.Store.
 func (s *Store) DeletePool(ctx context.Context, pool string) error {
-	if err := s.begin(ctx); err != nil {
+	if err := s.gate.Begin(ctx); err != nil {
 		return err
 	}
-	defer s.end()
+	defer s.gate.End()
 	return s.db.Update(func(tx *bolt.Tx) error {
 		err := tx.Bucket(bucketPools).DeleteBucket([]byte(pool))
 		if errors.Is(err, bolterrors.ErrBucketNotFound) || errors.Is(err, bolterrors.ErrBucketNameRequired) {
@@ -407,10 +381,10 @@ func (s *Store) DeletePool(ctx context.Context, pool string) error {
 // ListPools implements nodestore.Store. bbolt orders keys bytewise, which
 // is Go's string order.
 func (s *Store) ListPools(ctx context.Context) ([]string, error) {
-	if err := s.begin(ctx); err != nil {
+	if err := s.gate.Begin(ctx); err != nil {
 		return nil, err
 	}
-	defer s.end()
+	defer s.gate.End()
 	var ids []string
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketPools).ForEachBucket(func(k []byte) error {
@@ -541,10 +515,10 @@ func (r *stored) build(pool string) (*statev1.PoolState, error) {
 // Load implements nodestore.Store. One read transaction sees a consistent
 // head, snapshot and log; decoding happens after it.
 func (s *Store) Load(ctx context.Context, pool string) (*statev1.PoolState, int64, error) {
-	if err := s.begin(ctx); err != nil {
+	if err := s.gate.Begin(ctx); err != nil {
 		return nil, 0, err
 	}
-	defer s.end()
+	defer s.gate.End()
 	r, err := s.readState(pool)
 	if err != nil {
 		return nil, 0, err
@@ -560,10 +534,10 @@ func (s *Store) Load(ctx context.Context, pool string) (*statev1.PoolState, int6
 // generation the pool has not reached (after a DeletePool and CreatePool,
 // say) or below 1 also gives ErrLogTruncated: the caller reloads.
 func (s *Store) ReadLog(ctx context.Context, pool string, after int64) ([]*statev1.PoolDelta, int64, error) {
-	if err := s.begin(ctx); err != nil {
+	if err := s.gate.Begin(ctx); err != nil {
 		return nil, 0, err
 	}
-	defer s.end()
+	defer s.gate.End()
 	var h head
 	var entries []storedEntry
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -600,10 +574,10 @@ func (s *Store) ReadLog(ctx context.Context, pool string, after int64) ([]*state
 // transaction, which then only compares the generation and writes the entry
 // and the head.
 func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev1.PoolDelta) (nodestore.CommitStats, error) {
-	if err := s.begin(ctx); err != nil {
+	if err := s.gate.Begin(ctx); err != nil {
 		return nodestore.CommitStats{}, err
 	}
-	defer s.end()
+	defer s.gate.End()
 	if d == nil {
 		d = &statev1.PoolDelta{}
 	}
@@ -637,8 +611,8 @@ func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev
 	if err != nil {
 		return nodestore.CommitStats{}, err
 	}
-	s.stats.commits.Add(1)
-	s.stats.logBytes.Add(int64(n))
+	s.stats.Commits.Add(1)
+	s.stats.LogBytes.Add(int64(n))
 	if s.policy.Crossed(after.gen-after.snapGen, before.logBytes, after.logBytes) {
 		s.bg.MarkDue(pool)
 	}
@@ -647,16 +621,7 @@ func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev
 
 // Stats implements nodestore.StatsReporter. The state a pool is created
 // with is not counted as a snapshot.
-func (s *Store) Stats() nodestore.Stats {
-	return nodestore.Stats{
-		Commits:         s.stats.commits.Load(),
-		LogBytes:        s.stats.logBytes.Load(),
-		Snapshots:       s.stats.snapshots.Load(),
-		SnapshotBytes:   s.stats.snapshotBytes.Load(),
-		CollectedLogs:   s.stats.collectedLogs.Load(),
-		CollectedShards: s.stats.collectedShards.Load(),
-	}
-}
+func (s *Store) Stats() nodestore.Stats { return s.stats.Stats() }
 
 // newBlob encodes m as the blob of generation gen.
 func (s *Store) newBlob(m proto.Message, gen int64) (blob.Blob, error) {

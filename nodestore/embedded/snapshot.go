@@ -2,10 +2,10 @@ package embedded
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/internal/upkeep"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -24,17 +24,7 @@ func (s *Store) SnapshotNow(ctx context.Context, pool string) error {
 // log entries covered by a snapshot installed at least GCLag ago, snapshots
 // replaced at least GCLag ago, and abandoned partial snapshots.
 func (s *Store) CollectNow(ctx context.Context) error {
-	pools, err := s.ListPools(ctx)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, pool := range pools {
-		if err := s.collectPool(ctx, pool); err != nil && !errors.Is(err, nodestore.ErrNotFound) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return upkeep.CollectAll(ctx, s.ListPools, s.collectPool)
 }
 
 // errGone: the pool was deleted, or deleted and created again, while a
@@ -57,19 +47,15 @@ func poolFor(tx *bolt.Tx, pool string, inc uint64) (*bolt.Bucket, head, error) {
 // since the last one, or if the pool is due. It reports whether it installed
 // one.
 func (s *Store) snapshot(ctx context.Context, pool string, force bool) (bool, error) {
-	if err := s.begin(ctx); err != nil {
+	if err := s.gate.Begin(ctx); err != nil {
 		return false, err
 	}
 	gen, n, err := s.snapshotLocked(ctx, pool, force)
-	s.end()
+	s.gate.End()
 	if err != nil || n < 0 {
 		return false, err
 	}
-	s.stats.snapshots.Add(1)
-	s.stats.snapshotBytes.Add(int64(n))
-	if s.opts.OnSnapshot != nil {
-		s.opts.OnSnapshot(pool, gen, n)
-	}
+	s.stats.Snapshotted(pool, gen, n, s.opts.OnSnapshot)
 	return true, nil
 }
 
@@ -193,10 +179,10 @@ func setSnapState(snaps *bolt.Bucket, id uint64, state byte, now int64) error {
 
 // collectPool deletes what the lag allows in one pool (see CollectNow).
 func (s *Store) collectPool(ctx context.Context, pool string) error {
-	if err := s.begin(ctx); err != nil {
+	if err := s.gate.Begin(ctx); err != nil {
 		return err
 	}
-	defer s.end()
+	defer s.gate.End()
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
 
@@ -273,7 +259,7 @@ func (s *Store) collectPool(ctx context.Context, pool string) error {
 		if err != nil {
 			return err
 		}
-		s.stats.collectedLogs.Add(entries)
+		s.stats.CollectedLogs.Add(entries)
 	}
 	for id, parts := range dead {
 		for i := 0; i < int(parts) || i == 0; i += collectBatch {
@@ -300,7 +286,7 @@ func (s *Store) collectPool(ctx context.Context, pool string) error {
 			if err != nil {
 				return err
 			}
-			s.stats.collectedShards.Add(int64(min(int(parts), i+collectBatch) - i))
+			s.stats.CollectedShards.Add(int64(min(int(parts), i+collectBatch) - i))
 		}
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
@@ -169,4 +170,82 @@ func (w *Worker) logError(ctx context.Context, what, pool string, err error) {
 		return // stopping, or the pool was deleted meanwhile
 	}
 	w.work.Logger.Warn("nodestore/"+w.work.Name+": background "+what+" failed", slog.String("pool", pool), slog.Any("error", err))
+}
+
+// Counters count a store's work, for its Stats.
+type Counters struct {
+	Commits, LogBytes, Snapshots, SnapshotBytes, CollectedLogs, CollectedShards atomic.Int64
+}
+
+// Stats returns the counts.
+func (c *Counters) Stats() nodestore.Stats {
+	return nodestore.Stats{
+		Commits:         c.Commits.Load(),
+		LogBytes:        c.LogBytes.Load(),
+		Snapshots:       c.Snapshots.Load(),
+		SnapshotBytes:   c.SnapshotBytes.Load(),
+		CollectedLogs:   c.CollectedLogs.Load(),
+		CollectedShards: c.CollectedShards.Load(),
+	}
+}
+
+// Snapshotted counts a snapshot installed of n bytes and calls on, if set.
+func (c *Counters) Snapshotted(pool string, gen int64, n int, on func(pool string, gen int64, bytes int)) {
+	c.Snapshots.Add(1)
+	c.SnapshotBytes.Add(int64(n))
+	if on != nil {
+		on(pool, gen, n)
+	}
+}
+
+// CollectAll runs collect on every pool list returns; pools deleted
+// meanwhile are no error.
+func CollectAll(ctx context.Context, list func(context.Context) ([]string, error), collect func(context.Context, string) error) error {
+	pools, err := list(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, pool := range pools {
+		if err := collect(ctx, pool); err != nil && !errors.Is(err, nodestore.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Gate admits a store's operations until Close.
+type Gate struct {
+	// mu is held shared by every operation and exclusively by Close.
+	mu     sync.RWMutex
+	closed bool
+}
+
+// Begin starts an operation, or fails with ctx's error or, once closed,
+// nodestore.ErrClosed. End must follow a nil error.
+func (g *Gate) Begin(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	g.mu.RLock()
+	if g.closed {
+		g.mu.RUnlock()
+		return nodestore.ErrClosed
+	}
+	return nil
+}
+
+// End ends an operation.
+func (g *Gate) End() { g.mu.RUnlock() }
+
+// Close waits for the operations in progress, closes the gate and calls
+// release, the first time only.
+func (g *Gate) Close(release func() error) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	return release()
 }
