@@ -6,9 +6,10 @@
 // batch changed. Snapshots are taken in the background and old shards and log
 // entries are garbage-collected after a safe lag.
 //
-// Implementations: embedded (a bbolt file, the default), memory (for tests),
-// and later datastore. One conformance suite, nodestore/storetest, runs
-// against all of them.
+// Implementations: embedded (a bbolt file, the default), memory (for tests)
+// and datastore (Cloud Datastore, Firestore in Datastore mode). One
+// conformance suite, nodestore/storetest, runs against all of them, the
+// datastore store on the Firestore emulator.
 package nodestore
 
 import (

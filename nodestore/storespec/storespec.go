@@ -3,6 +3,11 @@
 //
 //	embedded:<dir>            the embedded store in <dir> (created if absent)
 //	memory                    a store in memory, empty at start
+//	datastore:<project>[/<database>]
+//	                          Cloud Datastore (Firestore in Datastore mode)
+//	                          in <project>, its default database unless
+//	                          <database> is given (nodestore/datastore); the
+//	                          emulator when DATASTORE_EMULATOR_HOST is set
 //	delay:<duration>:<spec>   the store <spec> names, every commit made
 //	                          <duration> slower (nodestore/faultstore): a
 //	                          load-testing aid that gives a local store a
@@ -17,6 +22,7 @@ import (
 	"time"
 
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/datastore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/embedded"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/memory"
@@ -30,7 +36,7 @@ type Options struct {
 }
 
 // Kinds lists the specs Open understands, for flag help and errors.
-const Kinds = "embedded:<dir> | memory | delay:<duration>:<spec>"
+const Kinds = "embedded:<dir> | memory | datastore:<project>[/<database>] | delay:<duration>:<spec>"
 
 // Open opens the store spec names.
 func Open(ctx context.Context, spec string, o Options) (nodestore.Store, error) {
@@ -57,6 +63,17 @@ func Open(ctx context.Context, spec string, o Options) (nodestore.Store, error) 
 		fs := faultstore.New(s)
 		fs.DelayCommits(d)
 		return fs, nil
+	case "datastore":
+		project, database, hasDB := strings.Cut(arg, "/")
+		switch {
+		case project == "":
+			return nil, fmt.Errorf("%q: datastore needs a project (datastore:<project>[/<database>])", spec)
+		case hasDB && database == "":
+			return nil, fmt.Errorf("%q: the database after the / is empty (datastore:<project>[/<database>])", spec)
+		case strings.ContainsAny(arg, " \t\n") || strings.Contains(database, "/"):
+			return nil, fmt.Errorf("%q: the project and the database are one word each (datastore:<project>[/<database>])", spec)
+		}
+		return datastore.Open(ctx, project, database, datastore.Options{CodeVersion: o.CodeVersion, Logger: o.Logger})
 	case "memory":
 		if arg != "" {
 			return nil, fmt.Errorf("memory takes no argument (got %q; specs: %s)", spec, Kinds)

@@ -2,10 +2,13 @@ package storespec
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/dsemu"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/datastore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/faultstore"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 )
@@ -56,3 +59,43 @@ func TestOpen(t *testing.T) {
 		}
 	}
 }
+
+// TestDatastore: a datastore spec opens the store in that project (here on
+// the emulator, which DATASTORE_EMULATOR_HOST names), with or without a
+// database; a bad spec fails naming what is wrong.
+func TestDatastore(t *testing.T) {
+	ctx := t.Context()
+	for spec, want := range map[string]string{
+		"datastore":           "project",
+		"datastore:":          "project",
+		"datastore:/db":       "project",
+		"datastore:p/":        "database",
+		"datastore:p/db/x":    "one word",
+		"datastore:my proj":   "one word",
+		"delay:1ms:datastore": "project",
+	} {
+		if _, err := Open(ctx, spec, Options{}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Open(%q): %v; want an error naming the %s", spec, err, want)
+		}
+	}
+	t.Setenv("DATASTORE_EMULATOR_HOST", dsemu.Shared(t).Host())
+	project := dsemu.ProjectID()
+	for _, spec := range []string{"datastore:" + project, "datastore:" + project + "/other-db"} {
+		s, err := Open(ctx, spec, Options{CodeVersion: "test"})
+		if err != nil {
+			t.Fatalf("Open(%q): %v", spec, err)
+		}
+		if _, ok := s.(*datastore.Store); !ok {
+			t.Errorf("Open(%q) opened a %T", spec, s)
+		}
+		if err := s.CreatePool(ctx, "p", &statev1.PoolState{}); err != nil {
+			t.Fatalf("%s: CreatePool: %v", spec, err)
+		}
+		if pools, err := s.ListPools(ctx); err != nil || len(pools) != 1 {
+			t.Errorf("%s lists %v, %v; want [p]: each database is its own", spec, pools, err)
+		}
+		s.Close()
+	}
+}
+
+func TestMain(m *testing.M) { os.Exit(dsemu.Main(m)) }
