@@ -9,11 +9,13 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/dsemu"
 	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
@@ -232,7 +234,25 @@ func completed(id string) *swarmingv1.TaskSpec {
 // TestPlaySwarming plays Swarming and an operator against the service, over
 // each transport.
 func TestPlaySwarming(t *testing.T) {
-	ts := startServer(t)
+	playSwarming(t, startServer(t))
+}
+
+// TestPlaySwarmingDatastore plays the same against a server whose store is
+// Cloud Datastore: the Firestore emulator, found through
+// DATASTORE_EMULATOR_HOST as in production it would be found through the
+// credentials.
+func TestPlaySwarmingDatastore(t *testing.T) {
+	t.Setenv("DATASTORE_EMULATOR_HOST", dsemu.Shared(t).Host())
+	ts := startServer(t, "--store=datastore:"+dsemu.ProjectID())
+	playSwarming(t, ts)
+	if !strings.Contains(ts.log.String(), "datastore:") {
+		t.Errorf("the server's log does not name its store:\n%s", ts.log)
+	}
+}
+
+func TestMain(m *testing.M) { os.Exit(dsemu.Main(m)) }
+
+func playSwarming(t *testing.T, ts *testServer) {
 	for _, tr := range []struct {
 		name string
 		c    clients
