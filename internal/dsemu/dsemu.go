@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -43,6 +44,8 @@ type Emulator struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 	out  *testutil.Buffer
+	// stdin stays open while this process runs (see Start).
+	stdin io.WriteCloser
 }
 
 // Host is the emulator's address, the value for DATASTORE_EMULATOR_HOST.
@@ -83,10 +86,19 @@ func Start(ctx context.Context) (*Emulator, error) {
 		return nil, err
 	}
 	e := &Emulator{host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), done: make(chan struct{}), out: &testutil.Buffer{}}
-	e.cmd = exec.Command(bin, "--database-mode=datastore-mode", "--host=127.0.0.1", "--port="+strconv.Itoa(port))
+	// A shell runs the emulator and waits on a pipe from this process; when
+	// the pipe closes (this process exited, even killed or timed out), it
+	// kills its process group: the emulator script and its Java child.
+	e.cmd = exec.Command("bash", "-c", `"$0" "$@" & read -r _; kill -KILL 0`,
+		bin, "--database-mode=datastore-mode", "--host=127.0.0.1", "--port="+strconv.Itoa(port))
 	e.cmd.Stdout, e.cmd.Stderr = e.out, e.out
-	// A group of its own: the script starts a Java child, and Stop kills both.
+	// A group of its own, which Stop kills.
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdin, err := e.cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("dsemu: %w", err)
+	}
+	e.stdin = stdin
 	if err := e.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("dsemu: starting %s: %w", bin, err)
 	}

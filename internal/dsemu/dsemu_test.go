@@ -2,6 +2,7 @@ package dsemu
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -54,6 +55,37 @@ func TestMissingEmulator(t *testing.T) {
 			t.Errorf("CI=%q without gcloud: want %q and the reason in the output, got:\n%s", tc.ci, tc.want, out)
 		}
 	}
+}
+
+// TestOrphan: an emulator whose test process dies without stopping it
+// (a test timeout, a kill) goes with it.
+func TestOrphan(t *testing.T) {
+	if os.Getenv("DSEMU_CHILD") == "orphan" {
+		e, err := Start(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println("HOST", e.Host())
+		os.Exit(0) // no Stop
+	}
+	if _, err := Find(context.Background()); err != nil {
+		SkipOrFail(t, err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOrphan$")
+	cmd.Env = append(os.Environ(), "DSEMU_CHILD=orphan")
+	out, err := cmd.CombinedOutput()
+	_, host, ok := strings.Cut(string(out), "HOST ")
+	if err != nil || !ok {
+		t.Fatalf("the child test: %v\n%s", err, out)
+	}
+	host = strings.TrimSpace(strings.SplitN(host, "\n", 2)[0])
+	testutil.WaitFor(t, "the orphaned emulator's port to close", func() bool {
+		c, err := net.DialTimeout("tcp", host, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
 }
 
 func TestMain(m *testing.M) { os.Exit(Main(m)) }
