@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	"google.golang.org/protobuf/proto"
@@ -130,7 +131,7 @@ func (s *Scheduler) checkDelta(d *statev1.PoolDelta) error {
 		}
 		hasClock, now = true, *t
 	}
-	err := checkList(d.Balances, "balances", func(field func() string, b *statev1.AccountBalance) error {
+	err := checkList(d.Balances, "balances", func(field fieldName, b *statev1.AccountBalance) error {
 		_, err := checkBalance(field, b)
 		return err
 	}, (*statev1.AccountBalance).GetAccountId)
@@ -144,38 +145,44 @@ func (s *Scheduler) checkDelta(d *statev1.PoolDelta) error {
 		return err
 	}
 	// What the delta replaces or deletes.
-	goneWaiting := idSet(d.DeletedWaiting, d.Waiting, (*statev1.Request).GetId)
-	goneWorkers := idSet(d.DeletedWorkers, d.Workers, (*statev1.Worker).GetId)
-	goneTombs := idSet(d.DeletedTombstones, d.Tombstones, (*statev1.Tombstone).GetRequestId)
+	goneWaiting := newIDSet(d.DeletedWaiting, d.Waiting, (*statev1.Request).GetId)
+	goneWorkers := newIDSet(d.DeletedWorkers, d.Workers, (*statev1.Worker).GetId)
+	goneTombs := newIDSet(d.DeletedTombstones, d.Tombstones, (*statev1.Tombstone).GetRequestId)
 	// kept reports whether the state keeps request id after the delta.
 	kept := func(id RequestID) bool {
 		r := s.requests.Get(id)
-		return r != nil && (r.cls != nil && !goneWaiting[string(id)] || r.w != nil && !goneWorkers[string(r.w.id)])
+		return r != nil && (r.cls != nil && !goneWaiting.has(string(id)) || r.w != nil && !goneWorkers.has(string(r.w.id)))
 	}
-	added := map[RequestID]bool{} // the requests the delta puts in the state
-	addRequest := func(field func() string, r *statev1.Request) error {
+	// The requests the delta puts in the state: those that run on its
+	// workers, and those that wait.
+	running := map[RequestID]bool{}
+	waiting := newIDSet(nil, d.Waiting, (*statev1.Request).GetId)
+	addRequest := func(field fieldName, r *statev1.Request) error {
 		id := RequestID(r.Id)
 		switch {
-		case added[id]:
-			return invalidf("%s: request %q appears twice", field(), id)
+		case running[id]:
+			return invalidf("%s: request %q appears twice", field, id)
 		case kept(id):
-			return invalidf("%s: request %q is already in the state", field(), id)
-		case s.tombstones.byID[id] != nil && !goneTombs[r.Id]:
-			return invalidf("%s: request %q has a tombstone", field(), id)
+			return invalidf("%s: request %q is already in the state", field, id)
+		case s.tombstones.byID[id] != nil && !goneTombs.has(r.Id):
+			return invalidf("%s: request %q has a tombstone", field, id)
 		}
-		added[id] = true
 		return nil
 	}
-	err = checkList(d.Workers, "workers", func(field func() string, w *statev1.Worker) error {
+	err = checkList(d.Workers, "workers", func(field fieldName, w *statev1.Worker) error {
 		if _, err := checkWorker(field, w, hasClock, now); err != nil || w.Running == nil {
 			return err
 		}
-		return addRequest(func() string { return field() + ".running.request" }, w.Running.Request)
+		if err := addRequest(fieldName{field.list, field.i, ".running.request"}, w.Running.Request); err != nil {
+			return err
+		}
+		running[RequestID(w.Running.Request.Id)] = true
+		return nil
 	}, (*statev1.Worker).GetId)
 	if err != nil {
 		return err
 	}
-	err = checkList(d.Waiting, "waiting", func(field func() string, r *statev1.Request) error {
+	err = checkList(d.Waiting, "waiting", func(field fieldName, r *statev1.Request) error {
 		if err := checkRequest(field, r); err != nil {
 			return err
 		}
@@ -184,43 +191,78 @@ func (s *Scheduler) checkDelta(d *statev1.PoolDelta) error {
 	if err != nil {
 		return err
 	}
-	return checkList(d.Tombstones, "tombstones", func(field func() string, t *statev1.Tombstone) error {
+	return checkList(d.Tombstones, "tombstones", func(field fieldName, t *statev1.Tombstone) error {
 		if err := checkTombstone(field, t); err != nil {
 			return err
 		}
-		if id := RequestID(t.RequestId); added[id] || kept(id) {
-			return invalidf("%s: request %q is still known", field(), id)
+		if id := RequestID(t.RequestId); running[id] || waiting.has(t.RequestId) || kept(id) {
+			return invalidf("%s: request %q is still known", field, id)
 		}
 		return nil
 	}, (*statev1.Tombstone).GetRequestId)
 }
 
-// checkList checks each record of a list and that no id repeats in it.
-func checkList[T any](list []T, name string, check func(func() string, T) error, id func(T) string) error {
-	seen := make(map[string]bool, len(list))
+// checkList checks each record of a list and that no id repeats in it: by
+// their order when the ids ascend, as they do in deltas, else by a map.
+func checkList[T any](list []T, name string, check func(fieldName, T) error, id func(T) string) error {
+	var seen map[string]bool
 	for i, x := range list {
-		field := func() string { return fmt.Sprintf("%s[%d]", name, i) }
+		field := fieldName{list: name, i: i}
 		if err := check(field, x); err != nil {
 			return err
 		}
-		if seen[id(x)] {
-			return invalidf("%s: %q appears twice", field(), id(x))
+		k := id(x)
+		if seen == nil {
+			if i == 0 || id(list[i-1]) < k {
+				continue
+			}
+			seen = make(map[string]bool, len(list))
+			for _, y := range list[:i] {
+				seen[id(y)] = true
+			}
 		}
-		seen[id(x)] = true
+		if seen[k] {
+			return invalidf("%s: %q appears twice", field, k)
+		}
+		seen[k] = true
 	}
 	return nil
 }
 
-// idSet is the set of the ids deleted and upserted by one kind of a delta.
-func idSet[T any](deleted []string, put []T, id func(T) string) map[string]bool {
-	m := make(map[string]bool, len(deleted)+len(put))
-	for _, k := range deleted {
-		m[k] = true
+// idSet is the set of the ids one kind of a delta deletes or upserts,
+// searched in the delta's lists when they are sorted by id, as deltas are,
+// else in a map.
+type idSet[T any] struct {
+	deleted []string
+	put     []T
+	id      func(T) string
+	m       map[string]bool
+}
+
+func newIDSet[T any](deleted []string, put []T, id func(T) string) *idSet[T] {
+	set := &idSet[T]{deleted: deleted, put: put, id: id}
+	byID := func(a, b T) int { return strings.Compare(id(a), id(b)) }
+	if !slices.IsSorted(deleted) || !slices.IsSortedFunc(put, byID) {
+		set.m = make(map[string]bool, len(deleted)+len(put))
+		for _, k := range deleted {
+			set.m[k] = true
+		}
+		for _, x := range put {
+			set.m[id(x)] = true
+		}
 	}
-	for _, x := range put {
-		m[id(x)] = true
+	return set
+}
+
+func (set *idSet[T]) has(k string) bool {
+	if set.m != nil {
+		return set.m[k]
 	}
-	return m
+	if _, ok := slices.BinarySearch(set.deleted, k); ok {
+		return true
+	}
+	_, ok := slices.BinarySearchFunc(set.put, k, func(x T, k string) int { return strings.Compare(set.id(x), k) })
+	return ok
 }
 
 // apply applies a checked delta without wipe (or an undo, which may also
@@ -255,40 +297,50 @@ func (s *Scheduler) apply(d *statev1.PoolDelta, clearClock bool) {
 		a.hasBalance = true
 	}
 
+	var pk parking
 	for _, id := range d.DeletedWaiting {
-		s.dropWaiting(s.requests.Get(RequestID(id)))
+		if r := s.requests.Get(RequestID(id)); r != nil && r.cls != nil {
+			s.dequeue(r)
+			pk.park(r)
+		}
 	}
 	for _, pr := range d.Waiting {
-		if r := s.requests.Get(RequestID(pr.Id)); r != nil && !sameRequest(r, pr) {
-			s.dropWaiting(r)
+		if r := s.requests.Get(RequestID(pr.Id)); r != nil && r.cls != nil && !sameRequest(r, pr) {
+			s.dequeue(r)
+			pk.park(r)
 		}
 	}
 	for _, id := range d.DeletedWorkers {
 		if w := s.workers[WorkerID(id)]; w != nil {
+			if w.req != nil {
+				pk.park(s.stopTask(w))
+			}
 			s.forgetWorker(w)
 		}
 	}
 	for _, pw := range d.Workers {
 		if w := s.workers[WorkerID(pw.Id)]; w != nil && w.req != nil && !sameTask(w, pw) {
-			s.dropRequest(s.stopTask(w))
+			pk.park(s.stopTask(w))
 		}
 	}
+	request := func(pr *statev1.Request) *request { return pk.take(s, pr) }
 	for _, pw := range d.Workers {
 		var cost Vector
 		if rt := pw.Running; rt != nil {
 			cost, _ = vectorFromFloat64("", rt.Cost, false)
 		}
-		s.putWorker(pw, cost)
+		s.putWorker(pw, cost, request)
 	}
 	for _, pr := range d.Waiting {
 		r := s.requests.Get(RequestID(pr.Id))
-		if r == nil {
-			s.enqueue(s.newRequestOf(pr))
+		if r == nil || r.cls == nil {
+			s.enqueue(pk.take(s, pr))
 		} else if r.confirmed != pr.ConfirmedTimeUnixNanos {
 			r.confirmed = pr.ConfirmedTimeUnixNanos
 			s.byConf.markRequest(r)
 		}
 	}
+	pk.dropRest(s)
 
 	for _, id := range d.DeletedTombstones {
 		s.unbury(RequestID(id))
@@ -315,11 +367,51 @@ func (s *Scheduler) apply(d *statev1.PoolDelta, clearClock bool) {
 	s.taken = nil
 }
 
-// dropWaiting forgets r if it is waiting.
-func (s *Scheduler) dropWaiting(r *request) {
-	if r != nil && r.cls != nil {
-		s.dequeue(r)
+// parking holds the requests a delta takes off their class or worker
+// (neither waiting nor running, still in the request table), so that one
+// the delta puts back, such as a waiting request that starts, keeps its
+// object instead of being dropped and created again.
+type parking struct {
+	byID  map[RequestID]*request
+	order []*request
+}
+
+func (pk *parking) park(r *request) {
+	if pk.byID == nil {
+		pk.byID = make(map[RequestID]*request)
+	}
+	pk.byID[r.id] = r
+	pk.order = append(pk.order, r)
+}
+
+// take returns the request of the record pr, neither waiting nor running:
+// the parked one when it has pr's fields but for the confirmed time, else
+// a new one (a parked one of the same id is dropped first).
+func (pk *parking) take(s *Scheduler, pr *statev1.Request) *request {
+	id := RequestID(pr.Id)
+	r := pk.byID[id]
+	if r == nil {
+		return s.newRequestOf(pr)
+	}
+	delete(pk.byID, id)
+	if !sameTaskOf(r, pr) {
 		s.dropRequest(r)
+		return s.newRequestOf(pr)
+	}
+	if r.confirmed != pr.ConfirmedTimeUnixNanos {
+		r.confirmed = pr.ConfirmedTimeUnixNanos
+		s.byConf.markRequest(r)
+	}
+	return r
+}
+
+// dropRest drops the parked requests that nothing took, in the order they
+// were parked.
+func (pk *parking) dropRest(s *Scheduler) {
+	for _, r := range pk.order {
+		if pk.byID[r.id] == r {
+			s.dropRequest(r)
+		}
 	}
 }
 

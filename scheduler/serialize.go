@@ -138,7 +138,7 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	}
 	for i, b := range st.Balances {
 		field := fmt.Sprintf("balances[%d]", i)
-		v, err := checkBalance(func() string { return field }, b)
+		v, err := checkBalance(fieldName{sub: field}, b)
 		if err != nil {
 			return nil, err
 		}
@@ -156,7 +156,7 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	}
 	for i, r := range st.Waiting {
 		field := fmt.Sprintf("waiting[%d]", i)
-		if err := checkRequest(func() string { return field }, r); err != nil {
+		if err := checkRequest(fieldName{sub: field}, r); err != nil {
 			return nil, err
 		}
 		if s.requests.Get(RequestID(r.Id)) != nil {
@@ -166,7 +166,7 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	}
 	for i, t := range st.Tombstones {
 		field := fmt.Sprintf("tombstones[%d]", i)
-		if err := checkTombstone(func() string { return field }, t); err != nil {
+		if err := checkTombstone(fieldName{sub: field}, t); err != nil {
 			return nil, err
 		}
 		if s.requests.Get(RequestID(t.RequestId)) != nil {
@@ -179,7 +179,7 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	}
 	for i, e := range st.Pending {
 		field := fmt.Sprintf("pending[%d]", i)
-		if err := checkPending(func() string { return field }, e); err != nil {
+		if err := checkPending(fieldName{sub: field}, e); err != nil {
 			return nil, err
 		}
 		if s.reconciler.entries[WorkerID(e.WorkerId)] != nil {
@@ -189,7 +189,7 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	}
 	for i, e := range st.TaskErrors {
 		field := fmt.Sprintf("task_errors[%d]", i)
-		if err := checkTaskError(func() string { return field }, e); err != nil {
+		if err := checkTaskError(fieldName{sub: field}, e); err != nil {
 			return nil, err
 		}
 		if _, dup := s.reconciler.errors[RequestID(e.TaskId)]; dup {
@@ -205,23 +205,38 @@ func FromProto(st *statev1.PoolState) (*Scheduler, error) {
 	return s, nil
 }
 
-// The checks of records name the record in errors by field, built only
-// when an error is reported, so that checking a valid delta allocates
-// nothing.
+// The checks of records name the record in errors by field, formatted
+// only when an error is reported, so that checking a valid delta
+// allocates nothing.
+
+// fieldName names a record or its part in errors: list[i]sub, or sub
+// alone when list is empty.
+type fieldName struct {
+	list string
+	i    int
+	sub  string
+}
+
+func (f fieldName) String() string {
+	if f.list == "" {
+		return f.sub
+	}
+	return fmt.Sprintf("%s[%d]%s", f.list, f.i, f.sub)
+}
 
 // checkRequest checks a request record.
-func checkRequest(field func() string, r *statev1.Request) error {
+func checkRequest(field fieldName, r *statev1.Request) error {
 	switch {
 	case r == nil:
-		return invalidf("%s: missing", field())
+		return invalidf("%s: missing", field)
 	case ValidateID("", r.Id) != nil:
-		return ValidateID(field()+".id", r.Id)
+		return ValidateID(field.String()+".id", r.Id)
 	case r.AccountId != "" && ValidateID("", r.AccountId) != nil:
-		return ValidateID(field()+".account_id", r.AccountId)
+		return ValidateID(field.String()+".account_id", r.AccountId)
 	case checkTime("", r.EnqueueTimeUnixNanos) != nil:
-		return checkTime(field()+".enqueue_time", r.EnqueueTimeUnixNanos)
+		return checkTime(field.String()+".enqueue_time", r.EnqueueTimeUnixNanos)
 	case checkTime("", r.ConfirmedTimeUnixNanos) != nil:
-		return checkTime(field()+".confirmed_time", r.ConfirmedTimeUnixNanos)
+		return checkTime(field.String()+".confirmed_time", r.ConfirmedTimeUnixNanos)
 	}
 	return nil
 }
@@ -234,14 +249,14 @@ func (s *Scheduler) newRequestOf(r *statev1.Request) *request {
 
 // checkWorker checks a worker record against a state whose clock is now
 // (none unless hasClock), and returns its running task's cost.
-func checkWorker(field func() string, pw *statev1.Worker, hasClock bool, now int64) (Vector, error) {
+func checkWorker(field fieldName, pw *statev1.Worker, hasClock bool, now int64) (Vector, error) {
 	switch {
 	case pw == nil:
-		return Vector{}, invalidf("%s: missing", field())
+		return Vector{}, invalidf("%s: missing", field)
 	case ValidateID("", pw.Id) != nil:
-		return Vector{}, ValidateID(field()+".id", pw.Id)
+		return Vector{}, ValidateID(field.String()+".id", pw.Id)
 	case checkTime("", pw.ConfirmedTimeUnixNanos) != nil:
-		return Vector{}, checkTime(field()+".confirmed_time", pw.ConfirmedTimeUnixNanos)
+		return Vector{}, checkTime(field.String()+".confirmed_time", pw.ConfirmedTimeUnixNanos)
 	}
 	rt := pw.Running
 	if rt == nil {
@@ -249,24 +264,24 @@ func checkWorker(field func() string, pw *statev1.Worker, hasClock bool, now int
 	}
 	switch {
 	case rt.Priority < 0 || rt.Priority > int32(FreeBucket):
-		return Vector{}, invalidf("%s.running.priority: %d not in 0..5", field(), rt.Priority)
+		return Vector{}, invalidf("%s.running.priority: %d not in 0..5", field, rt.Priority)
 	case !hasClock:
-		return Vector{}, invalidf("%s.running: a running task needs the clock to be set", field())
+		return Vector{}, invalidf("%s.running: a running task needs the clock to be set", field)
 	case checkTime("", rt.LevelSinceUnixNanos) != nil:
-		return Vector{}, checkTime(field()+".running.level_since", rt.LevelSinceUnixNanos)
+		return Vector{}, checkTime(field.String()+".running.level_since", rt.LevelSinceUnixNanos)
 	case rt.LevelSinceUnixNanos > now:
-		return Vector{}, invalidf("%s.running.level_since: after the clock", field())
+		return Vector{}, invalidf("%s.running.level_since: after the clock", field)
 	}
 	cost, err := vectorFromFloat64("", rt.Cost, false)
 	if err != nil {
-		_, err = vectorFromFloat64(field()+".running.cost", rt.Cost, false)
+		_, err = vectorFromFloat64(field.String()+".running.cost", rt.Cost, false)
 		return Vector{}, err
 	}
-	return cost, checkRequest(func() string { return field() + ".running.request" }, rt.Request)
+	return cost, checkRequest(fieldName{field.list, field.i, field.sub + ".running.request"}, rt.Request)
 }
 
 func (s *Scheduler) loadWorker(field string, pw *statev1.Worker) error {
-	cost, err := checkWorker(func() string { return field }, pw, s.hasClock, s.now)
+	cost, err := checkWorker(fieldName{sub: field}, pw, s.hasClock, s.now)
 	if err != nil {
 		return err
 	}
@@ -276,7 +291,7 @@ func (s *Scheduler) loadWorker(field string, pw *statev1.Worker) error {
 	if rt := pw.Running; rt != nil && s.requests.Get(RequestID(rt.Request.Id)) != nil {
 		return invalidf("%s.running.request: request %q appears twice", field, rt.Request.Id)
 	}
-	s.putWorker(pw, cost)
+	s.putWorker(pw, cost, s.newRequestOf)
 	return nil
 }
 
@@ -284,9 +299,8 @@ func (s *Scheduler) loadWorker(field string, pw *statev1.Worker) error {
 // runs a task runs the record's (sameTask; ApplyDelta keeps it): it takes
 // the record's level, cost and confirmed times in place. Otherwise the
 // worker is a new one, or the idle worker of its id given the record's
-// labels and confirmed time, and the record's running task, a new request,
-// starts on it.
-func (s *Scheduler) putWorker(pw *statev1.Worker, cost Vector) {
+// labels and confirmed time, and the record's running task starts on it; request gives that request (not waiting or running).
+func (s *Scheduler) putWorker(pw *statev1.Worker, cost Vector, request func(*statev1.Request) *request) {
 	w := s.workers[WorkerID(pw.Id)]
 	switch {
 	case w == nil:
@@ -303,50 +317,50 @@ func (s *Scheduler) putWorker(pw *statev1.Worker, cost Vector) {
 		s.setIdleConfirmed(w, pw.ConfirmedTimeUnixNanos)
 	}
 	if rt := pw.Running; rt != nil {
-		s.startTask(w, s.newRequestOf(rt.Request), Priority(rt.Priority), cost)
+		s.startTask(w, request(rt.Request), Priority(rt.Priority), cost)
 		w.since = rt.LevelSinceUnixNanos
 	}
 }
 
 // checkBalance checks a balance record and returns its value.
-func checkBalance(field func() string, b *statev1.AccountBalance) (Vector, error) {
+func checkBalance(field fieldName, b *statev1.AccountBalance) (Vector, error) {
 	switch {
 	case b == nil:
-		return Vector{}, invalidf("%s: missing", field())
+		return Vector{}, invalidf("%s: missing", field)
 	case ValidateID("", b.AccountId) != nil:
-		return Vector{}, ValidateID(field()+".account_id", b.AccountId)
+		return Vector{}, ValidateID(field.String()+".account_id", b.AccountId)
 	}
 	v, err := vectorFromFloat64("", b.Value, true)
 	if err != nil {
-		_, err = vectorFromFloat64(field()+".value", b.Value, true)
+		_, err = vectorFromFloat64(field.String()+".value", b.Value, true)
 	}
 	return v, err
 }
 
-func checkTombstone(field func() string, t *statev1.Tombstone) error {
+func checkTombstone(field fieldName, t *statev1.Tombstone) error {
 	switch {
 	case t == nil:
-		return invalidf("%s: missing", field())
+		return invalidf("%s: missing", field)
 	case ValidateID("", t.RequestId) != nil:
-		return ValidateID(field()+".request_id", t.RequestId)
+		return ValidateID(field.String()+".request_id", t.RequestId)
 	case checkTime("", t.FinishTimeUnixNanos) != nil:
-		return checkTime(field()+".finish_time", t.FinishTimeUnixNanos)
+		return checkTime(field.String()+".finish_time", t.FinishTimeUnixNanos)
 	}
 	return nil
 }
 
-func checkPending(field func() string, e *statev1.PendingAssignment) error {
+func checkPending(field fieldName, e *statev1.PendingAssignment) error {
 	switch {
 	case e == nil:
-		return invalidf("%s: missing", field())
+		return invalidf("%s: missing", field)
 	case ValidateID("", e.WorkerId) != nil:
-		return ValidateID(field()+".worker_id", e.WorkerId)
+		return ValidateID(field.String()+".worker_id", e.WorkerId)
 	case ValidateID("", e.TaskToAssign) != nil:
-		return ValidateID(field()+".task_to_assign", e.TaskToAssign)
+		return ValidateID(field.String()+".task_to_assign", e.TaskToAssign)
 	case e.TaskToAbort != "" && ValidateID("", e.TaskToAbort) != nil:
-		return ValidateID(field()+".task_to_abort", e.TaskToAbort)
+		return ValidateID(field.String()+".task_to_abort", e.TaskToAbort)
 	case checkTime("", e.TimeUnixNanos) != nil:
-		return checkTime(field()+".time", e.TimeUnixNanos)
+		return checkTime(field.String()+".time", e.TimeUnixNanos)
 	}
 	return nil
 }
@@ -356,12 +370,12 @@ func entryOf(e *statev1.PendingAssignment) *pendingEntry {
 	return &pendingEntry{worker: WorkerID(e.WorkerId), time: e.TimeUnixNanos, assign: RequestID(e.TaskToAssign), abort: RequestID(e.TaskToAbort)}
 }
 
-func checkTaskError(field func() string, e *statev1.TaskError) error {
+func checkTaskError(field fieldName, e *statev1.TaskError) error {
 	switch {
 	case e == nil:
-		return invalidf("%s: missing", field())
+		return invalidf("%s: missing", field)
 	case ValidateID("", e.TaskId) != nil:
-		return ValidateID(field()+".task_id", e.TaskId)
+		return ValidateID(field.String()+".task_id", e.TaskId)
 	}
 	return nil
 }
