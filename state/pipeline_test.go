@@ -84,6 +84,8 @@ func TestGroupCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// OnBatch reports a batch after its callers are answered.
+	testutil.WaitFor(t, "the second batch's stats", func() bool { mu.Lock(); defer mu.Unlock(); return len(batches) >= 2 })
 	mu.Lock()
 	defer mu.Unlock()
 	if len(batches) != 2 || batches[0].Requests != 1 || batches[1].Requests != n {
