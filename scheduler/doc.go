@@ -46,7 +46,8 @@
 //	                callbacks (algorithm.md §3)
 //	tombstones.go   finished requests, for stale reports
 //	events.go       events (algorithm.md §5)
-//	dirty.go        change marks; delta.go the PoolDelta they give
+//	dirty.go        change marks and pre-images; delta.go the PoolDelta
+//	                they give; apply.go ApplyDelta and UndoDelta
 //	serialize.go    ToProto and FromProto; config.go tunables, validation
 //	view.go         what operators see (View)
 //
