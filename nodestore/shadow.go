@@ -131,3 +131,11 @@ func ApplyDelta(st *statev1.PoolState, d *statev1.PoolDelta) *statev1.PoolState 
 	sh.Apply(d)
 	return sh.State()
 }
+
+// DeltaRecords is how many records d upserts or deletes: what applying it
+// touches.
+func DeltaRecords(d *statev1.PoolDelta) int {
+	return len(d.Balances) + len(d.DeletedBalances) + len(d.Waiting) + len(d.DeletedWaiting) +
+		len(d.Workers) + len(d.DeletedWorkers) + len(d.Tombstones) + len(d.DeletedTombstones) +
+		len(d.Pending) + len(d.DeletedPending) + len(d.TaskErrors) + len(d.DeletedTaskErrors)
+}

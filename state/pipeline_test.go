@@ -617,3 +617,59 @@ func TestReadersSeeSettledOrders(t *testing.T) {
 	close(done)
 	readers.Wait()
 }
+
+// TestLongCatchUpRebuildsOnce: a replica that is a few commits behind
+// applies them one by one; one that is so far behind that the deltas touch
+// many times more records than its pool holds rebuilds once in memory
+// instead. Either way it reloads nothing from the store and ends with the
+// stored state.
+func TestLongCatchUpRebuildsOnce(t *testing.T) {
+	store := memory.New(memory.Options{})
+	ctx := context.Background()
+	writer := newPipeline(t, store, nil, Options{})
+	if err := writer.CreatePool(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	reader := newPipeline(t, store, nil, Options{})
+	next := 0
+	commit := func(batches, items int) {
+		t.Helper()
+		for range batches {
+			var in NotifyInput
+			for range items {
+				in.Items = append(in.Items, waiting(fmt.Sprintf("r%d", next), next))
+				next++
+			}
+			if err := writer.Notify(ctx, "p", in); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	caughtUp := func(what string) PoolCounters {
+		t.Helper()
+		var live *statev1.PoolState
+		if err := reader.Read(ctx, "p", func(s *scheduler.Scheduler) error { live = s.ToProto(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		stored, _, err := store.Load(ctx, "p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(live, stored, protocmp.Transform()); diff != "" {
+			t.Fatalf("%s: the reader's state differs from the stored one (-live +stored):\n%s", what, diff)
+		}
+		return reader.Status()[0].Counters
+	}
+	commit(3, 10)
+	if c := caughtUp("3 commits behind"); c.Rebuilds != 0 || c.Reloads != 0 {
+		t.Errorf("3 commits behind: %d rebuilds, %d reloads; want the deltas applied one by one", c.Rebuilds, c.Reloads)
+	}
+	commit(60, 200) // 12,000 records against a pool of 30 requests
+	if c := caughtUp("60 commits behind"); c.Rebuilds != 1 || c.Reloads != 0 {
+		t.Errorf("60 large commits behind: %d rebuilds, %d reloads; want one rebuild in memory", c.Rebuilds, c.Reloads)
+	}
+	commit(2, 10)
+	if c := caughtUp("2 more commits"); c.Rebuilds != 1 || c.Reloads != 0 {
+		t.Errorf("2 more commits: %d rebuilds, %d reloads; want them applied one by one", c.Rebuilds, c.Reloads)
+	}
+}
