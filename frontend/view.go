@@ -47,12 +47,14 @@ func (h *View) ListAccounts(ctx context.Context, req *qschedulerv1.ListAccountsR
 	return resp, nil
 }
 
-// ListSchedulerPools returns every pool id, sorted.
+// ListSchedulerPools returns every pool id in the store, sorted, whichever
+// process serving it created them.
 func (h *View) ListSchedulerPools(ctx context.Context, req *qschedulerv1.ListSchedulerPoolsRequest) (*qschedulerv1.ListSchedulerPoolsResponse, error) {
-	if !h.P.Ready() {
-		return nil, toStatus(state.ErrLoading)
+	ids, err := h.P.ListPools(ctx)
+	if err != nil {
+		return nil, toStatus(err)
 	}
-	return &qschedulerv1.ListSchedulerPoolsResponse{PoolIds: h.P.Pools()}, nil
+	return &qschedulerv1.ListSchedulerPoolsResponse{PoolIds: ids}, nil
 }
 
 // InspectPool returns a pool's state: exact counts, and a page of each list

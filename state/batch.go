@@ -89,7 +89,7 @@ func (p *Pipeline) Mutate(ctx context.Context, poolID string, f func(s *schedule
 // still queued takes it out: it is never applied. One that leaves once o's
 // batch has started gets its context's error while the batch goes on.
 func (p *Pipeline) submit(ctx context.Context, poolID string, o *op) ([]scheduler.TaskAssignment, error) {
-	pl, err := p.pool(poolID)
+	pl, err := p.findPool(ctx, poolID)
 	if err != nil {
 		return nil, err
 	}

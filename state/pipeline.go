@@ -270,8 +270,10 @@ type Pipeline struct {
 
 	mu     sync.Mutex
 	pools  map[string]*pool
-	loaded bool // Load finished: a pool not in pools does not exist
+	loaded bool // Load finished: a pool not in pools is not in the store as of then
 	closed bool
+
+	discover sync.Mutex // one caller at a time looks in the store for a pool (findPool)
 
 	health health         // whether the store takes writes (health.go)
 	hwg    sync.WaitGroup // the store check goroutine
@@ -415,10 +417,14 @@ type outage struct {
 	last     error // the last restore's error
 	retryAt  time.Time
 	backoff  time.Duration
+	gone     bool // the store no longer has the pool: another process deleted it
 }
 
 // err is what callers get while the pool is down.
 func (o *outage) err(pool string) error {
+	if o.gone {
+		return fmt.Errorf("%w: %q (deleted by another process)", ErrPoolNotFound, pool)
+	}
 	return fmt.Errorf("%w: pool %q is down since %s, restoring its committed state (%d attempts); it went down after: %v",
 		ErrUnavailable, pool, o.since.UTC().Format(time.RFC3339), o.attempts, o.cause)
 }
@@ -449,6 +455,10 @@ func (p *Pipeline) restore(pl *pool) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.opts.BatchTimeout)
 	s, gen, err := p.loadState(ctx, pl.id)
 	cancel()
+	if errors.Is(err, nodestore.ErrNotFound) {
+		p.forgetDeleted(pl)
+		return
+	}
 	if err == nil {
 		// Logged before the pool serves again, so that the line precedes
 		// everything the pool does next.
@@ -541,7 +551,90 @@ func (p *Pipeline) pool(id string) (*pool, error) {
 	return pl, nil
 }
 
-// Pools returns the ids of all pools, sorted.
+// findPool returns the pool id. A pool this process does not hold may have
+// been created by another process serving the same store since this one
+// loaded its pools: if the store lists it, it is loaded and served from
+// then on. A store that cannot be asked gives ErrUnavailable, so that the
+// caller retries rather than taking the pool for absent.
+func (p *Pipeline) findPool(ctx context.Context, id string) (*pool, error) {
+	pl, err := p.pool(id)
+	if !errors.Is(err, ErrPoolNotFound) {
+		return pl, err
+	}
+	p.discover.Lock()
+	defer p.discover.Unlock()
+	if pl, err := p.pool(id); !errors.Is(err, ErrPoolNotFound) {
+		return pl, err // another caller loaded it meanwhile
+	}
+	ids, lerr := p.store.ListPools(ctx)
+	if lerr != nil {
+		return nil, fmt.Errorf("%w: looking for pool %q in the store: %v", ErrUnavailable, id, lerr)
+	}
+	if !slices.Contains(ids, id) {
+		return nil, err
+	}
+	npl, lerr := p.loadPool(ctx, id)
+	if errors.Is(lerr, nodestore.ErrNotFound) {
+		return nil, err // deleted meanwhile
+	}
+	if lerr != nil {
+		return nil, fmt.Errorf("%w: loading pool %q: %v", ErrUnavailable, id, lerr)
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrUnavailable
+	}
+	p.pools[id] = npl
+	p.mu.Unlock()
+	p.start(npl)
+	p.opts.Logger.Info("serving a pool another process created", "pool", id, "generation", npl.gen)
+	return npl, nil
+}
+
+// forgetDeleted stops serving pl, which the store no longer has: another
+// process deleted it. Its queued requests and later ones get
+// ErrPoolNotFound. Called by pl's batcher.
+func (p *Pipeline) forgetDeleted(pl *pool) {
+	p.mu.Lock()
+	if p.pools[pl.id] == pl {
+		delete(p.pools, pl.id)
+	}
+	p.mu.Unlock()
+	pl.q.close()
+	pl.mu.Lock()
+	pl.deleted, pl.s = true, nil
+	pl.mu.Unlock()
+	pl.omu.Lock()
+	if pl.outage == nil {
+		pl.outage = &outage{since: time.Now()}
+	}
+	wasGone := pl.outage.gone
+	pl.outage.gone = true
+	pl.outage.retryAt = time.Now().Add(p.opts.RestoreBackoffMax)
+	pl.omu.Unlock()
+	if !wasGone {
+		p.opts.Logger.Info("pool deleted by another process: no longer served", "pool", pl.id)
+	}
+}
+
+// ListPools returns the ids of the pools the store holds, sorted: those of
+// every process serving it, including pools this one has not served yet.
+func (p *Pipeline) ListPools(ctx context.Context) ([]string, error) {
+	if !p.Ready() {
+		return nil, ErrLoading
+	}
+	ids, err := p.store.ListPools(ctx)
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, cerr
+		}
+		return nil, fmt.Errorf("%w: listing pools: %v", ErrUnavailable, err)
+	}
+	return ids, nil
+}
+
+// Pools returns the ids of the pools this process serves, sorted.
 func (p *Pipeline) Pools() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -636,7 +729,7 @@ func (p *Pipeline) DeletePool(ctx context.Context, id string) error {
 // Read runs f on the pool's latest committed state (after catching up with
 // commits of other processes). f must not keep or modify s.
 func (p *Pipeline) Read(ctx context.Context, id string, f func(s *scheduler.Scheduler) error) error {
-	pl, err := p.pool(id)
+	pl, err := p.findPool(ctx, id)
 	if err != nil {
 		return err
 	}

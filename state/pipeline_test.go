@@ -673,3 +673,49 @@ func TestLongCatchUpRebuildsOnce(t *testing.T) {
 		t.Errorf("2 more commits: %d rebuilds, %d reloads; want them applied one by one", c.Rebuilds, c.Reloads)
 	}
 }
+
+// TestPoolsOfAnotherProcess: a pool another process creates in the shared
+// store is served as soon as a request names it, and one it deletes stops
+// being served: after at most one Unavailable (the batch whose commit
+// found it gone), requests get NotFound.
+func TestPoolsOfAnotherProcess(t *testing.T) {
+	store := memory.New(memory.Options{})
+	ctx := context.Background()
+	a := newPipeline(t, store, nil, Options{})
+	b := newPipeline(t, store, nil, Options{})
+	if err := b.Notify(ctx, "q", NotifyInput{Items: []scheduler.Notification{waiting("r0", 0)}}); !errors.Is(err, ErrPoolNotFound) {
+		t.Fatalf("a pool no process created: %v, want ErrPoolNotFound", err)
+	}
+	if err := a.CreatePool(ctx, "q"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Notify(ctx, "q", NotifyInput{Items: []scheduler.Notification{waiting("r1", 1)}}); err != nil {
+		t.Fatalf("a pool the other process created: %v", err)
+	}
+	if n := numWaiting(t, a, "q"); n != 1 {
+		t.Errorf("the creating process reads %d waiting, want the 1 the other one queued", n)
+	}
+	if ids, err := b.ListPools(ctx); err != nil || len(ids) != 1 || ids[0] != "q" {
+		t.Errorf("the other process lists %v, %v; want [q]", ids, err)
+	}
+	if err := b.CreatePool(ctx, "q"); !errors.Is(err, ErrPoolExists) {
+		t.Errorf("creating the pool again on the other process: %v, want ErrPoolExists", err)
+	}
+
+	if err := a.DeletePool(ctx, "q"); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Notify(ctx, "q", NotifyInput{Items: []scheduler.Notification{waiting("r2", 2)}})
+	if err != nil && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrPoolNotFound) {
+		t.Fatalf("the first request after the deletion: %v, want Unavailable or NotFound", err)
+	}
+	if err := b.Notify(ctx, "q", NotifyInput{Items: []scheduler.Notification{waiting("r3", 3)}}); !errors.Is(err, ErrPoolNotFound) {
+		t.Errorf("a request after the deletion: %v, want ErrPoolNotFound", err)
+	}
+	if err := b.Read(ctx, "q", func(*scheduler.Scheduler) error { return nil }); !errors.Is(err, ErrPoolNotFound) {
+		t.Errorf("a read after the deletion: %v, want ErrPoolNotFound", err)
+	}
+	if pools := b.Pools(); len(pools) != 0 {
+		t.Errorf("the other process still serves %v", pools)
+	}
+}
