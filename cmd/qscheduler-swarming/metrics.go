@@ -37,6 +37,10 @@ func registerMetrics(m metric.Meter, p *state.Pipeline, sw *frontend.Swarming) e
 		"Bytes of NotifyTasks and admin calls the process holds, queued or in a running batch (bounded by --max-notify-queue-bytes).")
 	failures := counter("qscheduler_batch_failures",
 		"Batches that failed: their commit failed (reason=commit) or applying them panicked (reason=panic); their callers got Unavailable or Internal.")
+	conflicts := counter("qscheduler_commit_conflicts",
+		"Batches whose commit found that another process serving the store had committed first; each was taken back, caught up and replayed.")
+	catchUps := counter("qscheduler_pool_catch_ups",
+		"Times the pool's state was brought up to the store's other than delta by delta: how=rebuild (the deltas touched far more records than the pool holds: one rebuild in memory) or how=reload (the log was truncated, or a delta did not apply: read again from the store).")
 	restores := counter("qscheduler_pool_restore_failures",
 		"Failed attempts to restore a pool's committed state after a failed batch.")
 	down := gauge("qscheduler_pool_down",
@@ -72,6 +76,9 @@ func registerMetrics(m metric.Meter, p *state.Pipeline, sw *frontend.Swarming) e
 			o.ObserveInt64(failures, c.FailedCommits, with(attribute.String("reason", "commit")))
 			o.ObserveInt64(failures, c.BatchPanics, with(attribute.String("reason", "panic")))
 			o.ObserveInt64(restores, c.FailedRestores, with())
+			o.ObserveInt64(conflicts, c.Conflicts, with())
+			o.ObserveInt64(catchUps, c.Rebuilds, with(attribute.String("how", "rebuild")))
+			o.ObserveInt64(catchUps, c.Reloads, with(attribute.String("how", "reload")))
 			d := int64(0)
 			if st.Down {
 				d = 1
@@ -98,6 +105,6 @@ func registerMetrics(m metric.Meter, p *state.Pipeline, sw *frontend.Swarming) e
 		o.ObserveInt64(empty, sw.EmptyCancellations.Load(), metric.WithAttributes(attribute.String("method", "GetCancellations")))
 		o.ObserveInt64(empty, sw.EmptyCallbacks.Load(), metric.WithAttributes(attribute.String("method", "GetCallbacks")))
 		return nil
-	}, shed, expired, doorRefused, inFlight, notifyBytes, failures, restores, down, queued, queuedBytes, empty, storeHealthy, storeOutages, storeChecks)
+	}, shed, expired, doorRefused, inFlight, notifyBytes, failures, conflicts, catchUps, restores, down, queued, queuedBytes, empty, storeHealthy, storeOutages, storeChecks)
 	return err
 }
