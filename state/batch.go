@@ -296,15 +296,23 @@ func (p *Pipeline) commitBatch(pl *pool, batch []*op, stats *BatchStats) (events
 			pl.gen, stats.LogBytes, stats.Generation = cs.Generation, cs.LogBytes, cs.Generation
 			return events, nil
 		}
-		if errors.Is(err, nodestore.ErrConflict) && attempt < p.opts.CommitRetries {
+		if errors.Is(err, nodestore.ErrConflict) {
 			// Another process committed: take the batch back, catch up with
 			// what the store holds now, under a context of its own, and
-			// replay the batch on it.
+			// replay the batch on it. After CommitRetries replays the
+			// callers get Unavailable (Swarming retries), but the pool,
+			// caught up without the batch, stays up.
 			rctx, rcancel := context.WithTimeout(p.ctx, p.opts.BatchTimeout)
 			rerr := p.resolveConflict(rctx, pl)
 			rcancel()
-			if rerr == nil {
+			if rerr == nil && attempt < p.opts.CommitRetries {
 				continue
+			}
+			if rerr == nil {
+				pl.counts.failedCommits.Add(1)
+				p.opts.Logger.Warn("batch not committed: other processes committed first each time; its callers retry", "pool", pl.id,
+					"requests", len(batch), "attempts", attempt+1)
+				return nil, fmt.Errorf("%w: pool %q: other processes serving it committed first %d times in a row; retry", ErrUnavailable, pl.id, attempt+1)
 			}
 			err = fmt.Errorf("%v; then catching up: %v", err, rerr)
 		}
