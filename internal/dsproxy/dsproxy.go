@@ -104,6 +104,7 @@ type Rule struct {
 // Call is what the proxy did with one call.
 type Call struct {
 	Method Method
+	Req    proto.Message
 	At     time.Time // when the call arrived
 	// Action is the fault's action; 0 when the call was forwarded
 	// untouched.
@@ -113,6 +114,8 @@ type Call struct {
 	// proxy sees the caller give up, possibly after the caller has its
 	// error.
 	Code codes.Code
+	// Answered: the proxy has answered the call (Code is set).
+	Answered bool
 }
 
 // Gate holds the calls whose fault names it until it is opened.
@@ -273,13 +276,13 @@ func (p *Proxy) take(m Method, req proto.Message) (Fault, pb.DatastoreClient, in
 		}
 		break
 	}
-	p.calls = append(p.calls, Call{Method: m, At: time.Now(), Action: f.Action})
+	p.calls = append(p.calls, Call{Method: m, Req: req, At: time.Now(), Action: f.Action})
 	return f, p.upstream, len(p.calls) - 1
 }
 
 func (p *Proxy) answered(i int, err error) {
 	p.mu.Lock()
-	p.calls[i].Code = status.Code(err)
+	p.calls[i].Code, p.calls[i].Answered = status.Code(err), true
 	p.mu.Unlock()
 }
 
@@ -367,24 +370,40 @@ func (p *Proxy) ReserveIds(ctx context.Context, req *pb.ReserveIdsRequest) (*pb.
 }
 
 // Writes matches a Commit that writes (inserts, updates or upserts) an
-// entity of one of kinds, the kind of its key's last element.
+// entity of one of kinds, the kind of its key's last element, or of any
+// kind when none is given.
 func Writes(kinds ...string) func(proto.Message) bool {
+	return mutates(kinds, func(mu *pb.Mutation) *pb.Key {
+		switch op := mu.Operation.(type) {
+		case *pb.Mutation_Insert:
+			return op.Insert.GetKey()
+		case *pb.Mutation_Update:
+			return op.Update.GetKey()
+		case *pb.Mutation_Upsert:
+			return op.Upsert.GetKey()
+		}
+		return nil
+	})
+}
+
+// Deletes matches a Commit that deletes an entity of one of kinds, or of
+// any kind when none is given.
+func Deletes(kinds ...string) func(proto.Message) bool {
+	return mutates(kinds, func(mu *pb.Mutation) *pb.Key { return mu.GetDelete() })
+}
+
+// mutates matches a Commit with a mutation of an entity of one of kinds
+// (any when none is given), whose key key returns (nil for other
+// mutations).
+func mutates(kinds []string, key func(*pb.Mutation) *pb.Key) func(proto.Message) bool {
 	return func(m proto.Message) bool {
 		req, ok := m.(*pb.CommitRequest)
 		if !ok {
 			return false
 		}
 		for _, mu := range req.Mutations {
-			var e *pb.Entity
-			switch op := mu.Operation.(type) {
-			case *pb.Mutation_Insert:
-				e = op.Insert
-			case *pb.Mutation_Update:
-				e = op.Update
-			case *pb.Mutation_Upsert:
-				e = op.Upsert
-			}
-			if path := e.GetKey().GetPath(); len(path) > 0 && slices.Contains(kinds, path[len(path)-1].Kind) {
+			path := key(mu).GetPath()
+			if len(path) > 0 && (len(kinds) == 0 || slices.Contains(kinds, path[len(path)-1].Kind)) {
 				return true
 			}
 		}

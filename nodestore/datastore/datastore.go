@@ -20,11 +20,16 @@
 // of the snapshot it replaced, are deleted once it has been installed for
 // Options.GCLag, by key, without loading the state; a reader reads the
 // shards the head it read points to, which stay for GCLag after the head
-// stops pointing to them.
+// stops pointing to them. The collection also removes the incarnations no
+// head names (what a failed CreatePool, or a snapshot racing DeletePool,
+// leaves).
 //
 // RPCs that fail with Aborted, Unavailable or DeadlineExceeded are retried
-// with exponential backoff, Options.Attempts times in all; then the error is
-// returned, which the pipeline answers as Unavailable.
+// with exponential backoff, Options.Attempts times in all (the client
+// library's own retries are off); then the error is returned, which the
+// pipeline answers as Unavailable. A transaction that landed though its
+// answer was lost is recognized by its retry and reported as done (see
+// Commit). docs/operations.md describes the behavior under each fault.
 //
 // The client library connects to the emulator named by
 // DATASTORE_EMULATOR_HOST when it is set, and to Cloud Datastore with the
@@ -47,6 +52,7 @@ import (
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -175,7 +181,12 @@ func Open(ctx context.Context, project, database string, opts Options) (*Store, 
 	}
 	policy := upkeep.Policy{SnapshotEvery: opts.SnapshotEvery, SnapshotBytes: opts.SnapshotBytes}.WithDefaults()
 	opts.SnapshotEvery, opts.SnapshotBytes = policy.SnapshotEvery, policy.SnapshotBytes
-	client, err := gds.NewClientWithDatabase(ctx, project, database, opts.ClientOptions...)
+	// The store retries itself (retry.go). The client library's own
+	// retries would resend a commit whose answer was lost under the same
+	// transaction, which the database refuses as closed, hiding that the
+	// commit landed; without them the store's next attempt finds out.
+	copts := append([]option.ClientOption{option.WithGRPCDialOption(grpc.WithDisableRetry())}, opts.ClientOptions...)
+	client, err := gds.NewClientWithDatabase(ctx, project, database, copts...)
 	if err != nil {
 		return nil, fmt.Errorf("datastore: project %q, database %q: %w", project, database, err)
 	}
@@ -292,9 +303,13 @@ func shardKeys(inc *gds.Key, id int64, n int) []*gds.Key {
 }
 
 // CreatePool implements nodestore.Store. The state is stored in the
-// canonical form Load returns (every list sorted by id). The shards are
-// written first, under a new incarnation; one transaction then creates the
-// head and the snapshot's record.
+// canonical form Load returns (every list sorted by id). Under a new
+// incarnation, the snapshot's record is written first, pending, then the
+// shards; one transaction then creates the head and marks the snapshot
+// installed. Whatever a failed CreatePool leaves is an incarnation no head
+// names, with a pending record: the collection removes it after GCLag. A
+// retry that finds the head of this incarnation takes it as an earlier
+// attempt's, whose answer was lost.
 func (s *Store) CreatePool(ctx context.Context, pool string, st *statev1.PoolState) error {
 	if err := nodestore.CheckPoolID(pool); err != nil {
 		return err
@@ -311,10 +326,20 @@ func (s *Store) CreatePool(ctx context.Context, pool string, st *statev1.PoolSta
 	inc, id := randomID(), randomID()
 	ik := incKey(pool, inc)
 	keys := shardKeys(ik, id, len(shards))
-	if err := s.putBlobs(ctx, keys, shards); err != nil {
+	now := s.opts.Now().UnixNano()
+	pending := snapEnt{State: snapPending, Gen: 1, Shards: int64(len(shards)), Started: now, Header: hdr}
+	err = s.retry(ctx, func(ctx context.Context) error {
+		_, err := s.client.Put(ctx, snapKey(ik, id), &pending)
+		return err
+	})
+	if err == nil {
+		err = s.putBlobs(ctx, keys, shards)
+	}
+	if err != nil {
+		// Best effort: the collection removes what stays.
+		_ = s.deleteKeys(context.WithoutCancel(ctx), append(keys, snapKey(ik, id)))
 		return s.errorf("creating pool %q", pool, err)
 	}
-	now := s.opts.Now().UnixNano()
 	h := headEnt{
 		Pool: pool, State: poolLive, Gen: 1, Incarnation: inc,
 		SnapID: id, SnapGen: 1, Shards: int64(len(shards)), SnapHeader: hdr,
@@ -325,7 +350,9 @@ func (s *Store) CreatePool(ctx context.Context, pool string, st *statev1.PoolSta
 		var old headEnt
 		err = s.transact(ctx, func(tx *gds.Transaction) error {
 			old = headEnt{}
-			if err := tx.Get(poolKey(pool), &old); err == nil {
+			if err := tx.Get(poolKey(pool), &old); err == nil && old.Incarnation == inc {
+				return nil // an earlier attempt created it; its answer was lost
+			} else if err == nil {
 				return fmt.Errorf("%w: %q", nodestore.ErrAlreadyExists, pool)
 			} else if !errors.Is(err, gds.ErrNoSuchEntity) {
 				return err
@@ -345,8 +372,9 @@ func (s *Store) CreatePool(ctx context.Context, pool string, st *statev1.PoolSta
 		break
 	}
 	if err != nil {
-		// Best effort: nothing refers to these shards.
-		_ = s.deleteKeys(context.WithoutCancel(ctx), keys)
+		// Best effort: nothing refers to these shards; the collection
+		// removes what stays. The record goes last.
+		_ = s.deleteKeys(context.WithoutCancel(ctx), append(keys, snapKey(ik, id)))
 		return s.errorf("creating pool %q", pool, err)
 	}
 	return nil
@@ -367,16 +395,21 @@ func randomID() int64 { return rand.Int64N(1<<63-1) + 1 }
 
 // DeletePool implements nodestore.Store: one transaction marks the head as
 // being deleted (the pool is gone from then on), then the pool's entities
-// are deleted, the head last. A deletion that stops half-way is finished by
+// are deleted, the head last. A retry that finds the head marked for the
+// incarnation an earlier attempt read takes it as that attempt's: the pool
+// asked for is deleted either way. A deletion that stops half-way is finished by
 // the background collection or by a CreatePool of the same id.
 func (s *Store) DeletePool(ctx context.Context, pool string) error {
 	if err := s.gate.Begin(ctx); err != nil {
 		return err
 	}
 	defer s.gate.End()
-	var inc int64
+	var inc int64 // the incarnation an earlier attempt read
 	err := s.transact(ctx, func(tx *gds.Transaction) error {
 		h, err := s.getHead(ctx, tx, pool)
+		if errors.Is(err, nodestore.ErrNotFound) && h.State == poolDeleting && inc != 0 && h.Incarnation == inc {
+			return nil // an earlier attempt marked it; its answer was lost
+		}
 		if err != nil {
 			return err
 		}
@@ -398,16 +431,7 @@ func (s *Store) DeletePool(ctx context.Context, pool string) error {
 // finishDelete deletes every entity of the pool's incarnation inc, then its
 // head if it is still that incarnation, being deleted.
 func (s *Store) finishDelete(ctx context.Context, pool string, inc int64) error {
-	var keys []*gds.Key
-	err := s.retry(ctx, func(ctx context.Context) error {
-		var err error
-		keys, err = s.client.GetAll(ctx, gds.NewQuery("").Ancestor(incKey(pool, inc)).KeysOnly(), nil)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if err := s.deleteKeys(ctx, keys); err != nil {
+	if _, err := s.deleteIncarnation(ctx, pool, inc); err != nil {
 		return err
 	}
 	return s.transact(ctx, func(tx *gds.Transaction) error {
@@ -423,15 +447,87 @@ func (s *Store) finishDelete(ctx context.Context, pool string, inc int64) error 
 	})
 }
 
+// deleteIncarnation deletes every entity of the pool's incarnation inc, the
+// snapshot records last: while any entity stays, a record stays, by which
+// the collection finds the incarnation again. It returns how many shards it
+// deleted.
+func (s *Store) deleteIncarnation(ctx context.Context, pool string, inc int64) (int, error) {
+	var keys []*gds.Key
+	err := s.retry(ctx, func(ctx context.Context) error {
+		var err error
+		keys, err = s.client.GetAll(ctx, gds.NewQuery("").Ancestor(incKey(pool, inc)).KeysOnly(), nil)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	slices.SortStableFunc(keys, func(a, b *gds.Key) int {
+		return cmpBool(a.Kind == KindSnapshot, b.Kind == KindSnapshot)
+	})
+	shards := 0
+	for _, k := range keys {
+		if k.Kind == KindShard {
+			shards++
+		}
+	}
+	return shards, s.deleteKeys(ctx, keys)
+}
+
+// cmpBool orders false before true.
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
 // ListPools implements nodestore.Store.
 func (s *Store) ListPools(ctx context.Context) ([]string, error) {
 	return s.listPools(ctx, false)
 }
 
-// listAllPools lists the pools for the background work, including those
-// being deleted, whose deletion the collection finishes.
+// listAllPools lists the pools for the background work: those with a
+// head, being deleted too (the collection finishes their deletion), and
+// the ids under which snapshot records or shards are stored without a head
+// (what a failed CreatePool, or a snapshot racing DeletePool, left; the
+// collection removes it).
 func (s *Store) listAllPools(ctx context.Context) ([]string, error) {
-	return s.listPools(ctx, true)
+	ids, err := s.listPools(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.gate.Begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.gate.End()
+	var keys []*gds.Key
+	for _, kind := range []string{KindSnapshot, KindShard} {
+		var found []*gds.Key
+		err = s.retry(ctx, func(ctx context.Context) error {
+			var err error
+			found, err = s.client.GetAll(ctx, gds.NewQuery(kind).KeysOnly(), nil)
+			return err
+		})
+		keys = append(keys, found...)
+		if err != nil {
+			return nil, fmt.Errorf("datastore %s: listing %s entities: %w", s.where, kind, err)
+		}
+	}
+	for _, k := range keys {
+		root := k
+		for root.Parent != nil {
+			root = root.Parent
+		}
+		if id, ok := poolOfKey(root); ok {
+			if i, found := slices.BinarySearch(ids, id); !found {
+				ids = slices.Insert(ids, i, id)
+			}
+		}
+	}
+	return ids, nil
 }
 
 // listPools reads every head and returns the pools' ids, sorted; those
@@ -662,8 +758,13 @@ func (s *Store) ReadLog(ctx context.Context, pool string, after int64) ([]*state
 
 // Commit implements nodestore.Store: one transaction reads the head,
 // compares its generation, writes the entry's parts and the head. If an
-// attempt failed in a way that leaves its outcome unknown and the next one
-// finds the generation advanced by exactly this entry, the commit succeeded.
+// attempt failed in a way that leaves its outcome unknown (its answer was
+// lost) and a later one finds the generation advanced, the commit
+// succeeded if the log's entry expect+1 is this one, byte for byte, even
+// when other commits followed it: the caller gets generation expect+1 and
+// catches up with the rest on its next commit. Only an entry collected
+// meanwhile (GCLag after a snapshot covering it, far longer than the
+// retries) leaves a landed commit reported as ErrConflict.
 func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev1.PoolDelta) (nodestore.CommitStats, error) {
 	if err := s.gate.Begin(ctx); err != nil {
 		return nodestore.CommitStats{}, err
@@ -698,11 +799,17 @@ func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev
 			before, done = h, false
 			ik := incKey(pool, h.Incarnation)
 			if h.Gen != expect {
-				if tried && h.Gen == expect+1 {
+				// An earlier attempt may have landed, and other commits
+				// may have followed it: the entry of expect+1 is this one
+				// if it holds these very bytes (its header has the time
+				// this call encoded it).
+				if tried && h.Gen > expect && h.LogFrom <= expect+1 {
 					var e blobEnt
 					if err := tx.Get(logKey(ik, expect+1, 0), &e); err == nil && string(e.Data) == string(parts[0]) {
 						after, done = h, true
 						return nil
+					} else if err != nil && !errors.Is(err, gds.ErrNoSuchEntity) {
+						return err
 					}
 				}
 				return fmt.Errorf("%w: pool %q is at generation %d, not %d", nodestore.ErrConflict, pool, h.Gen, expect)
@@ -727,11 +834,12 @@ func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev
 	if err != nil {
 		return nodestore.CommitStats{}, s.errorf("committing to pool %q", pool, err)
 	}
-	if done {
-		s.opts.Logger.Info("nodestore/datastore: a commit whose outcome was unknown had succeeded", slog.String("pool", pool), slog.Int64("generation", after.Gen))
-	}
 	s.stats.Commits.Add(1)
 	s.stats.LogBytes.Add(int64(n))
+	if done {
+		s.opts.Logger.Info("nodestore/datastore: a commit whose outcome was unknown had succeeded", slog.String("pool", pool), slog.Int64("generation", expect+1), slog.Int64("head", after.Gen))
+		return nodestore.CommitStats{Generation: expect + 1, LogBytes: n}, nil
+	}
 	if s.policy.Crossed(after.Gen-after.SnapGen, before.LogBytes, after.LogBytes) {
 		s.bg.MarkDue(pool)
 	}

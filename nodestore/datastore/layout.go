@@ -3,6 +3,7 @@ package datastore
 import (
 	"encoding/base64"
 	"fmt"
+	"strings"
 
 	gds "cloud.google.com/go/datastore"
 )
@@ -99,6 +100,18 @@ type blobEnt struct {
 
 func poolKey(pool string) *gds.Key {
 	return gds.NameKey(KindPool, "p"+base64.RawURLEncoding.EncodeToString([]byte(pool)), nil)
+}
+
+// poolOfKey returns the pool id a head's key names.
+func poolOfKey(k *gds.Key) (string, bool) {
+	if k.Kind != KindPool || !strings.HasPrefix(k.Name, "p") {
+		return "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(k.Name[1:])
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
 }
 
 func incKey(pool string, inc int64) *gds.Key {

@@ -96,6 +96,9 @@ func (s *Store) snapshotLocked(ctx context.Context, pool string, force bool) (ge
 		if cur.Incarnation != h.Incarnation {
 			return errGone
 		}
+		if cur.SnapID == id {
+			return nil // an earlier attempt installed it; its answer was lost
+		}
 		if cur.SnapGen >= h.Gen {
 			return fmt.Errorf("datastore: pool %q already has a snapshot of generation %d", pool, cur.SnapGen)
 		}
@@ -135,10 +138,17 @@ func (s *Store) collectPool(ctx context.Context, pool string) error {
 	}
 	defer s.gate.End()
 	h, err := s.readHead(ctx, pool)
-	if h.State == poolDeleting {
-		return s.finishDelete(ctx, pool, h.Incarnation)
-	}
-	if err != nil {
+	switch {
+	case h.State == poolDeleting:
+		if err := s.finishDelete(ctx, pool, h.Incarnation); err != nil {
+			return s.errorf("collecting pool %q", pool, err)
+		}
+		return s.sweep(ctx, pool, 0)
+	case h.State == 0 && errors.Is(err, nodestore.ErrNotFound):
+		// No head: at most what failed creations or snapshots racing a
+		// deletion left.
+		return s.sweep(ctx, pool, 0)
+	case err != nil:
 		return err
 	}
 	ik := incKey(pool, h.Incarnation)
@@ -216,16 +226,76 @@ func (s *Store) collectPool(ctx context.Context, pool string) error {
 		s.stats.CollectedLogs.Add(int64(entries))
 	}
 	for _, i := range dead {
-		keys := shardKeys(ik, parseSnapID(rkeys[i]), int(recs[i].Shards))
+		keys := shardKeys(ik, parseHexID(rkeys[i]), int(recs[i].Shards))
 		if err := s.deleteKeys(ctx, slices.Concat(keys, []*gds.Key{rkeys[i]})); err != nil {
 			return s.errorf("collecting pool %q", pool, err)
 		}
 		s.stats.CollectedShards.Add(recs[i].Shards)
 	}
+	return s.sweep(ctx, pool, h.Incarnation)
+}
+
+// sweep deletes every incarnation of the pool but keep (0: every one)
+// that holds shards and no snapshot record, or whose records all changed
+// state at least GCLag ago. No head names such an incarnation and none
+// will: CreatePool writes an incarnation's first record before its shards
+// and points the head at it within its retries, a snapshot only installs
+// into the head's incarnation, and a pool deleted and created again gets a
+// new one. What it finds are the leftovers of a CreatePool that failed and
+// could not clean up, of a snapshot that raced DeletePool (its shards may
+// land after the deletion removed its record), or of a deletion that
+// stopped after deleting the head.
+func (s *Store) sweep(ctx context.Context, pool string, keep int64) error {
+	// The shards first: a shard read here has its record written before
+	// it, which the second query then reads, unless it was deleted.
+	var shards, rkeys []*gds.Key
+	var recs []snapEnt
+	err := s.retry(ctx, func(ctx context.Context) error {
+		var err error
+		shards, err = s.client.GetAll(ctx, gds.NewQuery(KindShard).Ancestor(poolKey(pool)).KeysOnly(), nil)
+		return err
+	})
+	if err == nil {
+		err = s.retry(ctx, func(ctx context.Context) error {
+			recs = nil
+			var err error
+			rkeys, err = s.client.GetAll(ctx, gds.NewQuery(KindSnapshot).Ancestor(poolKey(pool)), &recs)
+			return err
+		})
+	}
+	if err != nil {
+		return s.errorf("collecting the leftovers of pool %q", pool, err)
+	}
+	cutoff := s.opts.Now().Add(-s.opts.GCLag).UnixNano()
+	var incs []int64
+	young := map[int64]bool{}
+	for i, k := range slices.Concat(rkeys, shards) {
+		inc := parseHexID(k.Parent)
+		if inc == keep {
+			continue
+		}
+		if !slices.Contains(incs, inc) {
+			incs = append(incs, inc)
+		}
+		if i < len(recs) && max(recs[i].Started, recs[i].Installed, recs[i].Retired) > cutoff {
+			young[inc] = true
+		}
+	}
+	for _, inc := range incs {
+		if young[inc] {
+			continue
+		}
+		n, err := s.deleteIncarnation(ctx, pool, inc)
+		if err != nil {
+			return s.errorf("collecting the leftovers of pool %q", pool, err)
+		}
+		s.stats.CollectedShards.Add(int64(n))
+	}
 	return nil
 }
 
-func parseSnapID(k *gds.Key) int64 {
+// parseHexID returns the id a snapshot's or an incarnation's key names.
+func parseHexID(k *gds.Key) int64 {
 	var id uint64
 	_, _ = fmt.Sscanf(k.Name, "%016x", &id)
 	return int64(id)
