@@ -185,7 +185,10 @@ func Open(ctx context.Context, project, database string, opts Options) (*Store, 
 	// retries would resend a commit whose answer was lost under the same
 	// transaction, which the database refuses as closed, hiding that the
 	// commit landed; without them the store's next attempt finds out.
-	copts := append([]option.ClientOption{option.WithGRPCDialOption(grpc.WithDisableRetry())}, opts.ClientOptions...)
+	copts := append([]option.ClientOption{
+		option.WithGRPCDialOption(grpc.WithDisableRetry()),
+		option.WithGRPCDialOption(grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReadBytes))),
+	}, opts.ClientOptions...)
 	client, err := gds.NewClientWithDatabase(ctx, project, database, copts...)
 	if err != nil {
 		return nil, fmt.Errorf("datastore: project %q, database %q: %w", project, database, err)
@@ -253,14 +256,14 @@ func (s *Store) newBlob(m proto.Message, gen int64) (blob.Blob, error) {
 	return b, nil
 }
 
-// putBlobs writes values under keys outside any transaction, in commits
-// within Cloud Datastore's limits.
+// putBlobs writes values under keys outside any transaction, in requests
+// of at most MaxCommitMutations entities and maxWriteBytes bytes.
 func (s *Store) putBlobs(ctx context.Context, keys []*gds.Key, values [][]byte) error {
 	for len(keys) > 0 {
 		n, size := 0, 0
 		for n < len(keys) && n < MaxCommitMutations {
 			add := keyBytes(keys[n]) + entityOverhead + len(values[n])
-			if n > 0 && size+add > MaxCommitBytes {
+			if n > 0 && size+add > maxWriteBytes {
 				break
 			}
 			size += add

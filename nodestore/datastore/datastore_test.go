@@ -124,6 +124,41 @@ func TestEntityLimits(t *testing.T) {
 	}
 }
 
+// TestReadsLargerThanOneMessage: a pool whose snapshot and log each hold
+// more than gRPC's default 4 MiB message loads, reads its log and takes a
+// snapshot: a single read may answer with many entities of up to
+// ShardBytes each.
+func TestReadsLargerThanOneMessage(t *testing.T) {
+	s, _ := open(t, Options{})
+	ctx := t.Context()
+	st := &statev1.PoolState{TaskErrors: []*statev1.TaskError{{TaskId: "big", Error: incompressible(6_000_000)}}}
+	if err := s.CreatePool(ctx, "p", st); err != nil {
+		t.Fatal(err)
+	}
+	want := st
+	var ds []*statev1.PoolDelta
+	for gen := int64(1); gen <= 3; gen++ {
+		d := bigDelta(2_000_000)
+		if _, err := s.Commit(ctx, "p", gen, d); err != nil {
+			t.Fatal(err)
+		}
+		want, ds = nodestore.ApplyDelta(want, d), append(ds, d)
+	}
+	got, gen, err := s.Load(ctx, "p")
+	if err != nil || gen != 4 || !proto.Equal(got, want) {
+		t.Fatalf("Load: generation %d, error %v", gen, err)
+	}
+	if read, _, err := s.ReadLog(ctx, "p", 1); err != nil || len(read) != 3 || !proto.Equal(read[2], ds[2]) {
+		t.Fatalf("ReadLog: %d deltas, error %v", len(read), err)
+	}
+	if err := s.SnapshotNow(ctx, "p"); err != nil {
+		t.Fatalf("SnapshotNow: %v", err)
+	}
+	if got, gen, err := s.Load(ctx, "p"); err != nil || gen != 4 || !proto.Equal(got, want) {
+		t.Fatalf("Load after the snapshot: generation %d, error %v", gen, err)
+	}
+}
+
 // TestCommitLimits: a commit that would need more than 500 mutations or
 // 10 MiB is refused, naming the limit, and writes nothing; the emulator
 // would have taken it.

@@ -45,6 +45,13 @@ const (
 	MaxCommitMutations = 500
 	// MaxCommitBytes is the largest commit request.
 	MaxCommitBytes = 10 << 20
+	// maxWriteBytes bounds the shards written by one request outside a
+	// commit's transaction (snapshots, CreatePool): the emulator's gRPC
+	// server refuses requests over 4 MiB, Cloud Datastore's over 10 MiB.
+	maxWriteBytes = 4<<20 - 256<<10
+	// maxReadBytes is the largest answer the client accepts: a read of
+	// many shards or log entries may exceed gRPC's default of 4 MiB.
+	maxReadBytes = 256 << 20
 	// entityOverhead is what the store adds to an entity's key and values
 	// when it estimates the size of a commit: property names, types, the
 	// project and database ids.
