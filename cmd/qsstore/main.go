@@ -13,14 +13,19 @@
 //	qsstore export -store embedded:./qscheduler-data -pool p |
 //	  qsstore import -store datastore:my-project
 //
-// copies pool p. The file is the message qscheduler.state.v1.PoolExport
-// (the pool id, its generation, the exporting version and time, and the
-// state), gzip-compressed. import checks that the state is one the
-// scheduler accepts before it writes anything, creates the pool at
-// generation 1 (-pool gives it another id), and refuses a pool that exists
-// unless -replace is given, which deletes the existing pool first. A
-// server loads its store's pools when it starts: import into a store no
-// server is serving, or restart the servers that serve it afterwards.
+// copies pool p, and
+//
+//	qsstore export -store datastore:my-project -pool p -out p.qsexport
+//	qsstore import -store embedded:/tmp/debug -in p.qsexport
+//
+// brings a production pool to a laptop. The file is the message
+// qscheduler.state.v1.PoolExport (the pool id, its generation, the
+// exporting version and time, and the state), gzip-compressed. import
+// checks that the state is one the scheduler accepts before it writes
+// anything, creates the pool at generation 1 (-pool gives it another id),
+// and refuses a pool that exists unless -replace is given, which deletes
+// the existing pool first. Servers on the store serve a new pool as soon
+// as a request names it; after replacing a pool they serve, restart them.
 //
 // Exit status: 0 on success, 1 when the operation failed, 2 for a bad
 // command line.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/qscheduler-swarming/qscheduler-swarming/internal/dsemu"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/storespec"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
@@ -248,3 +249,35 @@ func TestCommandLine(t *testing.T) {
 }
 
 func protoMarshal(m *statev1.PoolExport) ([]byte, error) { return proto.Marshal(m) }
+
+func TestMain(m *testing.M) { os.Exit(dsemu.Main(m)) }
+
+// TestDatastoreBothWays: a pool moves from an embedded store into Cloud
+// Datastore (the real emulator) and from there into another embedded store,
+// the state equal at each step: a first deployment, and a production pool
+// looked at on a laptop.
+func TestDatastoreBothWays(t *testing.T) {
+	emu := dsemu.Shared(t)
+	t.Setenv("DATASTORE_EMULATOR_HOST", emu.Host())
+	dir := t.TempDir()
+	local, laptop := "embedded:"+filepath.Join(dir, "local"), "embedded:"+filepath.Join(dir, "laptop")
+	prod := "datastore:" + dsemu.ProjectID()
+	want := seedPool(t, local, "lab")
+	file := filepath.Join(dir, "lab.qsexport")
+	for _, step := range [][]string{
+		{"export", "-store", local, "-pool", "lab", "-out", file},
+		{"import", "-store", prod, "-in", file},
+		{"export", "-store", prod, "-pool", "lab", "-out", file},
+		{"import", "-store", laptop, "-in", file},
+	} {
+		if code, _, errOut := qsstore(t, nil, step...); code != 0 {
+			t.Fatalf("%q: exit %d: %s", step, code, errOut)
+		}
+	}
+	for _, spec := range []string{prod, laptop} {
+		got, gen := load(t, spec, "lab")
+		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" || gen != 1 {
+			t.Errorf("%s: generation %d, state differs (-exported +imported):\n%s", spec, gen, diff)
+		}
+	}
+}
