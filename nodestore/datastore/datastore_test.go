@@ -27,7 +27,7 @@ const testLag = 10 * time.Minute
 
 // open returns a store on the test binary's emulator, in a project of its
 // own, and a client of the same project to look at what it stored.
-func open(t *testing.T, o Options) (*Store, *gds.Client) {
+func open(t testing.TB, o Options) (*Store, *gds.Client) {
 	t.Helper()
 	emu := dsemu.Shared(t)
 	t.Setenv("DATASTORE_EMULATOR_HOST", emu.Host())

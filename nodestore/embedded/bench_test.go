@@ -1,7 +1,7 @@
 package embedded
 
 import (
-	"slices"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/internal/labpool"
 	"testing"
 	"time"
 )
@@ -23,11 +23,11 @@ func BenchmarkCommit(b *testing.B) {
 
 func benchCommit(b *testing.B, snapshots bool) {
 	ctx := b.Context()
-	l := getLab(b)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l := labpool.Get(b)
+	l.Mu.Lock()
+	defer l.Mu.Unlock()
 	s := open(b, b.TempDir(), Options{SnapshotEvery: 1 << 30, SnapshotBytes: 1 << 50, MaintainEvery: -1})
-	if err := s.CreatePool(ctx, "lab", l.state()); err != nil {
+	if err := s.CreatePool(ctx, "lab", l.State()); err != nil {
 		b.Fatal(err)
 	}
 	stop := make(chan struct{})
@@ -49,33 +49,15 @@ func benchCommit(b *testing.B, snapshots bool) {
 			}
 		}()
 	}
-	lat := make([]time.Duration, 0, b.N)
-	var logBytes int
-	gen := int64(1)
 	st0 := s.db.Stats()
 	pages0 := st0.TxStats.GetPageAlloc()
-	b.ResetTimer()
-	for range b.N {
-		b.StopTimer()
-		d := l.delta(b, 100)
-		b.StartTimer()
-		t0 := time.Now()
-		cs, err := s.Commit(ctx, "lab", gen, d)
-		lat = append(lat, time.Since(t0))
-		if err != nil {
-			b.Fatal(err)
-		}
-		gen = cs.Generation
-		logBytes += cs.LogBytes
-	}
-	b.StopTimer()
+	lat, logBytes := l.Commits(b, s, "lab")
 	st1 := s.db.Stats()
 	pages := st1.TxStats.GetPageAlloc() - pages0
 	if snapshots {
 		close(stop)
 		b.ReportMetric(float64(<-done), "snapshots")
 	}
-	slices.Sort(lat)
 	b.ReportMetric(float64(logBytes)/float64(b.N), "log-bytes/op")
 	b.ReportMetric(float64(pages)/float64(b.N), "page-bytes/op")
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")

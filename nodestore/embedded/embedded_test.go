@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/internal/blob"
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/internal/labpool"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/storetest"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	bolt "go.etcd.io/bbolt"
@@ -500,9 +501,9 @@ func killChild(dir string) {
 func TestLabPool(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	l := getLab(t)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l := labpool.Get(t)
+	l.Mu.Lock()
+	defer l.Mu.Unlock()
 
 	const before = 50        // commits before the snapshot
 	const every = before + 5 // the snapshot starts with the 5th commit after those
@@ -534,13 +535,13 @@ func TestLabPool(t *testing.T) {
 			}
 		})
 	}
-	if err := s.CreatePool(ctx, "lab", l.state()); err != nil {
+	if err := s.CreatePool(ctx, "lab", l.State()); err != nil {
 		t.Fatal(err)
 	}
 	gen := int64(1)
 	commit := func(t *testing.T) (int, time.Duration) {
 		t.Helper()
-		d := l.delta(t, 100)
+		d := l.Delta(t, 100)
 		if len(d.Waiting) != 100 {
 			t.Fatalf("delta of %d requests", len(d.Waiting))
 		}
@@ -602,7 +603,7 @@ func TestLabPool(t *testing.T) {
 			t.Fatal("the snapshot was never installed")
 		}
 		t.Logf("state: %d waiting requests; average commit %d bytes; snapshot of generation %d: %d bytes in %v; %d commits meanwhile, the longest %v",
-			len(l.s.ToProto().Waiting), avg, sn.gen, sn.bytes, sn.at.Sub(started), during, longest)
+			len(l.Current().Waiting), avg, sn.gen, sn.bytes, sn.at.Sub(started), during, longest)
 		if sn.gen <= every || sn.gen >= gen {
 			t.Errorf("snapshot of generation %d, want one after %d and before %d", sn.gen, every, gen)
 		}
@@ -615,7 +616,7 @@ func TestLabPool(t *testing.T) {
 	})
 
 	t.Run("load", func(t *testing.T) {
-		checkLoad(t, s, "lab", l.s.ToProto(), gen)
+		checkLoad(t, s, "lab", l.Current(), gen)
 	})
 }
 

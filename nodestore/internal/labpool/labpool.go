@@ -1,20 +1,25 @@
-package embedded
+// Package labpool is a production-sized pool for the stores' tests and
+// benchmarks: benchdata.Lab(1, 5000, 100000) and the scheduler that makes
+// its deltas.
+package labpool
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler"
 	"github.com/qscheduler-swarming/qscheduler-swarming/scheduler/benchdata"
 )
 
-// labPool is a production-sized pool, benchdata.Lab(1, 5000, 100000), with
+// Pool is a production-sized pool, benchdata.Lab(1, 5000, 100000), with
 // the scheduler that makes its deltas. It is built once per test binary and
 // shared: callers lock it, take its current state and continue from there.
-type labPool struct {
-	mu  sync.Mutex
+type Pool struct {
+	Mu  sync.Mutex
 	w   *benchdata.Workload
 	s   *scheduler.Scheduler
 	now time.Time
@@ -22,11 +27,12 @@ type labPool struct {
 
 var (
 	labOnce sync.Once
-	lab     labPool
+	lab     Pool
 	labErr  error
 )
 
-func getLab(tb testing.TB) *labPool {
+// Get returns the pool, built on first use.
+func Get(tb testing.TB) *Pool {
 	tb.Helper()
 	labOnce.Do(func() { labErr = lab.build() })
 	if labErr != nil {
@@ -35,7 +41,7 @@ func getLab(tb testing.TB) *labPool {
 	return &lab
 }
 
-func (l *labPool) build() error {
+func (l *Pool) build() error {
 	w := benchdata.Lab(1, 5000, 100000)
 	s, err := scheduler.New(nil)
 	if err != nil {
@@ -72,16 +78,16 @@ func task(t benchdata.Task) scheduler.Task {
 	return scheduler.Task{ID: scheduler.RequestID(t.ID), Account: scheduler.AccountID(t.Account), EnqueueTime: t.Enqueue, BaseLabels: t.BaseLabels, ProvisionableLabels: t.ProvisionableLabels}
 }
 
-// state returns the current state; later deltas apply to it. l.mu must be
+// State returns the current state; later deltas apply to it. l.Mu must be
 // held.
-func (l *labPool) state() *statev1.PoolState {
+func (l *Pool) State() *statev1.PoolState {
 	l.s.TakeDelta() // forget changes the state already holds
 	return l.s.ToProto()
 }
 
-// delta adds n new requests a second later and returns the change. l.mu
+// Delta adds n new requests a second later and returns the change. l.Mu
 // must be held.
-func (l *labPool) delta(tb testing.TB, n int) *statev1.PoolDelta {
+func (l *Pool) Delta(tb testing.TB, n int) *statev1.PoolDelta {
 	l.now = l.now.Add(time.Second)
 	for _, t := range l.w.NewTasks(n, l.now) {
 		if err := l.s.AddRequest(task(t), l.now, false); err != nil {
@@ -90,4 +96,34 @@ func (l *labPool) delta(tb testing.TB, n int) *statev1.PoolDelta {
 	}
 	l.s.DiscardEvents()
 	return l.s.TakeDelta()
+}
+
+// Current returns the current state, leaving the changes not yet taken by
+// Delta as they are. l.Mu must be held.
+func (l *Pool) Current() *statev1.PoolState { return l.s.ToProto() }
+
+// Commits commits b.N deltas of 100 new requests each to pool in s, the
+// first on generation 1, with b's timer running only during the commits.
+// It returns the commits' latencies, sorted, and the log bytes they wrote.
+// l.Mu must be held.
+func (l *Pool) Commits(b *testing.B, s nodestore.Store, pool string) (lat []time.Duration, logBytes int) {
+	lat = make([]time.Duration, 0, b.N)
+	gen := int64(1)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		d := l.Delta(b, 100)
+		b.StartTimer()
+		t0 := time.Now()
+		cs, err := s.Commit(b.Context(), pool, gen, d)
+		lat = append(lat, time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		gen = cs.Generation
+		logBytes += cs.LogBytes
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	return lat, logBytes
 }
