@@ -114,8 +114,9 @@ type Call struct {
 	// proxy sees the caller give up, possibly after the caller has its
 	// error.
 	Code codes.Code
-	// Answered: the proxy has answered the call (Code is set).
+	// Answered: the proxy has answered the call (Code and Done are set).
 	Answered bool
+	Done     time.Time // when the proxy answered
 }
 
 // Gate holds the calls whose fault names it until it is opened.
@@ -282,7 +283,7 @@ func (p *Proxy) take(m Method, req proto.Message) (Fault, pb.DatastoreClient, in
 
 func (p *Proxy) answered(i int, err error) {
 	p.mu.Lock()
-	p.calls[i].Code, p.calls[i].Answered = status.Code(err), true
+	p.calls[i].Code, p.calls[i].Answered, p.calls[i].Done = status.Code(err), true, time.Now()
 	p.mu.Unlock()
 }
 

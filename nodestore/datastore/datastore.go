@@ -40,9 +40,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	gds "cloud.google.com/go/datastore"
@@ -130,6 +132,12 @@ type Store struct {
 	where  string // project/database, for errors
 
 	gate upkeep.Gate
+
+	// heads serializes this process's transactions that write a pool's
+	// head (commits and snapshot installs), striped by pool id: two of
+	// them at once both read and then write the head, and the database
+	// makes one wait for the other (the emulator about 2 s).
+	heads [64]sync.Mutex
 
 	bg *upkeep.Worker
 
@@ -794,6 +802,9 @@ func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev
 	var before, after headEnt
 	var tried, done bool
 	err = s.retry(ctx, func(ctx context.Context) error {
+		mu := s.headMu(pool)
+		mu.Lock()
+		defer mu.Unlock()
 		err := s.transactOnce(ctx, func(tx *gds.Transaction) error {
 			h, err := s.getHead(ctx, tx, pool)
 			if err != nil {
@@ -847,6 +858,13 @@ func (s *Store) Commit(ctx context.Context, pool string, expect int64, d *statev
 		s.bg.MarkDue(pool)
 	}
 	return nodestore.CommitStats{Generation: after.Gen, LogBytes: n}, nil
+}
+
+// headMu is the lock of s.heads that pool's head-writing transactions take.
+func (s *Store) headMu(pool string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(pool))
+	return &s.heads[h.Sum32()%uint32(len(s.heads))]
 }
 
 // CheckWrite implements nodestore.WriteChecker: it writes a small entity of

@@ -555,3 +555,83 @@ func TestLeftoversCollected(t *testing.T) {
 		}
 	}
 }
+
+// TestInstallWaitsForCommits: a snapshot's install and the process's
+// commits to the pool never run their transactions at the same time. Both
+// read and then write the pool's head, and the emulator lets one of two
+// such transactions wait about 2 s for the other. Each transaction runs
+// from its read of the head (a Lookup in the transaction) to the answer of
+// its Commit; over 3 snapshots taken while commits go on, no install's
+// span overlaps a commit's.
+func TestInstallWaitsForCommits(t *testing.T) {
+	f := openFaulty(t, Options{})
+	ctx := t.Context()
+	if err := f.s.CreatePool(ctx, "p", &statev1.PoolState{}); err != nil {
+		t.Fatal(err)
+	}
+	snapped := make(chan error)
+	go func() {
+		for range 3 {
+			if err := f.s.SnapshotNow(ctx, "p"); err != nil {
+				snapped <- err
+				return
+			}
+		}
+		snapped <- nil
+	}()
+	gen := int64(1)
+	for done := false; !done; {
+		select {
+		case err := <-snapped:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done = true
+		default:
+		}
+		cs, err := f.s.Commit(ctx, "p", gen, stamp(gen))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gen = cs.Generation
+	}
+	type span struct{ from, to time.Time }
+	reads := map[string]time.Time{} // transaction -> its first read
+	for _, c := range f.px.Calls(dsproxy.Lookup) {
+		if tx := string(c.Req.(*pb.LookupRequest).GetReadOptions().GetTransaction()); tx != "" {
+			if _, seen := reads[tx]; !seen {
+				reads[tx] = c.At
+			}
+		}
+	}
+	var installs, commits []span
+	for _, c := range f.px.Calls(dsproxy.Commit) {
+		req := c.Req.(*pb.CommitRequest)
+		from, ok := reads[string(req.GetTransaction())]
+		if !ok || !c.Answered {
+			continue
+		}
+		for _, m := range req.GetMutations() {
+			switch m.GetUpsert().GetKey().GetPath()[len(m.GetUpsert().GetKey().GetPath())-1].GetKind() {
+			case KindSnapshot:
+				installs = append(installs, span{from, c.Done})
+			case KindLog:
+				commits = append(commits, span{from, c.Done})
+			default:
+				continue
+			}
+			break
+		}
+	}
+	if len(installs) == 0 || len(commits) < 2 {
+		t.Fatalf("%d installs and %d commits seen: the test did not run them together", len(installs), len(commits))
+	}
+	for _, in := range installs {
+		for _, c := range commits {
+			if in.from.Before(c.to) && c.from.Before(in.to) {
+				t.Errorf("an install's transaction (%v to %v) overlapped a commit's (%v to %v)",
+					in.from.Format(time.StampMicro), in.to.Format(time.StampMicro), c.from.Format(time.StampMicro), c.to.Format(time.StampMicro))
+			}
+		}
+	}
+}

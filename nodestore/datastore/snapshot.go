@@ -87,38 +87,44 @@ func (s *Store) snapshotLocked(ctx context.Context, pool string, force bool) (ge
 		return 0, -1, s.errorf("snapshotting pool %q", pool, err)
 	}
 
-	// 3. Install: point the head at it; the generation stays.
-	err = s.transact(ctx, func(tx *gds.Transaction) error {
-		cur, err := s.getHead(ctx, tx, pool)
-		if err != nil {
+	// 3. Install: point the head at it; the generation stays. This
+	// process's commits to the pool wait meanwhile (headMu).
+	err = s.retry(ctx, func(ctx context.Context) error {
+		mu := s.headMu(pool)
+		mu.Lock()
+		defer mu.Unlock()
+		return s.transactOnce(ctx, func(tx *gds.Transaction) error {
+			cur, err := s.getHead(ctx, tx, pool)
+			if err != nil {
+				return err
+			}
+			if cur.Incarnation != h.Incarnation {
+				return errGone
+			}
+			if cur.SnapID == id {
+				return nil // an earlier attempt installed it; its answer was lost
+			}
+			if cur.SnapGen >= h.Gen {
+				return fmt.Errorf("datastore: pool %q already has a snapshot of generation %d", pool, cur.SnapGen)
+			}
+			now := s.opts.Now().UnixNano()
+			recs := make([]snapEnt, 2)
+			rkeys := []*gds.Key{snapKey(ik, cur.SnapID), snapKey(ik, id)}
+			if err := tx.GetMulti(rkeys, recs); err != nil {
+				return fmt.Errorf("snapshot records: %w", err)
+			}
+			recs[0].State, recs[0].Retired = snapRetired, now
+			recs[1].State, recs[1].Installed = snapInstalled, now
+			if _, err := tx.PutMulti(rkeys, recs); err != nil {
+				return err
+			}
+			for g := cur.SnapGen + 1; g <= h.Gen; g++ {
+				cur.LogBytes -= sizes[g]
+			}
+			cur.SnapID, cur.SnapGen, cur.Shards, cur.SnapHeader = id, h.Gen, int64(len(shards)), hdr
+			_, err = tx.Put(poolKey(pool), &cur)
 			return err
-		}
-		if cur.Incarnation != h.Incarnation {
-			return errGone
-		}
-		if cur.SnapID == id {
-			return nil // an earlier attempt installed it; its answer was lost
-		}
-		if cur.SnapGen >= h.Gen {
-			return fmt.Errorf("datastore: pool %q already has a snapshot of generation %d", pool, cur.SnapGen)
-		}
-		now := s.opts.Now().UnixNano()
-		recs := make([]snapEnt, 2)
-		rkeys := []*gds.Key{snapKey(ik, cur.SnapID), snapKey(ik, id)}
-		if err := tx.GetMulti(rkeys, recs); err != nil {
-			return fmt.Errorf("snapshot records: %w", err)
-		}
-		recs[0].State, recs[0].Retired = snapRetired, now
-		recs[1].State, recs[1].Installed = snapInstalled, now
-		if _, err := tx.PutMulti(rkeys, recs); err != nil {
-			return err
-		}
-		for g := cur.SnapGen + 1; g <= h.Gen; g++ {
-			cur.LogBytes -= sizes[g]
-		}
-		cur.SnapID, cur.SnapGen, cur.Shards, cur.SnapHeader = id, h.Gen, int64(len(shards)), hdr
-		_, err = tx.Put(poolKey(pool), &cur)
-		return err
+		})
 	})
 	if err != nil {
 		if errors.Is(err, nodestore.ErrNotFound) {
