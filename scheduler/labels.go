@@ -222,6 +222,28 @@ func (t *setTable) refUnion(a, b *labelSet) *labelSet {
 		b.refs++
 		return b
 	}
+	// The union of two interned sets is usually interned already: find it
+	// by its ids, merged on the stack, before building names.
+	var buf [32]labelID
+	ids := buf[:0]
+	i, j := 0, 0
+	for i < len(a.ids) || j < len(b.ids) {
+		switch {
+		case j == len(b.ids) || i < len(a.ids) && a.ids[i] < b.ids[j]:
+			ids = append(ids, a.ids[i])
+			i++
+		case i == len(a.ids) || b.ids[j] < a.ids[i]:
+			ids = append(ids, b.ids[j])
+			j++
+		default:
+			ids = append(ids, a.ids[i])
+			i, j = i+1, j+1
+		}
+	}
+	if s, ok := t.sets[idsKey(ids)]; ok {
+		s.refs++
+		return s
+	}
 	names := make([]string, 0, len(a.names)+len(b.names))
 	names = append(append(names, a.names...), b.names...)
 	return t.refNames(names)
