@@ -12,7 +12,6 @@ import (
 	pb "cloud.google.com/go/datastore/apiv1/datastorepb"
 	"github.com/qscheduler-swarming/qscheduler-swarming/internal/dsemu"
 	"github.com/qscheduler-swarming/qscheduler-swarming/internal/dsproxy"
-	"github.com/qscheduler-swarming/qscheduler-swarming/internal/testutil"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore"
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/storetest"
 	statev1 "github.com/qscheduler-swarming/qscheduler-swarming/proto/qscheduler/state/v1"
@@ -72,19 +71,6 @@ func openFaulty(t *testing.T, o Options) *faulty {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.s.Close() })
-	// The store's background goroutine makes one pass as it starts: it
-	// lists the pools, of which there is none yet, the last of its
-	// queries being the one of every shard. Waiting for that answer
-	// keeps the pass from collecting behind a test's back.
-	testutil.WaitFor(t, "the store's first background pass", func() bool {
-		for _, c := range px.Calls(dsproxy.RunQuery) {
-			q := c.Req.(*pb.RunQueryRequest).GetQuery()
-			if c.Answered && c.Code == codes.OK && len(q.GetKind()) == 1 && q.Kind[0].Name == KindShard && q.Filter == nil {
-				return true
-			}
-		}
-		return false
-	})
 	t.Setenv("DATASTORE_EMULATOR_HOST", emu.Host())
 	f.c, err = gds.NewClient(context.Background(), project)
 	if err != nil {

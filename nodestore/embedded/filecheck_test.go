@@ -163,13 +163,24 @@ func TestTruncatedFile(t *testing.T) {
 }
 
 // TestTruncatedFileKillsBbolt shows what checkFile prevents: bbolt alone,
-// given a file cut in half, kills the process (in a child process here).
+// given a file cut in half, kills the process (in a child process here)
+// when it reads the pages in use, all of which the child reads.
 func TestTruncatedFileKillsBbolt(t *testing.T) {
 	if path := os.Getenv("EMBEDDED_TRUNCATED_CHILD"); path != "" {
 		db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 		if err == nil {
+			// Every page in use is read: every bucket, nested ones too.
+			var walk func(b *bolt.Bucket) error
+			walk = func(b *bolt.Bucket) error {
+				return b.ForEach(func(k, v []byte) error {
+					if v == nil {
+						return walk(b.Bucket(k))
+					}
+					return nil
+				})
+			}
 			err = db.View(func(tx *bolt.Tx) error {
-				return tx.Bucket(bucketPools).ForEach(func(k, v []byte) error { return nil })
+				return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
 			})
 		}
 		fmt.Println("bbolt returned:", err)

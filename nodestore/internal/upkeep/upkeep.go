@@ -81,9 +81,10 @@ type Worker struct {
 	due    map[string]struct{} // pools whose log crossed a threshold
 }
 
-// Start starts the goroutine: it checks every pool once at start and then
-// every `every` (never if every is negative), and snapshots and collects
-// the pools marked due as soon as they are.
+// Start starts the goroutine: it checks every pool at start and then every
+// `every` (never, not even at start, if every is negative, so that tests
+// drive the work themselves), and snapshots and collects the pools marked
+// due as soon as they are.
 func Start(every time.Duration, w Work) *Worker {
 	ctx, cancel := context.WithCancel(context.Background())
 	wk := &Worker{work: w, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1), due: map[string]struct{}{}}
@@ -126,8 +127,8 @@ func (w *Worker) run(ctx context.Context, every time.Duration) {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		tick = t.C
+		w.maintain(ctx) // at once too: garbage left by an earlier process
 	}
-	w.maintain(ctx)
 	for {
 		select {
 		case <-ctx.Done():
