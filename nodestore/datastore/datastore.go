@@ -567,18 +567,10 @@ func (s *Store) listPools(ctx context.Context, all bool) ([]string, error) {
 	return ids, nil
 }
 
-// entry is a log entry's parts as read.
-type entry struct {
-	gen   int64
-	parts [][]byte
-}
-
-func (e *entry) size() int { return blob.Size(e.parts) }
-
 // readLog reads the log entries of generations after+1..to of incarnation
 // inc. It reports errMissingFirst when the first is missing (collected
 // meanwhile); a gap further on is corruption.
-func (s *Store) readLog(ctx context.Context, pool string, inc, after, to int64) ([]entry, error) {
+func (s *Store) readLog(ctx context.Context, pool string, inc, after, to int64) ([]blob.Entry, error) {
 	if after >= to {
 		return nil, nil
 	}
@@ -587,7 +579,7 @@ func (s *Store) readLog(ctx context.Context, pool string, inc, after, to int64) 
 		FilterField("__key__", ">=", logKey(ik, after+1, 0)).
 		FilterField("__key__", "<", logKey(ik, to+1, 0)).
 		Order("__key__")
-	var out []entry
+	var out []blob.Entry
 	err := s.retry(ctx, func(ctx context.Context) error {
 		out = out[:0]
 		next := after + 1
@@ -607,16 +599,16 @@ func (s *Store) readLog(ctx context.Context, pool string, inc, after, to int64) 
 			}
 			switch {
 			case part == 0 && gen == next:
-				out = append(out, entry{gen: gen})
+				out = append(out, blob.Entry{Gen: gen})
 				next++
-			case part > 0 && len(out) > 0 && gen == next-1 && part == len(out[len(out)-1].parts):
+			case part > 0 && len(out) > 0 && gen == next-1 && part == len(out[len(out)-1].Parts):
 			case len(out) == 0:
 				return fmt.Errorf("%w: the log starts at generation %d part %d, not %d", errMissingFirst, gen, part, next)
 			default:
 				return fmt.Errorf("%w: log part %d of generation %d out of sequence (expected generation %d)", nodestore.ErrCorrupt, part, gen, next)
 			}
 			last := &out[len(out)-1]
-			last.parts = append(last.parts, e.Data)
+			last.Parts = append(last.Parts, e.Data)
 		}
 		switch {
 		case next == after+1:
@@ -631,24 +623,12 @@ func (s *Store) readLog(ctx context.Context, pool string, inc, after, to int64) 
 
 var errMissingFirst = fmt.Errorf("%w: the log's first entry is missing", nodestore.ErrCorrupt)
 
-func decodeEntries(entries []entry) ([]*statev1.PoolDelta, error) {
-	out := make([]*statev1.PoolDelta, len(entries))
-	for i, e := range entries {
-		d, err := blob.DecodeEntry(e.gen, e.parts)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = d
-	}
-	return out, nil
-}
-
 // stored is a pool's head, snapshot shards and log after the snapshot, as
 // read.
 type stored struct {
 	head    headEnt
 	shards  [][]byte
-	entries []entry
+	entries []blob.Entry
 }
 
 // readState reads the head, then the shards it points to and the log up to
@@ -706,19 +686,11 @@ func (r *stored) build(pool string) (*statev1.PoolState, error) {
 	if hdr.Gen != r.head.SnapGen {
 		return nil, fmt.Errorf("pool %q: %w: snapshot header says generation %d, head %d", pool, nodestore.ErrCorrupt, hdr.Gen, r.head.SnapGen)
 	}
-	st, err := blob.DecodeSnapshot(&hdr, r.head.SnapHeader, r.shards)
+	st, err := blob.Build(&hdr, r.head.SnapHeader, r.shards, r.entries)
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: %w", pool, err)
 	}
-	ds, err := decodeEntries(r.entries)
-	if err != nil {
-		return nil, fmt.Errorf("pool %q: %w", pool, err)
-	}
-	sh := nodestore.NewShadow(st)
-	for _, d := range ds {
-		sh.Apply(d)
-	}
-	return sh.State(), nil
+	return st, nil
 }
 
 // Load implements nodestore.Store.
@@ -760,7 +732,7 @@ func (s *Store) ReadLog(ctx context.Context, pool string, after int64) ([]*state
 	if err != nil {
 		return nil, 0, s.errorf("reading the log of pool %q", pool, err)
 	}
-	ds, err := decodeEntries(entries)
+	ds, err := blob.DecodeEntries(entries)
 	if err != nil {
 		return nil, 0, s.errorf("reading the log of pool %q", pool, err)
 	}

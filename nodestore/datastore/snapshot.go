@@ -68,7 +68,7 @@ func (s *Store) snapshotLocked(ctx context.Context, pool string, force bool) (ge
 	hdr, shards := bl.SnapshotShards(s.opts.ShardBytes)
 	sizes := map[int64]int64{} // generation → bytes of its entry
 	for _, e := range r.entries {
-		sizes[e.gen] = int64(e.size())
+		sizes[e.Gen] = int64(e.Size())
 	}
 
 	// 2. Record the snapshot as pending, then write its shards.

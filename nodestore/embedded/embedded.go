@@ -401,12 +401,7 @@ type stored struct {
 	head    head
 	snap    snapRec
 	shards  [][]byte
-	entries []storedEntry
-}
-
-type storedEntry struct {
-	gen   int64
-	parts [][]byte
+	entries []blob.Entry
 }
 
 // readSnapshot copies the head's snapshot out of pb.
@@ -435,8 +430,8 @@ func readSnapshot(pb *bolt.Bucket, h head) (snapRec, [][]byte, error) {
 }
 
 // readEntries copies the log entries of generations after+1..to out of pb.
-func readEntries(pb *bolt.Bucket, after, to int64) ([]storedEntry, error) {
-	var out []storedEntry
+func readEntries(pb *bolt.Bucket, after, to int64) ([]blob.Entry, error) {
+	var out []blob.Entry
 	c := pb.Bucket(bucketLog).Cursor()
 	next := after + 1
 	for k, v := c.Seek(logKey(next, 0)); k != nil; k, v = c.Next() {
@@ -449,29 +444,17 @@ func readEntries(pb *bolt.Bucket, after, to int64) ([]storedEntry, error) {
 		}
 		switch {
 		case part == 0 && gen == next:
-			out = append(out, storedEntry{gen: gen})
+			out = append(out, blob.Entry{Gen: gen})
 			next++
-		case part > 0 && len(out) > 0 && gen == next-1 && part == len(out[len(out)-1].parts):
+		case part > 0 && len(out) > 0 && gen == next-1 && part == len(out[len(out)-1].Parts):
 		default:
 			return nil, fmt.Errorf("%w: log part %d of generation %d out of sequence (expected generation %d)", nodestore.ErrCorrupt, part, gen, next)
 		}
 		e := &out[len(out)-1]
-		e.parts = append(e.parts, bytes.Clone(v))
+		e.Parts = append(e.Parts, bytes.Clone(v))
 	}
 	if next != to+1 {
 		return nil, fmt.Errorf("%w: log entries %d..%d missing", nodestore.ErrCorrupt, next, to)
-	}
-	return out, nil
-}
-
-func decodeEntries(entries []storedEntry) ([]*statev1.PoolDelta, error) {
-	out := make([]*statev1.PoolDelta, len(entries))
-	for i, e := range entries {
-		d, err := blob.DecodeEntry(e.gen, e.parts)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = d
 	}
 	return out, nil
 }
@@ -497,19 +480,11 @@ func (s *Store) readState(pool string) (stored, error) {
 
 // build decodes what readState copied into the state at r.head.gen.
 func (r *stored) build(pool string) (*statev1.PoolState, error) {
-	st, err := blob.DecodeSnapshot(&r.snap.blob, r.snap.hdr, r.shards)
+	st, err := blob.Build(&r.snap.blob, r.snap.hdr, r.shards, r.entries)
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: %w", pool, err)
 	}
-	ds, err := decodeEntries(r.entries)
-	if err != nil {
-		return nil, fmt.Errorf("pool %q: %w", pool, err)
-	}
-	sh := nodestore.NewShadow(st)
-	for _, d := range ds {
-		sh.Apply(d)
-	}
-	return sh.State(), nil
+	return st, nil
 }
 
 // Load implements nodestore.Store. One read transaction sees a consistent
@@ -539,7 +514,7 @@ func (s *Store) ReadLog(ctx context.Context, pool string, after int64) ([]*state
 	}
 	defer s.gate.End()
 	var h head
-	var entries []storedEntry
+	var entries []blob.Entry
 	err := s.db.View(func(tx *bolt.Tx) error {
 		pb, ph, err := poolHead(tx, pool)
 		if err != nil {
@@ -563,7 +538,7 @@ func (s *Store) ReadLog(ctx context.Context, pool string, after int64) ([]*state
 	if err != nil {
 		return nil, 0, err
 	}
-	ds, err := decodeEntries(entries)
+	ds, err := blob.DecodeEntries(entries)
 	if err != nil {
 		return nil, 0, fmt.Errorf("pool %q: %w", pool, err)
 	}

@@ -295,3 +295,43 @@ func decode(h *Header, hdr, payload []byte, m proto.Message) error {
 	}
 	return nil
 }
+
+// Entry is a log entry as a store reads it back: its generation and parts.
+type Entry struct {
+	Gen   int64
+	Parts [][]byte
+}
+
+// Size is the entry's bytes.
+func (e *Entry) Size() int { return Size(e.Parts) }
+
+// DecodeEntries verifies and decodes entries, in order.
+func DecodeEntries(entries []Entry) ([]*statev1.PoolDelta, error) {
+	out := make([]*statev1.PoolDelta, len(entries))
+	for i, e := range entries {
+		d, err := DecodeEntry(e.Gen, e.Parts)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = d
+	}
+	return out, nil
+}
+
+// Build is a pool's state from its snapshot (header h, encoded as hdr, and
+// its shards) and the log entries after it, applied in order.
+func Build(h *Header, hdr []byte, shards [][]byte, entries []Entry) (*statev1.PoolState, error) {
+	st, err := DecodeSnapshot(h, hdr, shards)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := DecodeEntries(entries)
+	if err != nil {
+		return nil, err
+	}
+	sh := nodestore.NewShadow(st)
+	for _, d := range ds {
+		sh.Apply(d)
+	}
+	return sh.State(), nil
+}
