@@ -35,17 +35,5 @@ func BenchmarkLab(b *testing.B) {
 		b.Fatalf("ReadLog: %d deltas, %v", len(ds), err)
 	}
 	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "readlog-all-ms")
-	t0 = time.Now()
-	if err := s.SnapshotNow(ctx, "lab"); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "snapshot-ms")
-	b.ReportMetric(float64(s.Stats().SnapshotBytes), "snapshot-bytes")
-	t0 = time.Now()
-	st, _, err := s.Load(ctx, "lab")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "load-ms")
-	b.ReportMetric(float64(len(st.Waiting)), "waiting")
+	labpool.SnapshotAndLoad(b, s, "lab")
 }

@@ -3,7 +3,6 @@ package embedded
 import (
 	"github.com/qscheduler-swarming/qscheduler-swarming/nodestore/internal/labpool"
 	"testing"
-	"time"
 )
 
 // BenchmarkCommit measures commits of 100 new requests each to the
@@ -66,19 +65,7 @@ func benchCommit(b *testing.B, snapshots bool) {
 	if snapshots {
 		return
 	}
-	t0 := time.Now()
-	if err := s.SnapshotNow(ctx, "lab"); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "snapshot-ms")
-	b.ReportMetric(float64(s.Stats().SnapshotBytes), "snapshot-bytes")
-	t0 = time.Now()
-	st, _, err := s.Load(ctx, "lab")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "load-ms")
-	b.ReportMetric(float64(len(st.Waiting)), "waiting")
+	labpool.SnapshotAndLoad(b, s, "lab")
 }
 
 // BenchmarkCheckWrite measures the write check the pipeline runs while the

@@ -4,6 +4,7 @@
 package labpool
 
 import (
+	"context"
 	"slices"
 	"sync"
 	"testing"
@@ -126,4 +127,30 @@ func (l *Pool) Commits(b *testing.B, s nodestore.Store, pool string) (lat []time
 	b.StopTimer()
 	slices.Sort(lat)
 	return lat, logBytes
+}
+
+// Snapshotter is a store whose snapshots a benchmark can force.
+type Snapshotter interface {
+	nodestore.Store
+	nodestore.StatsReporter
+	SnapshotNow(ctx context.Context, pool string) error
+}
+
+// SnapshotAndLoad times a snapshot of pool in s and then a cold Load of
+// it, and reports both (snapshot-ms, snapshot-bytes, load-ms) with the
+// number of waiting requests loaded.
+func SnapshotAndLoad(b *testing.B, s Snapshotter, pool string) {
+	t0 := time.Now()
+	if err := s.SnapshotNow(b.Context(), pool); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "snapshot-ms")
+	b.ReportMetric(float64(s.Stats().SnapshotBytes), "snapshot-bytes")
+	t0 = time.Now()
+	st, _, err := s.Load(b.Context(), pool)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "load-ms")
+	b.ReportMetric(float64(len(st.Waiting)), "waiting")
 }
