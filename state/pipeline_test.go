@@ -335,7 +335,10 @@ func randomCall(rt *rapid.T, p *Pipeline, sec *int, wipe bool) error {
 
 // checkStored fails unless p's state of pool "p", caught up by the read,
 // equals the state the store rebuilds.
-func checkStored(rt *rapid.T, p *Pipeline, store nodestore.Store, what string) {
+func checkStored(rt interface {
+	Fatal(...any)
+	Fatalf(string, ...any)
+}, p *Pipeline, store nodestore.Store, what string) {
 	ctx := context.Background()
 	var live *statev1.PoolState
 	if err := p.Read(ctx, "p", func(s *scheduler.Scheduler) error { live = s.ToProto(); return nil }); err != nil {
@@ -647,17 +650,7 @@ func TestLongCatchUpRebuildsOnce(t *testing.T) {
 	}
 	caughtUp := func(what string) PoolCounters {
 		t.Helper()
-		var live *statev1.PoolState
-		if err := reader.Read(ctx, "p", func(s *scheduler.Scheduler) error { live = s.ToProto(); return nil }); err != nil {
-			t.Fatal(err)
-		}
-		stored, _, err := store.Load(ctx, "p")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diff := cmp.Diff(live, stored, protocmp.Transform()); diff != "" {
-			t.Fatalf("%s: the reader's state differs from the stored one (-live +stored):\n%s", what, diff)
-		}
+		checkStored(t, reader, store, what)
 		return reader.Status()[0].Counters
 	}
 	commit(3, 10)
