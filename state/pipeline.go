@@ -273,7 +273,7 @@ type Pipeline struct {
 	loaded bool // Load finished: a pool not in pools is not in the store as of then
 	closed bool
 
-	discover sync.Mutex // one caller at a time looks in the store for a pool (findPool)
+	discover sync.Mutex // one caller at a time loads a pool from the store (findPool)
 
 	health health         // whether the store takes writes (health.go)
 	hwg    sync.WaitGroup // the store check goroutine
@@ -553,8 +553,8 @@ func (p *Pipeline) pool(id string) (*pool, error) {
 
 // findPool returns the pool id. A pool this process does not hold may have
 // been created by another process serving the same store since this one
-// loaded its pools: if the store lists it, it is loaded and served from
-// then on. A store that cannot be asked gives ErrUnavailable, so that the
+// loaded its pools: if the store has it, it is loaded and served from then
+// on. A store that cannot be asked gives ErrUnavailable, so that the
 // caller retries rather than taking the pool for absent.
 func (p *Pipeline) findPool(ctx context.Context, id string) (*pool, error) {
 	pl, err := p.pool(id)
@@ -566,19 +566,15 @@ func (p *Pipeline) findPool(ctx context.Context, id string) (*pool, error) {
 	if pl, err := p.pool(id); !errors.Is(err, ErrPoolNotFound) {
 		return pl, err // another caller loaded it meanwhile
 	}
-	ids, lerr := p.store.ListPools(ctx)
-	if lerr != nil {
-		return nil, fmt.Errorf("%w: looking for pool %q in the store: %v", ErrUnavailable, id, lerr)
-	}
-	if !slices.Contains(ids, id) {
-		return nil, err
+	if nodestore.CheckPoolID(id) != nil {
+		return nil, err // no store holds such a pool
 	}
 	npl, lerr := p.loadPool(ctx, id)
 	if errors.Is(lerr, nodestore.ErrNotFound) {
-		return nil, err // deleted meanwhile
+		return nil, err
 	}
 	if lerr != nil {
-		return nil, fmt.Errorf("%w: loading pool %q: %v", ErrUnavailable, id, lerr)
+		return nil, fmt.Errorf("%w: looking for pool %q in the store: %v", ErrUnavailable, id, lerr)
 	}
 	p.mu.Lock()
 	if p.closed {

@@ -712,3 +712,19 @@ func TestPoolsOfAnotherProcess(t *testing.T) {
 		t.Errorf("the other process still serves %v", pools)
 	}
 }
+
+// TestUnknownPoolWhileTheStoreFails: a request for a pool this process does
+// not serve, while the store cannot be read, gets Unavailable (Swarming
+// retries), never NotFound (final: Swarming would drop the task).
+func TestUnknownPoolWhileTheStoreFails(t *testing.T) {
+	fs := faultstore.New(memory.New(memory.Options{}))
+	p := newPipeline(t, fs, nil, Options{})
+	fs.FailLoads(1)
+	err := p.Notify(context.Background(), "q", NotifyInput{Items: []scheduler.Notification{waiting("r0", 0)}})
+	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrPoolNotFound) {
+		t.Errorf("a pool looked for while the store fails: %v, want ErrUnavailable", err)
+	}
+	if err := p.Notify(context.Background(), "q", NotifyInput{Items: []scheduler.Notification{waiting("r0", 0)}}); !errors.Is(err, ErrPoolNotFound) {
+		t.Errorf("once the store answers: %v, want ErrPoolNotFound", err)
+	}
+}
